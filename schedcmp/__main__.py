@@ -1,0 +1,3 @@
+from schedcmp.cli import main
+
+main()

@@ -1,0 +1,121 @@
+"""The consoles, progress display and the rich timing table. Nothing else in schedcmp imports rich.
+
+Data goes to stdout; diagnostics, progress and the human table go to stderr. When stderr is not a
+terminal, progress is plain lines and there are no colour codes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """The one line a failing command prints."""
+    error_console.print(f"schedcmp: error: {message}", markup=False, style="bold red")
+
+
+def info(message: str) -> None:
+    error_console.print(message, markup=False)
+
+
+def data(text: str) -> None:
+    """Machine-readable output: exactly `text` on stdout, nothing added."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+class Progress:
+    """Runs done/total and the current scheduler's steps: a live bar on a terminal, plain lines elsewhere."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.live = error_console.is_terminal
+        self.bar = None
+        self.task = None
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=error_console, transient=True,
+            )
+            self.bar.start()
+
+    def note(self, message: str) -> None:
+        info(message)
+
+    def started(self, index: int, name: str, steps: int) -> None:
+        if self.bar is not None:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task(f"[{index}/{self.total}] {name}", total=steps)
+
+    def step(self, done: int, steps: int) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, completed=done, total=steps)
+
+    def finished(self, index: int, name: str, status: str, seconds: float | None, reason: str | None) -> None:
+        took = f"{seconds:.2f} s" if seconds is not None else "-"
+        line = f"[{index}/{self.total}] {name}: {status} ({took})" + (f" - {reason}" if reason else "")
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False)
+        else:
+            info(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    """The timing table, on stderr (the terminal), sorted, with its total row last."""
+    table = Table(title=title, title_justify="left")
+    for column, justify in [("scheduler", "left"), ("steps", "right"), ("NFE", "right"), ("seconds", "right"),
+                            ("ms/NFE", "right"), ("peak MiB", "right"), ("status", "left")]:
+        wraps = column in ("scheduler", "status")
+        table.add_column(column, justify=justify, no_wrap=not wraps, overflow="fold", ratio=3 if column == "scheduler" else None)
+    for row in rows:
+        seconds = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
+        if row.get("seconds_min") is not None and row["seconds_max"] != row["seconds_min"]:
+            seconds += f" ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
+        table.add_row(
+            row["scheduler"], str(row["steps"]), str(row["nfe"] or ""), seconds,
+            "" if row["ms_per_nfe"] is None else f"{row['ms_per_nfe']:.1f}",
+            "" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}",
+            row["status"], end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,
+            style="bold" if row["id"] == "total" else None,
+        )
+    error_console.print(table)
+
+
+def print_list(document: dict[str, Any]) -> None:
+    """`schedcmp list` as tables on stdout."""
+    console.print(f"[bold]{document['pipeline']}[/bold] from {document['model']}", highlight=False)
+    console.print(f"current scheduler: {document['scheduler']['class']}", highlight=False)
+    config = Table(title="its config (as pipeline.scheduler.config)", title_justify="left")
+    config.add_column("key")
+    config.add_column("value")
+    for key, value in document["scheduler"]["config"].items():
+        config.add_row(key, repr(value))
+    console.print(config)
+    schedulers = Table(title="compatible schedulers (the order of --schedulers all)", title_justify="left")
+    for column in ("class", "UI names", "accepts"):
+        schedulers.add_column(column, overflow="fold")
+    for entry in document["compatible"]:
+        schedulers.add_row(entry["class"], ", ".join(entry["aliases"]), ", ".join(entry["accepts"]))
+    console.print(schedulers)
+    aliases = Table(title="UI names (case-insensitive)", title_justify="left")
+    for column in ("name", "class", "overrides"):
+        aliases.add_column(column)
+    for alias in document["aliases"]:
+        aliases.add_row(alias["name"], alias["class"], ", ".join(f"{k}={v}" for k, v in alias["overrides"].items()))
+    console.print(aliases)

@@ -1,0 +1,340 @@
+"""Load a pipeline once: a local diffusers folder, a hub id, a single-file checkpoint, or the embedded default.
+
+torch and diffusers are imported inside the functions, so that importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schedcmp.config import PipelineDefaults
+from schedcmp.errors import ModelError, UsageError
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+DEFAULT_MODEL_NAME = "schedcmp default (embedded)"
+
+SAFE_WEIGHTS = (".safetensors",)
+PICKLE_WEIGHTS = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+# The denoiser is the module every scheduler step calls; its name differs between pipeline families.
+DENOISER_ATTRIBUTES = ("unet", "transformer", "prior", "decoder")
+TEXT_ENCODER_ATTRIBUTES = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+# Single-file checkpoints carry no config: the architecture diffusers infers picks the pipeline class.
+SINGLE_FILE_PIPELINES = {
+    "v1": "StableDiffusionPipeline",
+    "v2": "StableDiffusionPipeline",
+    "xl_base": "StableDiffusionXLPipeline",
+    "playground-v2-5": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "sd35_large": "StableDiffusion3Pipeline",
+    "sd35_medium": "StableDiffusion3Pipeline",
+    "flux-dev": "FluxPipeline",
+    "flux-schnell": "FluxPipeline",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A loaded pipeline and what schedcmp needs to know about it."""
+
+    pipe: Any
+    name: str
+    label: str | None  # shown on the sheet, e.g. "random weights"
+    device: str
+    dtype: str
+    denoiser: Any
+    text_encoders: list[Any]
+    original_scheduler_class: str
+    original_config: Any
+    compatible: list[str]
+    defaults: PipelineDefaults
+    size_multiple: int
+    num_train_timesteps: int
+    flow_shift: float | None
+    load_seconds: float
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' advice and progress bars off our stderr; our own progress reports instead.
+
+    Call before diffusers or transformers is first imported: they read these variables at import.
+    """
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # diffusers renamed torch_dtype to dtype; the old name works in every version we support.
+    warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` is cuda, then mps, then cpu; an explicit device that is not there is an error."""
+    import torch
+
+    if requested not in DEVICES:
+        raise UsageError(f"unknown --device {requested!r}; choose from {', '.join(DEVICES)}")
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if requested == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if requested == "cuda" and not cuda:
+        raise UsageError("--device cuda asked for, but torch sees no CUDA device (is this a CPU build of torch?)")
+    if requested == "mps" and not mps:
+        raise UsageError("--device mps asked for, but torch sees no MPS device")
+    return requested
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    """`auto` is fp16 on cuda (as the guide loads it) and fp32 elsewhere."""
+    if requested not in DTYPES:
+        raise UsageError(f"unknown --dtype {requested!r}; choose from {', '.join(DTYPES)}")
+    if requested == "auto":
+        return "fp16" if device == "cuda" else "fp32"
+    return requested
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def classify_source(model: str | None) -> tuple[str, str]:
+    """-> (kind, where): kind is `folder`, `file` or `hub`."""
+    if model is None:
+        return "folder", str(DEFAULT_MODEL_DIR)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return "folder", str(path)
+    if path.is_file():
+        return "file", str(path)
+    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith(SAFE_WEIGHTS + PICKLE_WEIGHTS)
+    if looks_like_path:
+        raise ModelError(f"model {model!r} not found: no such folder or file (a hub id looks like owner/name)")
+    return "hub", model
+
+
+def weight_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(safetensors files, pickle files) directly in a component folder."""
+    files = [p for p in folder.iterdir() if p.is_file()]
+    return [p for p in files if p.name.endswith(SAFE_WEIGHTS)], [p for p in files if p.name.endswith(PICKLE_WEIGHTS)]
+
+
+def check_folder(folder: Path, allow_pickle: bool) -> dict[str, Any]:
+    """A diffusers folder: model_index.json readable, and no component whose only weights are pickles."""
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ModelError(f"{folder} is not a diffusers model folder: model_index.json is missing")
+    try:
+        index = json.loads(index_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(f"{index_path} is corrupt: {error}") from None
+    if not isinstance(index, dict) or "_class_name" not in index:
+        raise ModelError(f"{index_path} is corrupt: no _class_name")
+    for component in index:
+        sub = folder / component
+        if component.startswith("_") or not sub.is_dir():
+            continue
+        safe, pickled = weight_files(sub)
+        if pickled and not safe and not allow_pickle:
+            raise ModelError(
+                f"{sub} has only pickle weights ({pickled[0].name}); pickle files can run code when loaded: "
+                "convert them to safetensors, or pass --allow-pickle if you trust this model"
+            )
+    return index
+
+
+def load_pipeline_from_folder(folder: str, dtype, allow_pickle: bool):
+    from diffusers import DiffusionPipeline
+
+    index = check_folder(Path(folder), allow_pickle)
+    # A component recorded as [null, null] is absent on purpose (e.g. SD3 without its T5 encoder);
+    # diffusers wants that said again at load time.
+    absent = {name: None for name, value in index.items() if not name.startswith("_") and value in ([None, None], None)}
+    try:
+        return DiffusionPipeline.from_pretrained(
+            folder, torch_dtype=dtype, use_safetensors=None if allow_pickle else True, local_files_only=True, **absent
+        )
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+        raise ModelError(f"cannot load the model folder {folder}: {one_line(error)}") from None
+
+
+def load_pipeline_from_hub(repo_id: str, dtype, allow_pickle: bool):
+    from diffusers import DiffusionPipeline
+    from huggingface_hub import constants
+
+    use_safetensors = None if allow_pickle else True
+    try:  # the local cache first: no network, and no waiting on one that is not there
+        return DiffusionPipeline.from_pretrained(
+            repo_id, torch_dtype=dtype, use_safetensors=use_safetensors, local_files_only=True
+        )
+    except (OSError, ValueError) as cached_error:
+        cache_miss = cached_error
+    if constants.HF_HUB_OFFLINE:
+        raise ModelError(
+            f"model {repo_id!r} is not in the local cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set: "
+            "download it once with network access, or point --model at a local folder"
+        ) from None
+    try:
+        return DiffusionPipeline.from_pretrained(repo_id, torch_dtype=dtype, use_safetensors=use_safetensors)
+    except (OSError, ValueError) as error:
+        text = one_line(error)
+        if "safetensors" in text.lower() and not allow_pickle:
+            raise ModelError(
+                f"model {repo_id!r} has no safetensors weights; pass --allow-pickle if you trust its pickle files"
+            ) from None
+        raise ModelError(
+            f"cannot load {repo_id!r}: no network access to the model hub and not in the local cache "
+            f"({constants.HF_HUB_CACHE}) ({one_line(cache_miss)[:120]}; {text[:120]})"
+        ) from None
+
+
+def load_pipeline_from_file(path: str, dtype, allow_pickle: bool, model_config: str | None):
+    import diffusers
+    from diffusers.loaders.single_file_utils import (
+        DIFFUSERS_DEFAULT_PIPELINE_PATHS,
+        infer_diffusers_model_type,
+        load_single_file_checkpoint,
+    )
+
+    if path.endswith(PICKLE_WEIGHTS) and not allow_pickle:
+        raise ModelError(
+            f"{path} is a pickle checkpoint; pickle files can run code when loaded: "
+            "convert it to safetensors, or pass --allow-pickle if you trust it"
+        )
+    if not path.endswith(SAFE_WEIGHTS + PICKLE_WEIGHTS):
+        raise ModelError(f"{path} is not a checkpoint file (.safetensors) nor a diffusers folder")
+    try:
+        checkpoint = load_single_file_checkpoint(path, local_files_only=True)
+        model_type = infer_diffusers_model_type(checkpoint)
+    except Exception as error:  # a truncated or foreign file: say so in one line
+        raise ModelError(f"cannot read the checkpoint {path}: {one_line(error)}") from None
+    pipeline_name = SINGLE_FILE_PIPELINES.get(model_type)
+    if pipeline_name is None:
+        raise ModelError(f"{path}: checkpoint type {model_type!r} is not a text-to-image model schedcmp can run")
+    config = model_config or DIFFUSERS_DEFAULT_PIPELINE_PATHS[model_type]["pretrained_model_name_or_path"]
+    pipeline_class = getattr(diffusers, pipeline_name)
+    try:
+        return pipeline_class.from_single_file(path, config=config, torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ModelError(
+            f"{path} ({model_type}) needs the config of {config!r}, which is not available offline: "
+            f"pass --model-config DIR (a diffusers folder or cached hub id of the same architecture) ({one_line(error)[:160]})"
+        ) from None
+
+
+def load(model: str | None, device: str, dtype_name: str, allow_pickle: bool = False, model_config: str | None = None) -> LoadedModel:
+    """Load the pipeline once, move it to the device, and collect what the runs need."""
+    quiet_libraries()
+    kind, where = classify_source(model)
+    started = time.perf_counter()
+    import torch
+
+    dtype = torch_dtype(dtype_name)
+    if kind == "folder":
+        pipe = load_pipeline_from_folder(where, dtype, allow_pickle)
+    elif kind == "file":
+        pipe = load_pipeline_from_file(where, dtype, allow_pickle, model_config)
+    else:
+        pipe = load_pipeline_from_hub(where, dtype, allow_pickle)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return describe(pipe, model, device, dtype_name, time.perf_counter() - started)
+
+
+def describe(pipe: Any, model: str | None, device: str, dtype_name: str, load_seconds: float) -> LoadedModel:
+    """What schedcmp needs to know about a loaded pipeline."""
+    scheduler = getattr(pipe, "scheduler", None)
+    if scheduler is None:
+        raise ModelError(f"{type(pipe).__name__} has no scheduler to swap")
+    denoiser = next((getattr(pipe, name) for name in DENOISER_ATTRIBUTES if getattr(pipe, name, None) is not None), None)
+    if denoiser is None:
+        raise ModelError(f"{type(pipe).__name__} has no denoiser (unet or transformer) schedcmp can count calls of")
+    config = scheduler.config
+    compatible = list(dict.fromkeys(cls.__name__ for cls in scheduler.compatibles))
+    flow = type(scheduler).__name__.startswith("FlowMatch")
+    return LoadedModel(
+        pipe=pipe,
+        name=model or DEFAULT_MODEL_NAME,
+        label=model_label(model),
+        device=device,
+        dtype=dtype_name,
+        denoiser=denoiser,
+        text_encoders=[getattr(pipe, n) for n in TEXT_ENCODER_ATTRIBUTES if getattr(pipe, n, None) is not None],
+        original_scheduler_class=type(scheduler).__name__,
+        original_config=config,
+        compatible=compatible,
+        defaults=call_defaults(pipe),
+        size_multiple=size_multiple(pipe),
+        num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
+        flow_shift=float(config.get("shift", 1.0)) if flow else None,
+        load_seconds=load_seconds,
+    )
+
+
+def model_label(model: str | None) -> str | None:
+    """The embedded default says what it is (its card's first line names it)."""
+    if model is not None:
+        return None
+    marker = DEFAULT_MODEL_DIR / "LABEL"
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+def call_defaults(pipe: Any) -> PipelineDefaults:
+    """What the pipeline's __call__ does when a setting is not passed."""
+    parameters = inspect.signature(pipe.__call__).parameters
+
+    def default(name, fallback):
+        parameter = parameters.get(name)
+        if parameter is None or parameter.default is inspect.Parameter.empty or parameter.default is None:
+            return fallback
+        return parameter.default
+
+    native = native_size(pipe)
+    return PipelineDefaults(
+        steps=int(default("num_inference_steps", 50)),
+        guidance_scale=default("guidance_scale", None),
+        width=int(default("width", native)),
+        height=int(default("height", native)),
+    )
+
+
+def native_size(pipe: Any) -> int:
+    """The pixel size the pipeline generates when none is given (its denoiser's sample size)."""
+    denoiser_config = next(getattr(pipe, n).config for n in DENOISER_ATTRIBUTES if getattr(pipe, n, None) is not None)
+    sample_size = denoiser_config.get("sample_size", 64)
+    if isinstance(sample_size, (list, tuple)):
+        sample_size = sample_size[0]
+    return int(sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+
+
+def size_multiple(pipe: Any) -> int:
+    """Width and height must be multiples of this (VAE factor, times the patch size of a transformer)."""
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is not None:
+        factor *= int(transformer.config.get("patch_size", 1) or 1)
+    return factor
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__

@@ -1,0 +1,175 @@
+"""Contact sheets with Pillow. The layout maths are pure functions; only `draw_contact_sheet` touches pixels."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+TILE_MIN = 192  # tiny models make 64 px images: scale them up so a label fits under each
+TILE_MAX = 384  # and big ones down, so a sheet of 15 stays a sane size
+MAX_COLUMNS = 6
+PADDING = 12
+FONT_SIZE = 14
+LINE_HEIGHT = 18
+LABEL_LINES = 4
+STATUS_COLOURS = {"ok": (40, 40, 40), "failed": (200, 30, 30), "suspect": (210, 120, 0), "filtered": (110, 110, 110)}
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One run on the sheet: its image (PNG bytes or None when there is none), label lines and status."""
+
+    image_png: bytes | None
+    lines: list[str]
+    status: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    columns: int
+    rows: int
+    tile_width: int
+    tile_height: int
+    header_height: int
+    label_height: int
+    width: int
+    height: int
+
+    def origin(self, index: int) -> tuple[int, int]:
+        """Top-left corner of tile `index` (row-major)."""
+        row, column = divmod(index, self.columns)
+        x = PADDING + column * (self.tile_width + PADDING)
+        y = self.header_height + PADDING + row * (self.tile_height + self.label_height + PADDING)
+        return x, y
+
+
+def grid_shape(count: int, max_columns: int = MAX_COLUMNS) -> tuple[int, int]:
+    """(columns, rows) closest to square, at most `max_columns` wide."""
+    if count <= 0:
+        return 1, 1
+    columns = min(max_columns, math.ceil(math.sqrt(count)))
+    return columns, math.ceil(count / columns)
+
+
+def tile_size(width: int, height: int, smallest: int = TILE_MIN, largest: int = TILE_MAX) -> tuple[int, int]:
+    """Display size of an image: whole-number upscaling for small images (crisp), downscaling for big ones."""
+    longest = max(width, height)
+    if longest < smallest:
+        factor = math.ceil(smallest / longest)
+        return width * factor, height * factor
+    if longest > largest:
+        return round(width * largest / longest), round(height * largest / longest)
+    return width, height
+
+
+def wrap(text: str, fits: Callable[[str], bool]) -> list[str]:
+    """Greedy word wrap; `fits(line)` says whether a line fits. A word too long alone is cut."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}".strip()
+        if fits(candidate):
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        while not fits(word) and len(word) > 1:
+            cut = len(word) - 1
+            while cut > 1 and not fits(word[:cut]):
+                cut -= 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        current = word
+    if current:
+        lines.append(current)
+    return lines
+
+
+def layout(count: int, image_width: int, image_height: int, header_lines: int) -> Layout:
+    columns, rows = grid_shape(count)
+    tile_width, tile_height = tile_size(image_width, image_height)
+    header_height = PADDING + header_lines * LINE_HEIGHT
+    label_height = LABEL_LINES * LINE_HEIGHT + 4
+    width = PADDING + columns * (tile_width + PADDING)
+    height = header_height + PADDING + rows * (tile_height + label_height + PADDING)
+    return Layout(columns, rows, tile_width, tile_height, header_height, label_height, width, height)
+
+
+def font(size: int = FONT_SIZE):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int, image_height: int) -> bytes:
+    """The whole sheet as PNG bytes: a header, then one labelled tile per run."""
+    from PIL import Image, ImageDraw
+
+    text_font = font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def fits(width: int) -> Callable[[str], bool]:
+        return lambda line: probe.textlength(line, font=text_font) <= width
+
+    columns, _ = grid_shape(len(tiles))
+    sheet_width = layout(len(tiles), image_width, image_height, 0).width
+    header_wrapped = [line for text in header for line in wrap(text, fits(sheet_width - 2 * PADDING))]
+    shape = layout(len(tiles), image_width, image_height, len(header_wrapped))
+    sheet = Image.new("RGB", (shape.width, shape.height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for number, line in enumerate(header_wrapped):
+        draw.text((PADDING, PADDING // 2 + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
+    for index, tile in enumerate(tiles):
+        x, y = shape.origin(index)
+        if tile.image_png is not None:
+            picture = Image.open(io.BytesIO(tile.image_png)).convert("RGB")
+            resample = Image.NEAREST if picture.width < shape.tile_width else Image.LANCZOS
+            sheet.paste(picture.resize((shape.tile_width, shape.tile_height), resample), (x, y))
+        else:
+            draw.rectangle([x, y, x + shape.tile_width - 1, y + shape.tile_height - 1], fill=(235, 235, 235), outline=(200, 30, 30))
+            draw.text((x + 8, y + 8), tile.status.upper(), fill=STATUS_COLOURS["failed"], font=text_font)
+        if tile.status != "ok":
+            draw.rectangle([x, y, x + shape.tile_width - 1, y + shape.tile_height - 1], outline=STATUS_COLOURS.get(tile.status), width=3)
+        label_lines = [wrapped for line in tile.lines for wrapped in wrap(line, fits(shape.tile_width))]
+        if len(label_lines) > LABEL_LINES:
+            label_lines = label_lines[: LABEL_LINES - 1] + [label_lines[LABEL_LINES - 1].rstrip() + " …"]
+        for number, line in enumerate(label_lines):
+            colour = STATUS_COLOURS["ok"] if number < 2 else STATUS_COLOURS.get(tile.status, (0, 0, 0))
+            draw.text((x, y + shape.tile_height + 2 + number * LINE_HEIGHT), line, fill=colour, font=text_font)
+    output = io.BytesIO()
+    sheet.save(output, format="PNG")
+    return output.getvalue()
+
+
+def tile_lines(entry: dict) -> list[str]:
+    """A run's label: name (and UI alias), its cost, and why it is not ok."""
+    from schedcmp.report import label
+
+    cost = f"{entry['steps']} steps · {entry.get('nfe') or 0} NFE"
+    if entry.get("seconds") is not None:
+        cost += f" · {entry['seconds']:.2f} s"
+    lines = [label(entry), cost]
+    if entry["status"] != "ok":
+        lines.append(f"{entry['status'].upper()}: {entry.get('reason') or ''}".strip())
+    if not entry.get("compatible", True):
+        lines.append("not in compatibles (--allow-incompatible)")
+    return lines
+
+
+def png_bytes(rgb) -> bytes:
+    """PNG bytes of an H×W×3 uint8 array."""
+    from PIL import Image
+
+    output = io.BytesIO()
+    Image.fromarray(rgb).save(output, format="PNG")
+    return output.getvalue()
+
+
+def read_png(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None

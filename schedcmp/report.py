@@ -1,0 +1,150 @@
+"""Results as files and tables: results.json, CSV, Markdown. Pure functions over plain data, plus atomic writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from schedcmp.sample import FAILED, RunResult
+from schedcmp.schedulers import display_label
+
+SCHEMA_VERSION = 1
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file beside `path`, then rename: a reader sees the old file or the new, never half."""
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def run_entry(result: RunResult) -> dict[str, Any]:
+    """One element of results.json's `runs`."""
+    spec = result.spec
+    return {
+        "id": spec.id,
+        "scheduler": spec.scheduler,
+        "alias": spec.alias,
+        "overrides": spec.overrides,
+        "compatible": spec.compatible,
+        "prompt": spec.prompt,
+        "negative_prompt": spec.negative_prompt,
+        "seed": spec.seed,
+        "steps": spec.steps,
+        "guidance_scale": spec.guidance_scale,
+        "width": spec.width,
+        "height": spec.height,
+        "call_args": spec.call_args,
+        "status": result.status,
+        "reason": result.reason,
+        "error": result.error,
+        "nfe": result.nfe,
+        "seconds": result.seconds,
+        "seconds_all": result.seconds_all,
+        "denoiser_seconds": result.denoiser_seconds,
+        "ms_per_nfe": result.ms_per_nfe,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "timesteps": None if result.timesteps is None else {"min": result.timesteps[0], "max": result.timesteps[1]},
+        "image": result.image,
+        "sha256": result.sha256,
+    }
+
+
+def results_document(header: dict[str, Any], results: list[RunResult]) -> dict[str, Any]:
+    """The whole results.json: the run's header fields, then one entry per finished run."""
+    return {"schema_version": SCHEMA_VERSION, "kind": "run", **header, "runs": [run_entry(r) for r in results]}
+
+
+def to_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def label(entry: dict[str, Any]) -> str:
+    return display_label(entry["scheduler"], entry.get("alias"), entry.get("overrides") or {})
+
+
+def sorted_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fastest first; runs without a time (failed) last, in their run order."""
+    timed = sorted((e for e in entries if e.get("seconds") is not None), key=lambda e: e["seconds"])
+    return timed + [e for e in entries if e.get("seconds") is None]
+
+
+TABLE_COLUMNS = ["id", "scheduler", "steps", "nfe", "seconds", "seconds_min", "seconds_max", "ms_per_nfe", "peak_memory_mb", "status"]
+
+
+def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the timing table, sorted, with a final total row."""
+    rows = []
+    for entry in sorted_entries(entries):
+        times = entry.get("seconds_all") or []
+        peak = entry.get("peak_memory_bytes")
+        rows.append(
+            {
+                "id": entry["id"],
+                "scheduler": label(entry),
+                "steps": entry["steps"],
+                "nfe": entry.get("nfe"),
+                "seconds": entry.get("seconds"),
+                "seconds_min": min(times) if times else None,
+                "seconds_max": max(times) if times else None,
+                "ms_per_nfe": entry.get("ms_per_nfe"),
+                "peak_memory_mb": None if peak is None else peak / 2**20,
+                "status": entry["status"] if not entry.get("reason") else f"{entry['status']}: {entry['reason']}",
+            }
+        )
+    rows.append(
+        {
+            "id": "total",
+            "scheduler": f"{len(entries)} runs",
+            "steps": sum(e["steps"] for e in entries),
+            "nfe": sum(e.get("nfe") or 0 for e in entries),
+            "seconds": sum(e.get("seconds") or 0.0 for e in entries),
+            "seconds_min": None,
+            "seconds_max": None,
+            "ms_per_nfe": None,
+            "peak_memory_mb": None,
+            "status": f"{sum(e['status'] == FAILED for e in entries)} failed",
+        }
+    )
+    return rows
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: cell(row[key]) for key in TABLE_COLUMNS})
+    return buffer.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    def escape(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(escape(cell(row[key])) for key in TABLE_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"

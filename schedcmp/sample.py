@@ -1,0 +1,340 @@
+"""Run one scheduler: a fresh scheduler and a seeded generator, one pipeline call, measured.
+
+The sampler never prints or draws: progress leaves through the `on_step` callback, results as plain data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from schedcmp.config import RunSpec
+from schedcmp.pipeline import LoadedModel, one_line
+from schedcmp.schedulers import build, scheduler_classes
+
+OK, FAILED, SUSPECT, FILTERED = "ok", "failed", "suspect", "filtered"
+
+# How far outside the training range a timestep may be before the run is suspect (float rounding).
+TIMESTEP_SLACK = 0.5
+
+
+@dataclass
+class RunResult:
+    """What one run produced and cost. Plain data: everything after sampling works without torch."""
+
+    spec: RunSpec
+    status: str = OK
+    reason: str | None = None
+    error: dict[str, str] | None = None
+    nfe: int | None = None
+    seconds: float | None = None
+    seconds_all: list[float] = field(default_factory=list)
+    denoiser_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    timesteps: tuple[float, float] | None = None  # (min, max) of what the denoiser was given
+    image: str | None = None  # path relative to the output folder
+    sha256: str | None = None
+
+    @property
+    def ms_per_nfe(self) -> float | None:
+        if not self.nfe or self.denoiser_seconds is None:
+            return None
+        return 1000.0 * self.denoiser_seconds / self.nfe
+
+
+def pixel_sha256(rgb) -> str:
+    """sha256 of decoded RGB pixels (H×W×3 uint8), not of PNG bytes, which differ between encoders."""
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def judge_output(image, nsfw: bool) -> tuple[str, str | None]:
+    """ok, or failed/filtered with the reason, from the float output (H×W×C in [0, 1])."""
+    import numpy as np
+
+    if not np.isfinite(image).all():
+        return FAILED, "output has NaN or inf values"
+    if nsfw:
+        return FILTERED, "the safety checker blacked out this image"
+    if float(np.ptp(image)) == 0.0:
+        return FAILED, f"constant image (every pixel {float(image.flat[0]):.3f})"
+    return OK, None
+
+
+def timestep_problem(low: float, high: float, train_steps: int) -> str | None:
+    """A reason to distrust a run whose denoiser was fed timesteps it was never trained on."""
+    if low < -TIMESTEP_SLACK or high > train_steps + TIMESTEP_SLACK:
+        return f"denoiser got timesteps {low:.2f}..{high:.2f}, outside its training range 0..{train_steps - 1}"
+    return None
+
+
+def peak_rss_reset() -> bool:
+    """Reset the kernel's high-water mark of this process's resident memory (Linux only)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int | None:
+    """The resident-memory high-water mark since the last reset (VmHWM), in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class Sampler:
+    """Runs schedulers on one loaded pipeline, counting and timing the denoiser's calls.
+
+    On entry it hooks the denoiser (to count calls, time them and see their timesteps) and memoises the
+    text encoders: the pipeline still encodes the prompt on every call, but the encoders compute each
+    distinct input once, so the prompt costs once per process while every image stays exactly what the
+    pipeline alone would give.
+    """
+
+    def __init__(self, model: LoadedModel, generator_device: str = "cpu"):
+        self.model = model
+        self.generator_device = generator_device
+        self.classes = scheduler_classes()
+        self.call_parameters = set(inspect.signature(model.pipe.__call__).parameters)
+        self.calls = 0
+        self.denoiser_seconds = 0.0
+        self.timestep_low = float("inf")
+        self.timestep_high = float("-inf")
+        self.encoding_seconds = 0.0
+        self.call_started = 0.0
+        self.handles: list[Any] = []
+        self.original_forwards: list[tuple[Any, Any]] = []
+        self.original_scheduler = model.pipe.scheduler
+
+    # -- hooks ---------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Sampler":
+        denoiser = self.model.denoiser
+        self.handles.append(denoiser.register_forward_pre_hook(self.before_denoiser, with_kwargs=True))
+        self.handles.append(denoiser.register_forward_hook(self.after_denoiser))
+        for encoder in self.model.text_encoders:
+            self.original_forwards.append((encoder, encoder.forward))
+            encoder.forward = self.memoised(encoder.forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+        for encoder, forward in self.original_forwards:
+            encoder.forward = forward
+        self.model.pipe.scheduler = self.original_scheduler
+
+    def synchronise(self) -> None:
+        import torch
+
+        if self.model.device == "cuda":
+            torch.cuda.synchronize()
+        elif self.model.device == "mps":
+            torch.mps.synchronize()
+
+    def before_denoiser(self, module, args, kwargs):
+        self.calls += 1
+        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        if timestep is not None:
+            import torch
+
+            values = torch.as_tensor(timestep).detach().float().flatten()
+            if values.numel():
+                self.timestep_low = min(self.timestep_low, float(values.min()))
+                self.timestep_high = max(self.timestep_high, float(values.max()))
+        self.synchronise()
+        self.call_started = time.perf_counter()
+
+    def after_denoiser(self, module, args, output):
+        self.synchronise()
+        self.denoiser_seconds += time.perf_counter() - self.call_started
+
+    def memoised(self, forward: Callable) -> Callable:
+        cache: dict[Any, Any] = {}
+
+        def forward_once(*args, **kwargs):
+            key = cache_key((args, kwargs))
+            if key not in cache:
+                started = time.perf_counter()
+                cache[key] = forward(*args, **kwargs)
+                self.synchronise()
+                self.encoding_seconds += time.perf_counter() - started
+            return clone(cache[key])  # a copy, so that no pipeline can change the cached tensors in place
+
+        return forward_once
+
+    # -- runs ----------------------------------------------------------------------------------------
+
+    def call_kwargs(self, spec: RunSpec, on_step: Callable[[int, int], None] | None) -> dict[str, Any]:
+        import torch
+
+        kwargs: dict[str, Any] = {
+            "prompt": spec.prompt,
+            "num_inference_steps": spec.steps,
+            "width": spec.width,
+            "height": spec.height,
+            "generator": torch.Generator(device=self.generator_device).manual_seed(spec.seed),
+            "output_type": "np",
+        }
+        if spec.guidance_scale is not None:
+            kwargs["guidance_scale"] = spec.guidance_scale
+        if spec.negative_prompt is not None:
+            kwargs["negative_prompt"] = spec.negative_prompt
+        if on_step is not None and "callback_on_step_end" in self.call_parameters:
+
+            def step_done(pipe, index, timestep, callback_kwargs):
+                on_step(index + 1, spec.steps)
+                return callback_kwargs
+
+            kwargs["callback_on_step_end"] = step_done
+        kwargs.update(spec.call_args)
+        return kwargs
+
+    def scheduler_overrides(self, spec: RunSpec) -> dict[str, Any]:
+        overrides = dict(spec.overrides)
+        cls = self.classes[spec.scheduler]
+        if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:
+            # DPMSolverSDE draws its Brownian noise from its own seed: tie it to --seed so runs repeat.
+            overrides.setdefault("noise_sampler_seed", spec.seed)
+        return overrides
+
+    def warm_up(self, spec: RunSpec, steps: int = 2) -> float:
+        """One short call with the pipeline's own scheduler, so one-time costs land on no scheduler."""
+        self.model.pipe.scheduler = build(type(self.original_scheduler), self.model.original_config, {})
+        started = time.perf_counter()
+        try:
+            self.model.pipe(**self.call_kwargs(replace_steps(spec, steps), None))
+        except Exception:  # the scheduler runs will report whatever this is, each on its own tile
+            pass
+        self.synchronise()
+        return time.perf_counter() - started
+
+    def run(self, spec: RunSpec, repeat: int = 1, on_step: Callable[[int, int], None] | None = None):
+        """-> (RunResult, RGB uint8 array or None, float output or None)."""
+        import numpy as np
+
+        result = RunResult(spec=spec)
+        rgb = output = None
+        for _ in range(repeat):
+            self.calls, self.denoiser_seconds = 0, 0.0
+            self.timestep_low, self.timestep_high = float("inf"), float("-inf")
+            self.reset_peak_memory()
+            try:
+                self.model.pipe.scheduler = build(self.classes[spec.scheduler], self.model.original_config, self.scheduler_overrides(spec))
+                kwargs = self.call_kwargs(spec, on_step)
+                self.synchronise()
+                started = time.perf_counter()
+                produced = self.model.pipe(**kwargs)
+                self.synchronise()
+                elapsed = time.perf_counter() - started
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as error:  # one scheduler failing must not sink the others
+                result.status, result.reason = FAILED, f"{type(error).__name__}: {one_line(error)}"
+                result.error = {"type": type(error).__name__, "message": one_line(error)}
+                result.nfe = self.calls
+                return result, None, None
+            finally:
+                self.model.pipe.scheduler = self.original_scheduler
+            result.seconds_all.append(elapsed)
+            result.nfe = self.calls
+            result.denoiser_seconds = self.denoiser_seconds
+            result.peak_memory_bytes = max(result.peak_memory_bytes or 0, self.peak_memory() or 0) or None
+            if self.calls:
+                result.timesteps = (self.timestep_low, self.timestep_high)
+            images = produced.images if hasattr(produced, "images") else produced[0]
+            this_output = np.asarray(images[0])
+            nsfw_flags = getattr(produced, "nsfw_content_detected", None)
+            status, reason = judge_output(this_output, bool(nsfw_flags and nsfw_flags[0]))
+            if status == FAILED:
+                result.status, result.reason = status, reason
+                result.error = {"type": "BadOutput", "message": reason}
+                return result, None, None
+            this_rgb = to_rgb(this_output)
+            if rgb is not None and not np.array_equal(rgb, this_rgb):
+                status, reason = SUSPECT, "repeats gave different images (nondeterministic)"
+            rgb, output = this_rgb, this_output
+            result.status, result.reason = status, reason
+        result.seconds = statistics.median(result.seconds_all)
+        result.sha256 = pixel_sha256(rgb)
+        if result.status == OK and result.timesteps is not None:
+            problem = timestep_problem(*result.timesteps, self.model.num_train_timesteps)
+            if problem:
+                result.status, result.reason = SUSPECT, problem
+        return result, rgb, output
+
+    # -- memory --------------------------------------------------------------------------------------
+
+    def reset_peak_memory(self) -> None:
+        import torch
+
+        if self.model.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        elif self.model.device == "cpu":
+            peak_rss_reset()
+
+    def peak_memory(self) -> int | None:
+        """CUDA: the allocator's peak. CPU: the process's resident-memory high-water mark (Linux)."""
+        import torch
+
+        if self.model.device == "cuda":
+            return int(torch.cuda.max_memory_allocated())
+        if self.model.device == "cpu":
+            return peak_rss_bytes()
+        return None
+
+
+def replace_steps(spec: RunSpec, steps: int) -> RunSpec:
+    from dataclasses import replace
+
+    return replace(spec, steps=steps)
+
+
+def to_rgb(output):
+    """Float output (H×W×C in [0, 1]) -> uint8 RGB, rounded exactly as the pipeline's own PIL output."""
+    import numpy as np
+
+    pixels = (output * 255).round().astype("uint8")
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return pixels
+
+
+def cache_key(value: Any) -> Any:
+    """A hashable key for text-encoder inputs: tensors by content, everything else by repr."""
+    import torch
+
+    if torch.is_tensor(value):
+        return ("tensor", str(value.dtype), tuple(value.shape), value.detach().cpu().numpy().tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(cache_key(item) for item in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), cache_key(v)) for k, v in value.items()))
+    return repr(value)
+
+
+def clone(value: Any) -> Any:
+    """A copy of a model output whose tensors can be changed without touching the original."""
+    import torch
+
+    if torch.is_tensor(value):
+        return value.clone()
+    if isinstance(value, dict):  # transformers' ModelOutput is an OrderedDict
+        return type(value)(**{key: clone(item) for key, item in value.items()})
+    if isinstance(value, tuple):
+        return tuple(clone(item) for item in value)
+    if isinstance(value, list):
+        return [clone(item) for item in value]
+    return value

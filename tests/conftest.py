@@ -1,0 +1,75 @@
+"""Shared fixtures: isolated paths, tiny models built once per session, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Before anything imports huggingface_hub: no network, and a cache nobody else uses.
+HF_HOME = Path(tempfile.mkdtemp(prefix="schedcmp-test-hf-"))
+os.environ["HF_HOME"] = str(HF_HOME)
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """Run `schedcmp ARGS` in this process, from a fresh working folder; returns exit code and streams."""
+    from schedcmp.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def sd15_model(models_dir) -> Path:
+    import tiny
+
+    return tiny.sd15(models_dir / "sd15")
+
+
+@pytest.fixture(scope="session")
+def sdxl_model(models_dir) -> Path:
+    import tiny
+
+    return tiny.sdxl(models_dir / "sdxl")
+
+
+@pytest.fixture(scope="session")
+def sd3_model(models_dir) -> Path:
+    import tiny
+
+    return tiny.sd3(models_dir / "sd3")
