@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 
 from schedcmp import __version__
@@ -128,14 +127,27 @@ def version_command() -> None:
     print(__version__)
 
 
+def click_exceptions():
+    """The click that typer parses with: recent typer bundles its own copy."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every error becomes one line on stderr and a documented exit code."""
     command = typer.main.get_command(app)
+    exceptions = click_exceptions()
     try:
         code = command.main(args=argv, prog_name="schedcmp", standalone_mode=False)
-    except click.UsageError as error:
+    except exceptions.UsageError as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # bare `schedcmp` or `schedcmp run`: the help, as usage
+            sys.stderr.write(error.format_message() + "\n")
+            sys.exit(EXIT_USAGE)
         report_error(error.format_message(), EXIT_USAGE)
-    except click.exceptions.Abort:
+    except typer.Abort:
         report_error("interrupted", EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         report_error("interrupted", EXIT_INTERRUPTED)
