@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schedcmp import output, render, report
 from schedcmp.config import Settings, check_settings, plan_runs, slug
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
 from schedcmp.sample import FAILED, OK, RunResult, Sampler
 from schedcmp.schedulers import ALIASES, accepted_params_of, choose, display_label, init_params, ordered, scheduler_classes
+
+if TYPE_CHECKING:
+    from schedcmp.pipeline import LoadedModel
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -98,17 +101,23 @@ def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str
     return params
 
 
-def run_comparison(settings: Settings, model_options: ModelOptions, options: OutputOptions) -> Outcome:
+def run_comparison(
+    settings: Settings, model_options: ModelOptions, options: OutputOptions, loaded: "LoadedModel | None" = None
+) -> Outcome:
+    """The `run` command. `loaded` lets a caller that already holds the pipeline (the benchmark) reuse it."""
     from schedcmp import pipeline
 
     pipeline.quiet_libraries()
     params = validate_before_load(settings, options)
     out_dir = prepare_out_dir(options.out or default_out_dir(settings.prompt), options.overwrite)
-    device = pipeline.resolve_device(model_options.device)
-    dtype = pipeline.resolve_dtype(model_options.dtype, device)
+    if loaded is None:
+        device = pipeline.resolve_device(model_options.device)
+        dtype = pipeline.resolve_dtype(model_options.dtype, device)
+        output.info(f"loading {model_options.model or pipeline.DEFAULT_MODEL_NAME} on {device} ({dtype}) ...")
+        loaded = pipeline.load(model_options.model, device, dtype, model_options.allow_pickle, model_options.model_config)
+    model = loaded
+    device, dtype = model.device, model.dtype
     generator_device = device if settings.generator_device == "device" else settings.generator_device
-    output.info(f"loading {model_options.model or pipeline.DEFAULT_MODEL_NAME} on {device} ({dtype}) ...")
-    model = pipeline.load(model_options.model, device, dtype, model_options.allow_pickle, model_options.model_config)
     runs = plan_runs(
         choose(settings.schedulers, model.compatible, params, model.flow_shift),
         set(model.compatible),

@@ -15,6 +15,7 @@ Parsing and alias lookup are pure; diffusers is imported only by the functions t
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import re
 from dataclasses import dataclass, field
@@ -313,8 +314,9 @@ def override_tag(overrides: dict[str, Any]) -> str:
 # -- the parts that need diffusers ---------------------------------------------------------------------
 
 
+@functools.cache
 def scheduler_classes() -> dict[str, type]:
-    """Every scheduler class diffusers exports, by name."""
+    """Every scheduler class diffusers exports, by name (looked up once: it imports every scheduler module)."""
     import diffusers
 
     found = {}
