@@ -290,7 +290,7 @@ def describe(pipe: Any, model: str | None, device: str, dtype_name: str, load_se
 
 
 def model_label(model: str | None) -> str | None:
-    """The embedded default says what it is (its card's first line names it)."""
+    """A note the embedded default carries in a LABEL file (e.g. "random weights"), for the sheet and `list`."""
     if model is not None:
         return None
     marker = DEFAULT_MODEL_DIR / "LABEL"

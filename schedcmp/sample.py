@@ -180,22 +180,25 @@ class Sampler:
     def call_kwargs(self, spec: RunSpec, on_step: Callable[[int, int], None] | None) -> dict[str, Any]:
         import torch
 
-        kwargs: dict[str, Any] = {
-            "prompt": spec.prompt,
+        settings = {
             "num_inference_steps": spec.steps,
             "width": spec.width,
             "height": spec.height,
+            "guidance_scale": spec.guidance_scale,
+            "negative_prompt": spec.negative_prompt,
+        }
+        kwargs: dict[str, Any] = {
+            "prompt": spec.prompt,
             "generator": torch.Generator(device=self.generator_device).manual_seed(spec.seed),
             "output_type": "np",
         }
-        if spec.guidance_scale is not None:
-            kwargs["guidance_scale"] = spec.guidance_scale
-        if spec.negative_prompt is not None:
-            kwargs["negative_prompt"] = spec.negative_prompt
+        # Only what this pipeline's __call__ takes: not every family has a size or a guidance scale.
+        kwargs.update({k: v for k, v in settings.items() if v is not None and k in self.call_parameters})
         if on_step is not None and "callback_on_step_end" in self.call_parameters:
 
             def step_done(pipe, index, timestep, callback_kwargs):
-                on_step(index + 1, spec.steps)
+                # Heun-like schedulers walk 2N-1 timesteps for N steps: count what the loop really does.
+                on_step(index + 1, len(pipe.scheduler.timesteps))
                 return callback_kwargs
 
             kwargs["callback_on_step_end"] = step_done
