@@ -48,40 +48,65 @@ Exit codes: 0 ok; 1 a run failed (with --strict: or is suspect/filtered); 2 usag
 """
 
 
-@app.command("run", help=RUN_HELP, no_args_is_help=True)
-def run_command(
-    prompt: str = typer.Argument(..., help="The prompt every scheduler gets."),
-    schedulers: str = typer.Option("all", "--schedulers", "-s", help="Which schedulers: all, all+ or a list (grammar above)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Diffusers folder, hub id or .safetensors file. Default: the embedded model."),
-    model_config: Optional[str] = typer.Option(None, "--model-config", help="For a single-file checkpoint: a diffusers folder or hub id holding its configs."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the fresh generator each scheduler gets."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (default: the pipeline's own)."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale (default: the pipeline's own)."),
-    width: Optional[int] = typer.Option(None, "--width", help="Image width in pixels (default: the model's native size)."),
-    height: Optional[int] = typer.Option(None, "--height", help="Image height in pixels (default: the model's native size)."),
-    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="Negative prompt."),
-    call_arg: List[str] = typer.Option([], "--call-arg", help="KEY=VALUE passed to the pipeline call, e.g. eta=0.3 (repeatable)."),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps (auto: cuda, then mps, then cpu)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto|fp32|fp16|bf16 (auto: fp16 on cuda, fp32 otherwise)."),
-    generator_device: str = typer.Option("cpu", "--generator-device", help="cpu (default, same images on every machine) or device (the run device's RNG, as the guide does on cuda)."),
-    repeat: int = typer.Option(1, "--repeat", help="Time each scheduler N times (same image); report median, min and max."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: ./schedcmp-runs/<timestamp>-<prompt>/)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out folder."),
-    output_format: str = typer.Option("table", "--format", "-f", help="table|json|csv|markdown: json/csv/markdown go to stdout alone."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 on suspect or filtered runs too."),
-    allow_incompatible: bool = typer.Option(False, "--allow-incompatible", help="Run schedulers outside the pipeline's compatibles."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load pickle weights (.bin/.ckpt): only for models you trust."),
-) -> None:
-    from schedcmp import compare, output, report
+# The flags of a comparison, shared by `run` and `baseline create`.
+SCHEDULERS = typer.Option("all", "--schedulers", "-s", help="Which schedulers: all, all+ or a list (grammar above).")
+MODEL = typer.Option(None, "--model", "-m", help="Diffusers folder, hub id or .safetensors file. Default: the embedded model.")
+MODEL_CONFIG = typer.Option(None, "--model-config", help="For a single-file checkpoint: a diffusers folder or hub id holding its configs.")
+SEED = typer.Option(0, "--seed", help="Seed of the fresh generator each scheduler gets.")
+STEPS = typer.Option(None, "--steps", help="Denoising steps (default: the pipeline's own).")
+GUIDANCE = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale (default: the pipeline's own).")
+WIDTH = typer.Option(None, "--width", help="Image width in pixels (default: the model's native size).")
+HEIGHT = typer.Option(None, "--height", help="Image height in pixels (default: the model's native size).")
+NEGATIVE = typer.Option(None, "--negative-prompt", help="Negative prompt.")
+CALL_ARG = typer.Option([], "--call-arg", help="KEY=VALUE passed to the pipeline call, e.g. eta=0.3 (repeatable).")
+DEVICE = typer.Option("auto", "--device", help="auto|cpu|cuda|mps (auto: cuda, then mps, then cpu).")
+DTYPE = typer.Option("auto", "--dtype", help="auto|fp32|fp16|bf16 (auto: fp16 on cuda, fp32 otherwise).")
+GENERATOR_DEVICE = typer.Option("cpu", "--generator-device", help="cpu (default, same images on every machine) or device (the run device's RNG, as the guide does on cuda).")
+REPEAT = typer.Option(1, "--repeat", help="Time each scheduler N times (same image); report median, min and max.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Write into a non-empty output folder.")
+ALLOW_INCOMPATIBLE = typer.Option(False, "--allow-incompatible", help="Run schedulers outside the pipeline's compatibles.")
+ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Load pickle weights (.bin/.ckpt): only for models you trust.")
+
+
+def settings_from(prompt, schedulers, seed, steps, guidance_scale, width, height, negative_prompt, call_arg, allow_incompatible, repeat, generator_device):
     from schedcmp.config import Settings, parse_call_args
 
     if generator_device not in ("cpu", "device", "cuda", "mps"):
         raise SchedcmpError(f"unknown --generator-device {generator_device!r}; choose cpu or device")
-    settings = Settings(
+    return Settings(
         prompt=prompt, schedulers=schedulers, seed=seed, steps=steps, guidance_scale=guidance_scale,
         width=width, height=height, negative_prompt=negative_prompt, call_args=parse_call_args(call_arg),
         allow_incompatible=allow_incompatible, repeat=repeat, generator_device=generator_device,
     )
+
+
+@app.command("run", help=RUN_HELP, no_args_is_help=True)
+def run_command(
+    prompt: str = typer.Argument(..., help="The prompt every scheduler gets."),
+    schedulers: str = SCHEDULERS,
+    model: Optional[str] = MODEL,
+    model_config: Optional[str] = MODEL_CONFIG,
+    seed: int = SEED,
+    steps: Optional[int] = STEPS,
+    guidance_scale: Optional[float] = GUIDANCE,
+    width: Optional[int] = WIDTH,
+    height: Optional[int] = HEIGHT,
+    negative_prompt: Optional[str] = NEGATIVE,
+    call_arg: List[str] = CALL_ARG,
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    generator_device: str = GENERATOR_DEVICE,
+    repeat: int = REPEAT,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: ./schedcmp-runs/<timestamp>-<prompt>/)."),
+    overwrite: bool = OVERWRITE,
+    output_format: str = typer.Option("table", "--format", "-f", help="table|json|csv|markdown: json/csv/markdown go to stdout alone."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 on suspect or filtered runs too."),
+    allow_incompatible: bool = ALLOW_INCOMPATIBLE,
+    allow_pickle: bool = ALLOW_PICKLE,
+) -> None:
+    from schedcmp import compare, output, report
+
+    settings = settings_from(prompt, schedulers, seed, steps, guidance_scale, width, height, negative_prompt, call_arg, allow_incompatible, repeat, generator_device)
     outcome = compare.run_comparison(
         settings,
         compare.ModelOptions(model, model_config, allow_pickle, device, dtype),
@@ -100,6 +125,94 @@ def run_command(
             output.info(f"contact sheet: {outcome.sheet}")
             output.data(f"{outcome.sheet}\n")
     raise typer.Exit(outcome.exit_code)
+
+
+baseline_app = typer.Typer(no_args_is_help=True, help="Store a comparison as a baseline for `schedcmp check`.")
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("create", no_args_is_help=True)
+def baseline_create_command(
+    folder: Path = typer.Argument(..., help="Baseline folder; the cases go into FOLDER/<device class>/ (cpu, cuda-sm90, mps)."),
+    prompt: str = typer.Argument(..., help="The prompt every scheduler gets."),
+    schedulers: str = SCHEDULERS,
+    model: Optional[str] = MODEL,
+    model_config: Optional[str] = MODEL_CONFIG,
+    seed: int = SEED,
+    steps: Optional[int] = STEPS,
+    guidance_scale: Optional[float] = GUIDANCE,
+    width: Optional[int] = WIDTH,
+    height: Optional[int] = HEIGHT,
+    negative_prompt: Optional[str] = NEGATIVE,
+    call_arg: List[str] = CALL_ARG,
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    generator_device: str = GENERATOR_DEVICE,
+    overwrite: bool = OVERWRITE,
+    allow_incompatible: bool = ALLOW_INCOMPATIBLE,
+    allow_pickle: bool = ALLOW_PICKLE,
+) -> None:
+    """Run a comparison (the flags of `run`) and store it as a baseline: images, float outputs, manifest.json."""
+    from schedcmp import baseline, compare, output
+
+    settings = settings_from(prompt, schedulers, seed, steps, guidance_scale, width, height, negative_prompt, call_arg, allow_incompatible, 1, generator_device)
+    target, manifest, code = baseline.create(folder, settings, compare.ModelOptions(model, model_config, allow_pickle, device, dtype), overwrite)
+    output.info(f"baseline: {len(manifest['cases'])} cases in {target}")
+    output.data(f"{target}\n")
+    raise typer.Exit(code)
+
+
+CHECK_HELP = """Regenerate every case of a baseline and compare.
+
+\b
+Verdicts: match (identical pixels and float output), within-tolerance,
+drift, missing-baseline, error, nondeterministic (with --preflight).
+Exit codes: 0 all match or within tolerance; 1 drift or missing baseline
+files; 2 usage or config error; 3 generation error; 4 nondeterminism
+found by --preflight; 5 the baseline folder holds no cases. When several
+apply: 3, then 1, then 4.
+"""
+
+
+@app.command("check", help=CHECK_HELP, no_args_is_help=True)
+def check_command(
+    folder: Path = typer.Argument(..., help="A folder made by `schedcmp baseline create`."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Check another copy or version of the baseline's model (same architecture)."),
+    device: str = DEVICE,
+    tolerance: Optional[str] = typer.Option(None, "--tolerance", help="same-device|cross-device (default: same-device when the baseline's device class is this one)."),
+    tolerance_for: List[str] = typer.Option([], "--tolerance-for", help='Per-scheduler thresholds, e.g. "euler a(max_abs=0.2,cosine=0.01)" (repeatable).'),
+    preflight: bool = typer.Option(False, "--preflight", help="Generate each case twice; cases that differ are nondeterministic, not drift."),
+    update: Optional[str] = typer.Option(None, "--update", help="missing|changed|all: write those cases into the baseline."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Write results.json, report.html and baseline/result/diff PNGs of failing cases here."),
+    junit_xml: Optional[Path] = typer.Option(None, "--junit-xml", help="Write a JUnit XML report here."),
+    output_format: str = typer.Option("table", "--format", "-f", help="table|json (the results document on stdout)."),
+    allow_pickle: bool = ALLOW_PICKLE,
+) -> None:
+    import os
+
+    from schedcmp import baseline, check_report, output, report
+
+    if output_format not in ("table", "json"):
+        raise SchedcmpError(f"unknown --format {output_format!r}; choose table or json")
+    options = baseline.CheckOptions(
+        folder=folder, model=model, device=device, profile=tolerance,
+        tolerance_overrides=baseline.parse_tolerance_overrides(tolerance_for), preflight=preflight, update=update,
+        allow_pickle=allow_pickle,
+    )
+    document, case_results, code = baseline.check(options)
+    if results is not None:
+        baseline.write_artifacts(results, document, case_results)
+    if junit_xml is not None:
+        report.write_atomic(junit_xml, check_report.junit_xml(document))
+    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_path:
+        with open(summary_path, "a", encoding="utf-8") as summary:
+            summary.write(check_report.step_summary(document))
+    if output_format == "json":
+        output.data(report.to_json(document))
+    else:
+        output.print_check(document)
+    raise typer.Exit(code)
 
 
 @app.command("list")

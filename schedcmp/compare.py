@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from schedcmp import output, render, report
 from schedcmp.config import Settings, check_settings, plan_runs, slug
@@ -50,6 +50,7 @@ class Outcome:
     out_dir: Path
     sheet: Path | None
     exit_code: int
+    model: Any = None  # the LoadedModel the runs used
 
 
 def now() -> str:
@@ -102,9 +103,17 @@ def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str
 
 
 def run_comparison(
-    settings: Settings, model_options: ModelOptions, options: OutputOptions, loaded: "LoadedModel | None" = None
+    settings: Settings,
+    model_options: ModelOptions,
+    options: OutputOptions,
+    loaded: "LoadedModel | None" = None,
+    keep_output: Callable[[RunResult, Any], None] | None = None,
 ) -> Outcome:
-    """The `run` command. `loaded` lets a caller that already holds the pipeline (the benchmark) reuse it."""
+    """The `run` command.
+
+    `loaded` lets a caller that already holds the pipeline (the benchmark) reuse it; `keep_output` receives
+    each run's float output (H×W×C in [0, 1]) for callers that store more than the PNG (baselines).
+    """
     from schedcmp import pipeline
 
     pipeline.quiet_libraries()
@@ -163,10 +172,12 @@ def run_comparison(
             for index, spec in enumerate(runs, start=1):
                 name = display_label(spec.scheduler, spec.alias, spec.overrides)
                 progress.started(index, name, spec.steps)
-                result, rgb, _ = sampler.run(spec, settings.repeat, progress.step)
+                result, rgb, float_output = sampler.run(spec, settings.repeat, progress.step)
                 if rgb is not None:
                     result.image = f"images/{spec.id}.png"
                     report.write_atomic(out_dir / result.image, render.png_bytes(rgb))
+                    if keep_output is not None:
+                        keep_output(result, float_output)
                 results.append(result)
                 header["shared_seconds"]["prompt_encoding"] = sampler.encoding_seconds
                 save_results()
@@ -180,7 +191,7 @@ def run_comparison(
     header["finished"] = now()
     document = save_results()
     sheet = write_sheet(out_dir, document) if document["runs"] else None
-    return Outcome(document, out_dir, sheet, exit_code(document, options.strict))
+    return Outcome(document, out_dir, sheet, exit_code(document, options.strict), model)
 
 
 def exit_code(document: dict[str, Any], strict: bool) -> int:

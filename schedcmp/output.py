@@ -120,3 +120,20 @@ def print_list(document: dict[str, Any]) -> None:
     for alias in document["aliases"]:
         aliases.add_row(alias["name"], alias["class"], ", ".join(f"{k}={v}" for k, v in alias["overrides"].items()))
     console.print(aliases)
+
+
+def print_check(document: dict[str, Any]) -> None:
+    """`schedcmp check`'s verdicts, on stderr, and a one-line summary."""
+    from schedcmp.check_report import metric_text
+
+    colours = {"match": "green", "within-tolerance": "green", "drift": "red", "missing-baseline": "red", "error": "magenta", "nondeterministic": "yellow"}
+    table = Table(title=f"check against {document['baseline']} ({document['tolerance_profile']})", title_justify="left")
+    for column in ("case", "status", "metrics (tolerance)"):
+        table.add_column(column, overflow="fold")
+    counts: dict[str, int] = {}
+    for case in document["cases"]:
+        counts[case["status"]] = counts.get(case["status"], 0) + 1
+        status = case["status"] + (" (updated)" if case.get("updated") else "")
+        table.add_row(case["id"], f"[{colours.get(case['status'], 'white')}]{status}[/]", case.get("error") or metric_text(case))
+    error_console.print(table)
+    info(", ".join(f"{count} {status}" for status, count in sorted(counts.items())) + f"; exit {document['exit_code']}")

@@ -1,0 +1,465 @@
+"""Visual regression: `schedcmp baseline create` stores a comparison; `schedcmp check` regenerates and compares.
+
+A baseline folder holds one sub-folder per device class (`cpu`, `cuda-sm90`, `mps`), like per-platform
+snapshots. Each is an ordinary run folder (contact sheet, images/, results.json) plus `arrays/<id>.npz`
+(the float output, float16) and `manifest.json`, which records everything `check` needs to regenerate each
+case exactly: the model's identity, the environment, and each case's settings and hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from schedcmp import metrics, output, render, report
+from schedcmp.compare import ModelOptions, OutputOptions, jsonable, now, run_comparison, versions
+from schedcmp.config import RunSpec, Settings
+from schedcmp.errors import EXIT_USAGE, SchedcmpError, UsageError
+from schedcmp.schedulers import parse_entry, resolve_entry
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+ARRAY_DTYPE = "float16"  # compact, and still finer than the 8-bit PNG
+
+EXIT_DRIFT = 1
+EXIT_GENERATION_ERROR = 3
+EXIT_NONDETERMINISTIC = 4
+EXIT_NO_CASES = 5
+
+# Config keys that say where or when a component was saved, not what it is.
+VOLATILE_CONFIG_KEYS = {"_name_or_path", "_diffusers_version", "transformers_version", "_commit_hash", "torch_dtype", "dtype", "_use_default_values"}
+
+# Measured on the default model (see README, "Choosing tolerances"): reruns on one device are identical;
+# the smallest real drift we inject (DDIM's timestep spacing) moves max_abs by > 0.3 and cosine by > 0.01.
+PROFILES = {
+    "same-device": metrics.Tolerance(max_abs=2 / 255, cosine=1e-5),
+    "cross-device": metrics.Tolerance(max_abs=0.1, cosine=1e-3),
+}
+# Ancestral and SDE samplers inject fresh noise every step, so small numeric differences grow more.
+STOCHASTIC_FACTOR = 2.0
+
+
+class BaselineError(SchedcmpError):
+    """The baseline folder cannot be used: exit 2, or 5 when it holds no cases."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def device_class(device: str) -> str:
+    """`cpu`, `mps`, or `cuda-sm<major><minor>` (GPUs of one compute capability compute alike)."""
+    if device != "cuda":
+        return device
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return f"cuda-sm{major}{minor}"
+
+
+def environment(device: str, dtype: str, generator_device: str) -> dict[str, Any]:
+    import torch
+
+    return {
+        "versions": versions(),
+        "device": device,
+        "device_class": device_class(device),
+        "gpu_name": torch.cuda.get_device_name() if device == "cuda" else None,
+        "dtype": dtype,
+        "generator_device": generator_device,
+        "determinism": {
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "num_threads": torch.get_num_threads(),
+        },
+    }
+
+
+def component_config(component: Any) -> dict[str, Any] | None:
+    config = getattr(component, "config", None)
+    if config is None:
+        return None
+    as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return {k: v for k, v in jsonable(as_dict).items() if k not in VOLATILE_CONFIG_KEYS}
+
+
+def model_identity(pipe: Any) -> dict[str, Any]:
+    """The pipeline class and its components' classes and configs: what the model is, not its weights."""
+    components = {}
+    for name, component in sorted(pipe.components.items()):
+        if component is None:
+            components[name] = None
+        else:
+            components[name] = {"class": type(component).__name__, "config": component_config(component)}
+    return {"pipeline": type(pipe).__name__, "components": components}
+
+
+def identity_difference(expected: dict[str, Any], actual: dict[str, Any]) -> str | None:
+    """The first way two identities differ, in words; None when they are the same."""
+    if expected["pipeline"] != actual["pipeline"]:
+        return f"pipeline {actual['pipeline']} != baseline's {expected['pipeline']}"
+    for name in sorted(set(expected["components"]) | set(actual["components"])):
+        old, new = expected["components"].get(name), actual["components"].get(name)
+        if old == new:
+            continue
+        if old is None or new is None or old["class"] != new["class"]:
+            return f"component {name}: {new and new['class']} != baseline's {old and old['class']}"
+        keys = sorted(k for k in set(old["config"] or {}) | set(new["config"] or {}) if (old["config"] or {}).get(k) != (new["config"] or {}).get(k))
+        return f"component {name}: config differs in {', '.join(keys[:5])}"
+    return None
+
+
+def array_sha256(array) -> str:
+    import numpy as np
+
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def compact(float_output):
+    import numpy as np
+
+    return np.asarray(float_output, dtype=np.float32).astype(ARRAY_DTYPE)
+
+
+def save_array(path: Path, array) -> None:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, output=array)
+    report.write_atomic(path, buffer.getvalue())
+
+
+def load_array(path: Path):
+    import numpy as np
+
+    with np.load(path) as data:
+        return data["output"]
+
+
+def case_entry(run: dict[str, Any], array) -> dict[str, Any]:
+    """A manifest case: the run's settings and where its files are, with hashes of their content."""
+    settings = {key: run[key] for key in ("id", "scheduler", "alias", "overrides", "compatible", "prompt", "negative_prompt",
+                                          "seed", "steps", "guidance_scale", "width", "height", "call_args")}
+    return {
+        **settings,
+        "batch_size": 1,  # one image per pipeline call, as `run` makes them
+        "status": run["status"],
+        "image": run["image"],
+        "array": f"arrays/{run['id']}.npz",
+        "pixel_sha256": run["sha256"],
+        "array_sha256": array_sha256(array),
+        "shape": list(array.shape),
+        "dtype": str(array.dtype),
+    }
+
+
+# -- create ----------------------------------------------------------------------------------------------
+
+
+def create(folder: Path, settings: Settings, model_options: ModelOptions, overwrite: bool) -> tuple[Path, dict[str, Any], int]:
+    """Run the comparison into FOLDER/<device class>/ and write its manifest. -> (folder, manifest, exit code)."""
+    from schedcmp import pipeline
+
+    pipeline.quiet_libraries()
+    device = pipeline.resolve_device(model_options.device)
+    target = Path(folder) / device_class(device)
+    arrays: dict[str, Any] = {}
+
+    def keep(result, float_output):
+        arrays[result.spec.id] = compact(float_output)
+        (target / "arrays").mkdir(exist_ok=True)
+        save_array(target / "arrays" / f"{result.spec.id}.npz", arrays[result.spec.id])
+
+    outcome = run_comparison(settings, model_options, OutputOptions(out=target, overwrite=overwrite, format="json"), keep_output=keep)
+    document = outcome.document
+    stored = [run for run in document["runs"] if run["id"] in arrays]
+    skipped = [run["id"] for run in document["runs"] if run["id"] not in arrays]
+    for run_id in skipped:
+        output.info(f"not stored: {run_id} made no image")
+    manifest = {
+        "kind": "baseline",
+        "schema_version": SCHEMA_VERSION,
+        "created": now(),
+        "model": {"source": model_options.model, "name": document["model"], "identity": model_identity(outcome.model.pipe)},
+        "environment": environment(document["device"], document["dtype"], document["generator_device"]),
+        "cases": [],
+    }
+    manifest["cases"] = [case_entry(run, arrays[run["id"]]) for run in stored]
+    report.write_atomic(target / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    code = outcome.exit_code if outcome.exit_code else (EXIT_DRIFT if skipped else 0)
+    return target, manifest, code
+
+
+# -- check -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CaseResult:
+    """One case's verdict in `check`."""
+
+    case: dict[str, Any]
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    tolerance: dict[str, float] | None = None
+    error: str | None = None
+    seconds: float | None = None
+    rgb: Any = None
+    array: Any = None
+    baseline_rgb: Any = None
+    files: dict[str, str] = field(default_factory=dict)
+    updated: bool = False
+
+
+def find_manifest(folder: Path, running_class: str, profile: str | None) -> tuple[Path, str]:
+    """-> (the device-class folder to check against, the tolerance profile), with a notice when crossing devices."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BaselineError(f"baseline folder {folder} does not exist (make one with `schedcmp baseline create {folder}`)")
+    classes = sorted(p.name for p in folder.iterdir() if (p / MANIFEST).is_file())
+    if not classes:
+        raise BaselineError(f"baseline folder {folder} holds no cases (no */{MANIFEST})", exit_code=EXIT_NO_CASES)
+    if running_class in classes:
+        return folder / running_class, profile or "same-device"
+    chosen = classes[0]
+    output.info(f"notice: no {running_class} baseline in {folder}; checking against {chosen} with cross-device tolerances")
+    return folder / chosen, profile or "cross-device"
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BaselineError(f"corrupt manifest {path / MANIFEST}: {error}") from None
+    required = {"kind", "schema_version", "model", "environment", "cases"}
+    if not isinstance(manifest, dict) or not required <= set(manifest) or manifest.get("kind") != "baseline":
+        raise BaselineError(f"corrupt manifest {path / MANIFEST}: not a schedcmp baseline manifest")
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise BaselineError(f"manifest {path / MANIFEST} has schema_version {manifest['schema_version']}; this schedcmp reads {SCHEMA_VERSION}")
+    if not manifest["cases"]:
+        raise BaselineError(f"baseline {path} holds no cases", exit_code=EXIT_NO_CASES)
+    return manifest
+
+
+def is_stochastic(case: dict[str, Any]) -> bool:
+    """Samplers that add fresh noise every step (by name and config), whose outputs diverge faster."""
+    name = case["scheduler"]
+    algorithm = str(case["overrides"].get("algorithm_type", ""))
+    return "Ancestral" in name or "SDE" in name or name == "DDPMScheduler" or algorithm.startswith("sde")
+
+
+def parse_tolerance_overrides(items: list[str]) -> dict[str, dict[str, float]]:
+    """`--tolerance-for "euler a(max_abs=0.2,cosine=0.01)"` -> {class name: {max_abs, cosine}}."""
+    from schedcmp.schedulers import accepted_params_of, scheduler_classes
+
+    params = accepted_params_of(scheduler_classes())
+    overrides: dict[str, dict[str, float]] = {}
+    for item in items:
+        entry = parse_entry(item)
+        if entry.steps is not None:
+            raise UsageError(f"--tolerance-for {item!r}: no :STEPS here")
+        bad = set(entry.overrides) - {"max_abs", "cosine"}
+        if bad or not entry.overrides:
+            raise UsageError(f"--tolerance-for {item!r}: give NAME(max_abs=X,cosine=Y); unknown keys {sorted(bad)}")
+        class_name = resolve_entry(replace(entry, overrides={}), params).class_name
+        overrides[class_name] = {k: float(v) for k, v in entry.overrides.items()}
+    return overrides
+
+
+def tolerance_for(case: dict[str, Any], profile: str, overrides: dict[str, dict[str, float]]) -> metrics.Tolerance:
+    base = PROFILES[profile]
+    if is_stochastic(case):
+        base = metrics.Tolerance(base.max_abs * STOCHASTIC_FACTOR, base.cosine * STOCHASTIC_FACTOR)
+    given = overrides.get(case["scheduler"], {})
+    return metrics.Tolerance(given.get("max_abs", base.max_abs), given.get("cosine", base.cosine))
+
+
+def spec_of(case: dict[str, Any]) -> RunSpec:
+    return RunSpec(
+        id=case["id"], scheduler=case["scheduler"], alias=case["alias"], overrides=case["overrides"],
+        compatible=case["compatible"], prompt=case["prompt"], negative_prompt=case["negative_prompt"], seed=case["seed"],
+        steps=case["steps"], guidance_scale=case["guidance_scale"], width=case["width"], height=case["height"],
+        call_args=case.get("call_args") or {},
+    )
+
+
+def load_baseline_case(folder: Path, case: dict[str, Any]):
+    """-> (rgb, array) of a stored case, or None when its files are gone."""
+    import numpy as np
+    from PIL import Image
+
+    image, array = folder / case["image"], folder / case["array"]
+    if not image.is_file() or not array.is_file():
+        return None
+    return np.asarray(Image.open(image).convert("RGB")), load_array(array)
+
+
+@dataclass
+class CheckOptions:
+    folder: Path
+    model: str | None = None
+    device: str = "auto"
+    profile: str | None = None
+    tolerance_overrides: dict[str, dict[str, float]] = field(default_factory=dict)
+    preflight: bool = False
+    update: str | None = None  # missing | changed | all
+    allow_pickle: bool = False
+
+
+UPDATE_MODES = ("missing", "changed", "all")
+
+
+def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]:
+    """Regenerate every case of the baseline and compare. -> (results document, case results, exit code)."""
+    from schedcmp import pipeline
+    from schedcmp.sample import Sampler
+
+    pipeline.quiet_libraries()
+    if options.profile is not None and options.profile not in PROFILES:
+        raise UsageError(f"unknown --tolerance {options.profile!r}; choose from {', '.join(PROFILES)}")
+    if options.update is not None and options.update not in UPDATE_MODES:
+        raise UsageError(f"unknown --update {options.update!r}; choose from {', '.join(UPDATE_MODES)}")
+    device = pipeline.resolve_device(options.device)
+    folder, profile = find_manifest(options.folder, device_class(device), options.profile)
+    manifest = read_manifest(folder)
+    recorded = manifest["environment"]
+    source = options.model if options.model is not None else manifest["model"]["source"]
+    output.info(f"checking {len(manifest['cases'])} cases of {folder} ({profile} tolerances) ...")
+    model = pipeline.load(source, device, recorded["dtype"], options.allow_pickle)
+    difference = identity_difference(manifest["model"]["identity"], model_identity(model.pipe))
+    if difference:
+        raise UsageError(f"model {model.name} is not the baseline's model: {difference}")
+
+    results: list[CaseResult] = []
+    progress = output.Progress(len(manifest["cases"]))
+    generator_device = "cpu" if recorded["generator_device"] == "cpu" else device
+    try:
+        with Sampler(model, generator_device) as sampler:
+            for index, case in enumerate(manifest["cases"], start=1):
+                progress.started(index, case["id"], case["steps"])
+                outcome = check_case(sampler, folder, case, profile, options)
+                results.append(outcome)
+                progress.finished(index, case["id"], outcome.status, outcome.seconds, outcome.error)
+    finally:
+        progress.close()
+    if options.update:
+        write_updates(folder, manifest, results, options.update)
+    document = check_document(options.folder, folder, manifest, profile, device, results)
+    return document, results, check_exit_code(results)
+
+
+def check_case(sampler, folder: Path, case: dict[str, Any], profile: str, options: CheckOptions) -> CaseResult:
+    from schedcmp.sample import pixel_sha256
+
+    tolerance = tolerance_for(case, profile, options.tolerance_overrides)
+    started = time.perf_counter()
+    result, rgb, float_output = sampler.run(spec_of(case), repeat=2 if options.preflight else 1)
+    seconds = time.perf_counter() - started
+    outcome = CaseResult(case=case, status=metrics.ERROR, tolerance={"max_abs": tolerance.max_abs, "cosine": tolerance.cosine}, seconds=seconds)
+    if rgb is None:
+        outcome.error = result.reason
+        return outcome
+    if options.preflight and result.reason and "nondeterministic" in result.reason:
+        outcome.status, outcome.error = metrics.NONDETERMINISTIC, "two generations of this case differ"
+        return outcome
+    outcome.rgb, outcome.array = rgb, compact(float_output)
+    stored = load_baseline_case(folder, case)
+    if stored is None:
+        outcome.status = metrics.MISSING
+        outcome.error = f"baseline files {case['image']} / {case['array']} are missing"
+        return outcome
+    outcome.baseline_rgb, baseline_array = stored
+    same = pixel_sha256(rgb) == case["pixel_sha256"] and array_sha256(outcome.array) == case["array_sha256"]
+    outcome.status, outcome.metrics = metrics.compare(baseline_array, outcome.array, outcome.baseline_rgb, rgb, same, tolerance)
+    return outcome
+
+
+def write_updates(folder: Path, manifest: dict[str, Any], results: list[CaseResult], mode: str) -> None:
+    """The explicit way to write into a baseline: `--update missing|changed|all`."""
+    wanted = {"missing": {metrics.MISSING}, "changed": {metrics.MISSING, metrics.DRIFT, metrics.WITHIN},
+              "all": {metrics.MISSING, metrics.DRIFT, metrics.WITHIN, metrics.MATCH}}[mode]
+    from schedcmp.sample import pixel_sha256
+
+    for outcome in results:
+        if outcome.status not in wanted or outcome.rgb is None:
+            continue
+        case = outcome.case
+        (folder / "arrays").mkdir(exist_ok=True)
+        (folder / "images").mkdir(exist_ok=True)
+        report.write_atomic(folder / case["image"], render.png_bytes(outcome.rgb))
+        save_array(folder / case["array"], outcome.array)
+        case["pixel_sha256"], case["array_sha256"] = pixel_sha256(outcome.rgb), array_sha256(outcome.array)
+        case["shape"], case["dtype"] = list(outcome.array.shape), str(outcome.array.dtype)
+        outcome.updated = True
+    manifest["updated"] = now()
+    report.write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+SEVERITY = [(metrics.ERROR, EXIT_GENERATION_ERROR), (metrics.DRIFT, EXIT_DRIFT), (metrics.MISSING, EXIT_DRIFT), (metrics.NONDETERMINISTIC, EXIT_NONDETERMINISTIC)]
+
+
+def check_exit_code(results: list[CaseResult]) -> int:
+    """The most severe wins, in the order 3 (error), 1 (drift, missing), 4 (nondeterministic); updated cases pass."""
+    statuses = {r.status for r in results if not r.updated}
+    for status, code in SEVERITY:
+        if status in statuses:
+            return code
+    return 0
+
+
+def check_document(root: Path, folder: Path, manifest: dict[str, Any], profile: str, device: str, results: list[CaseResult]) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "check",
+        "baseline": str(folder),
+        "baseline_device_class": folder.name,
+        "device_class": device_class(device),
+        "tolerance_profile": profile,
+        "model": manifest["model"]["name"],
+        "versions": versions(),
+        "finished": now(),
+        "exit_code": check_exit_code(results),
+        "cases": [
+            {
+                "id": r.case["id"],
+                "scheduler": r.case["scheduler"],
+                "alias": r.case["alias"],
+                "status": r.status,
+                "updated": r.updated,
+                "metrics": r.metrics,
+                "tolerance": r.tolerance,
+                "error": r.error,
+                "seconds": r.seconds,
+                **r.files,
+            }
+            for r in results
+        ],
+    }
+
+
+def write_artifacts(results_dir: Path, document: dict[str, Any], results: list[CaseResult]) -> None:
+    """--results DIR: per failing case baseline/result/diff PNGs, results.json and report.html."""
+    from schedcmp import check_report
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for outcome, entry in zip(results, document["cases"]):
+        if outcome.status == metrics.MATCH or outcome.rgb is None:
+            continue
+        case_dir = results_dir / outcome.case["id"]
+        case_dir.mkdir(exist_ok=True)
+        report.write_atomic(case_dir / "result.png", render.png_bytes(outcome.rgb))
+        entry["result_image"] = f"{outcome.case['id']}/result.png"
+        if outcome.baseline_rgb is not None:
+            report.write_atomic(case_dir / "baseline.png", render.png_bytes(outcome.baseline_rgb))
+            entry["baseline_image"] = f"{outcome.case['id']}/baseline.png"
+            if outcome.baseline_rgb.shape == outcome.rgb.shape:
+                report.write_atomic(case_dir / "diff.png", render.png_bytes(metrics.diff_heatmap(outcome.baseline_rgb, outcome.rgb)))
+                entry["diff_image"] = f"{outcome.case['id']}/diff.png"
+    report.write_atomic(results_dir / "results.json", report.to_json(document))
+    report.write_atomic(results_dir / "report.html", check_report.html(document, results_dir))
