@@ -67,7 +67,7 @@ def main() -> None:
     pipe = model.pipe
     decode_totals = {"decode": 0.0}
     timed_decode(pipe.vae, decode_totals)
-    settings = Settings(prompt=args.prompt, schedulers=args.schedulers, seed=args.seed, steps=args.steps)
+    settings = Settings(prompts=(args.prompt,), schedulers=args.schedulers, seeds=(args.seed,), steps=(args.steps,))
 
     plain_times, schedcmp_times, denoiser_times, decode_times, outside_shares = [], [], [], [], []
     with tempfile.TemporaryDirectory() as scratch:

@@ -149,7 +149,8 @@ def case_entry(run: dict[str, Any], array) -> dict[str, Any]:
                                           "seed", "steps", "guidance_scale", "width", "height", "call_args")}
     return {
         **settings,
-        "batch_size": 1,  # one image per pipeline call, as `run` makes them
+        "batch": run["batch"],  # cells made by one pipeline call are regenerated together, in this order
+        "batch_size": run["batch_size"],
         "status": run["status"],
         "image": run["image"],
         "array": f"arrays/{run['id']}.npz",
@@ -339,13 +340,21 @@ def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]
     results: list[CaseResult] = []
     progress = output.Progress(len(manifest["cases"]))
     generator_device = "cpu" if recorded["generator_device"] == "cpu" else device
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for case in manifest["cases"]:
+        groups.setdefault(case.get("batch") or case["id"], []).append(case)
     try:
         with Sampler(model, generator_device) as sampler:
-            for index, case in enumerate(manifest["cases"], start=1):
-                progress.started(index, case["id"], case["steps"])
-                outcome = check_case(sampler, folder, case, profile, options)
-                results.append(outcome)
-                progress.finished(index, case["id"], outcome.status, outcome.seconds, outcome.error)
+            for group in groups.values():
+                progress.started(len(results) + 1, group[0]["id"] + (f" ×{len(group)}" if len(group) > 1 else ""), group[0]["steps"])
+                started = time.perf_counter()
+                made = sampler.run_batch([spec_of(case) for case in group], repeat=2 if options.preflight else 1)
+                seconds = (time.perf_counter() - started) / len(group)
+                for case, (result, rgb, float_output) in zip(group, made):
+                    tolerance = tolerance_for(case, profile, options.tolerance_overrides)
+                    outcome = judge_case(folder, case, result, rgb, float_output, tolerance, options.preflight, seconds)
+                    results.append(outcome)
+                    progress.finished(len(results), case["id"], outcome.status, outcome.seconds, outcome.error)
     finally:
         progress.close()
     if options.update:
@@ -354,18 +363,15 @@ def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]
     return document, results, check_exit_code(results)
 
 
-def check_case(sampler, folder: Path, case: dict[str, Any], profile: str, options: CheckOptions) -> CaseResult:
+def judge_case(folder: Path, case: dict[str, Any], result, rgb, float_output, tolerance: metrics.Tolerance, preflight: bool, seconds: float) -> CaseResult:
+    """One regenerated case against its stored files: error, nondeterministic, missing, or the metrics' verdict."""
     from schedcmp.sample import pixel_sha256
 
-    tolerance = tolerance_for(case, profile, options.tolerance_overrides)
-    started = time.perf_counter()
-    result, rgb, float_output = sampler.run(spec_of(case), repeat=2 if options.preflight else 1)
-    seconds = time.perf_counter() - started
     outcome = CaseResult(case=case, status=metrics.ERROR, tolerance={"max_abs": tolerance.max_abs, "cosine": tolerance.cosine}, seconds=seconds)
     if rgb is None:
         outcome.error = result.reason
         return outcome
-    if options.preflight and result.reason and "nondeterministic" in result.reason:
+    if preflight and result.reason and "nondeterministic" in result.reason:
         outcome.status, outcome.error = metrics.NONDETERMINISTIC, "two generations of this case differ"
         return outcome
     outcome.rgb, outcome.array = rgb, compact(float_output)

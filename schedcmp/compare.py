@@ -7,16 +7,18 @@ process leaves a valid file listing what finished.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from schedcmp import output, render, report
-from schedcmp.config import Settings, check_settings, plan_runs, slug
+from schedcmp.config import AXES, RunSpec, Settings, batches, check_settings, plan_runs, slug
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
 from schedcmp.sample import FAILED, OK, RunResult, Sampler
 from schedcmp.schedulers import ALIASES, accepted_params_of, choose, display_label, init_params, ordered, scheduler_classes
@@ -42,15 +44,24 @@ class OutputOptions:
     overwrite: bool = False
     format: str = "table"
     strict: bool = False
+    x: str | None = None  # the grid's column axis
+    z: str | None = None  # stack the sheets of this axis into one grid of grids
+    no_sheet: bool = False  # no images and no sheet: a pure timing sweep
+    events: str | None = None  # NDJSON, one line per finished cell: a path, or - for stdout
+    resume: Path | None = None  # continue the sweep in this folder
 
 
 @dataclass
 class Outcome:
     document: dict[str, Any]
     out_dir: Path
-    sheet: Path | None
+    sheets: list[Path]
     exit_code: int
     model: Any = None  # the LoadedModel the runs used
+
+    @property
+    def sheet(self) -> Path | None:
+        return self.sheets[0] if self.sheets else None
 
 
 def now() -> str:
@@ -93,13 +104,78 @@ def check_size(value: int, multiple: int, flag: str) -> None:
 
 
 def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str, set[str]]:
-    """Everything that needs no model: settings, scheduler names and override keys, the format."""
+    """Everything that needs no model: settings, scheduler names and override keys, formats and axes."""
     check_settings(settings)
     if options.format not in FORMATS:
         raise UsageError(f"unknown --format {options.format!r}; choose from {', '.join(FORMATS)}")
+    for flag, axis in (("--x", options.x), ("--z", options.z)):
+        if axis is not None and axis not in AXES:
+            raise UsageError(f"unknown {flag} {axis!r}; choose from {', '.join(AXES)}")
+    if options.x is not None and options.x == options.z:
+        raise UsageError("--x and --z must be different axes")
+    if options.events == "-" and options.format == "json":
+        raise UsageError("--events - and --format json both want stdout; send the events to a file")
     params = accepted_params_of(scheduler_classes())
     choose(settings.schedulers, [], params, None)  # unknown names and keys fail here, before the load
     return params
+
+
+RESUME_FIELDS = ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "call_args")
+
+
+def previous_runs(folder: Path) -> dict[str, dict[str, Any]]:
+    """--resume: the cells a folder's results.json lists whose image is there with the recorded pixel hash."""
+    import numpy as np
+    from PIL import Image
+
+    from schedcmp.sample import pixel_sha256
+
+    path = folder / "results.json"
+    try:
+        document = json.loads(path.read_text())
+        runs = document["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise OutputError(f"cannot resume from {folder}: {path} is missing or corrupt ({error})") from None
+    verified = {}
+    for entry in runs:
+        image = folder / (entry.get("image") or "")
+        if entry.get("status") == FAILED or not entry.get("image") or not image.is_file():
+            continue
+        try:
+            pixels = np.asarray(Image.open(image).convert("RGB"))
+        except OSError:
+            continue
+        if pixel_sha256(pixels) == entry.get("sha256"):
+            verified[entry["id"]] = entry
+    return verified
+
+
+def matches(entry: dict[str, Any], spec: RunSpec) -> bool:
+    """A resumed cell counts only if it was made with exactly this cell's settings."""
+    return all(entry.get(name) == getattr(spec, name) for name in RESUME_FIELDS)
+
+
+class Events:
+    """--events: one NDJSON line per finished cell, flushed at once so a watcher sees it."""
+
+    def __init__(self, target: str | None):
+        self.handle = None
+        if target == "-":
+            self.handle = sys.stdout
+        elif target is not None:
+            try:
+                self.handle = open(target, "a", encoding="utf-8")
+            except OSError as error:
+                raise OutputError(f"cannot write --events {target}: {error.strerror or error}") from None
+
+    def cell(self, entry: dict[str, Any]) -> None:
+        if self.handle is not None:
+            self.handle.write(json.dumps({"event": "cell", **entry}, ensure_ascii=False) + "\n")
+            self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not None and self.handle is not sys.stdout:
+            self.handle.close()
 
 
 def run_comparison(
@@ -109,16 +185,21 @@ def run_comparison(
     loaded: "LoadedModel | None" = None,
     keep_output: Callable[[RunResult, Any], None] | None = None,
 ) -> Outcome:
-    """The `run` command.
+    """The `run` command: every cell of the plan, batched where only seed or prompt differ.
 
     `loaded` lets a caller that already holds the pipeline (the benchmark) reuse it; `keep_output` receives
-    each run's float output (H×W×C in [0, 1]) for callers that store more than the PNG (baselines).
+    each cell's float output (H×W×C in [0, 1]) for callers that store more than the PNG (baselines).
     """
     from schedcmp import pipeline
 
     pipeline.quiet_libraries()
     params = validate_before_load(settings, options)
-    out_dir = prepare_out_dir(options.out or default_out_dir(settings.prompt), options.overwrite)
+    if options.resume is not None:
+        out_dir, done = options.resume, previous_runs(options.resume)
+    else:
+        out_dir = prepare_out_dir(options.out or default_out_dir(settings.prompts[0]), options.overwrite)
+        done = {}
+    events = Events(options.events)
     if loaded is None:
         device = pipeline.resolve_device(model_options.device)
         dtype = pipeline.resolve_dtype(model_options.dtype, device)
@@ -127,12 +208,7 @@ def run_comparison(
     model = loaded
     device, dtype = model.device, model.dtype
     generator_device = device if settings.generator_device == "device" else settings.generator_device
-    runs = plan_runs(
-        choose(settings.schedulers, model.compatible, params, model.flow_shift),
-        set(model.compatible),
-        settings,
-        model.defaults,
-    )
+    runs = plan_runs(choose(settings.schedulers, model.compatible, params, model.flow_shift), set(model.compatible), settings, model.defaults)
     if not runs:
         raise UsageError(f"{type(model.pipe).__name__} lists no compatible schedulers; name some with --schedulers")
     check_size(runs[0].width, model.size_multiple, "--width")
@@ -147,51 +223,70 @@ def run_comparison(
         "dtype": dtype,
         "generator_device": generator_device,
         "repeat": settings.repeat,
+        "seed_mode": settings.seed_mode,
         "versions": versions(),
         "shared_seconds": {"model_load": model.load_seconds, "prompt_encoding": None, "warmup": None},
         "started": now(),
         "finished": None,
         "interrupted": False,
+        "sheets": [],
     }
-    results: list[RunResult] = []
+    entries: dict[str, dict[str, Any]] = {}
+    resumed = [spec for spec in runs if spec.id in done and matches(done[spec.id], spec)]
+    for spec in resumed:
+        entries[spec.id] = done[spec.id]
+    if resumed:
+        output.info(f"resuming: {len(resumed)} of {len(runs)} cells already done and verified")
+    todo = [spec for spec in runs if spec.id not in entries]
     results_path = out_dir / "results.json"
 
     def save_results() -> dict[str, Any]:
-        document = report.results_document(header, results)
+        document = report.results_document(header, [entries[spec.id] for spec in runs if spec.id in entries])
         report.write_atomic(results_path, report.to_json(document))
         return document
 
     save_results()
     progress = output.Progress(len(runs))
+    finished = len(resumed)
     try:
         with Sampler(model, generator_device) as sampler:
-            progress.note(f"warming up ({model.original_scheduler_class}, 2 steps) ...")
-            warmup = sampler.warm_up(runs[0])
-            header["shared_seconds"]["prompt_encoding"] = sampler.encoding_seconds
-            header["shared_seconds"]["warmup"] = max(0.0, warmup - sampler.encoding_seconds)
-            for index, spec in enumerate(runs, start=1):
-                name = display_label(spec.scheduler, spec.alias, spec.overrides)
-                progress.started(index, name, spec.steps)
-                result, rgb, float_output = sampler.run(spec, settings.repeat, progress.step)
-                if rgb is not None:
-                    result.image = f"images/{spec.id}.png"
-                    report.write_atomic(out_dir / result.image, render.png_bytes(rgb))
-                    if keep_output is not None:
+            if todo:
+                progress.note(f"warming up ({model.original_scheduler_class}, 2 steps) ...")
+                warmup = sampler.warm_up(todo[0])
+                header["shared_seconds"]["prompt_encoding"] = sampler.encoding_seconds
+                header["shared_seconds"]["warmup"] = max(0.0, warmup - sampler.encoding_seconds)
+            for number, batch in enumerate(batches(todo, settings.batch_size)):
+                name = display_label(batch[0].scheduler, batch[0].alias, batch[0].overrides)
+                if len(batch) > 1:
+                    name += f" ×{len(batch)}"
+                progress.started(finished + 1, name, batch[0].steps)
+                batch = [replace(spec, batch=f"b{number}") for spec in batch]
+                for result, rgb, float_output in sampler.run_batch(batch, settings.repeat, progress.step):
+                    if rgb is not None and not options.no_sheet:
+                        result.image = f"images/{result.spec.id}.png"
+                        report.write_atomic(out_dir / result.image, render.png_bytes(rgb))
+                    if rgb is not None and keep_output is not None:
                         keep_output(result, float_output)
-                results.append(result)
+                    entries[result.spec.id] = report.run_entry(result)
+                    finished += 1
+                    events.cell(entries[result.spec.id])
+                    progress.finished(finished, display_label(result.spec.scheduler, result.spec.alias, result.spec.overrides),
+                                      result.status, result.seconds, result.reason)
                 header["shared_seconds"]["prompt_encoding"] = sampler.encoding_seconds
                 save_results()
-                progress.finished(index, name, result.status, result.seconds, result.reason)
     except KeyboardInterrupt:
         header["interrupted"] = True
-        progress.note(f"interrupted: writing what the {len(results)} finished runs made")
+        progress.note(f"interrupted: writing what the {len(entries)} finished cells made")
     finally:
         progress.close()
+        events.close()
 
     header["finished"] = now()
     document = save_results()
-    sheet = write_sheet(out_dir, document) if document["runs"] else None
-    return Outcome(document, out_dir, sheet, exit_code(document, options.strict), model)
+    sheets = [] if options.no_sheet or not document["runs"] else write_sheets(out_dir, document, options)
+    header["sheets"] = [str(path.relative_to(out_dir)) for path in sheets]
+    document = save_results()
+    return Outcome(document, out_dir, sheets, exit_code(document, options.strict), model)
 
 
 def exit_code(document: dict[str, Any], strict: bool) -> int:
@@ -204,29 +299,60 @@ def exit_code(document: dict[str, Any], strict: bool) -> int:
 
 
 def sheet_header(document: dict[str, Any]) -> list[str]:
-    first = document["runs"][0]
+    """The legend: what every tile shares (and, for a sweep, the values that vary)."""
+    entries = document["runs"]
+    first = entries[0]
+    varying = set(render.multi_valued_axes(entries))
     model = f"model: {document['model']} ({document['pipeline']})"
     if document.get("model_label"):
         model += f" - {document['model_label']}"
-    guidance = "" if first["guidance_scale"] is None else f" · guidance {first['guidance_scale']}"
-    return [
-        f"prompt: {first['prompt']}" + (f"   negative: {first['negative_prompt']}" if first["negative_prompt"] else ""),
-        f"seed {first['seed']} · {first['width']}×{first['height']}{guidance} · {document['device']} {document['dtype']}",
-        model,
-    ]
+    prompts = list(dict.fromkeys(e["prompt"] for e in entries))
+    prompt_line = f"prompt: {prompts[0]}" if len(prompts) == 1 else f"prompts: {' | '.join(prompts)}"
+    if first["negative_prompt"]:
+        prompt_line += f"   negative: {first['negative_prompt']}"
+    details = []
+    if "seed" not in varying:
+        details.append(f"seed {first['seed']}")
+    details.append(f"{first['width']}x{first['height']}")
+    if "guidance_scale" not in varying and first["guidance_scale"] is not None:
+        details.append(f"guidance {first['guidance_scale']}")
+    if "steps" not in varying:
+        details.append(f"{first['steps']} steps")
+    details.append(f"{document['device']} {document['dtype']}")
+    return [prompt_line, " · ".join(details), model]
 
 
-def write_sheet(out_dir: Path, document: dict[str, Any]) -> Path:
-    """contact_sheet.png from results.json and the saved images."""
+def write_sheets(out_dir: Path, document: dict[str, Any], options: OutputOptions) -> list[Path]:
+    """contact_sheet.png, or for a sweep one grid per sheet (split into pages when too big), from the saved images."""
     entries = document["runs"]
-    tiles = [
-        render.Tile(render.read_png(out_dir / e["image"]) if e.get("image") else None, render.tile_lines(e), e["status"])
-        for e in entries
-    ]
-    path = out_dir / "contact_sheet.png"
-    png = render.render_contact_sheet(sheet_header(document), tiles, entries[0]["width"], entries[0]["height"])
-    report.write_atomic(path, png)
-    return path
+    width, height = entries[0]["width"], entries[0]["height"]
+    header = sheet_header(document)
+    plans = render.plan_sheets(entries, options.x, options.z)
+    if plans is None:
+        tiles = [render.Tile(render.read_png(out_dir / e["image"]) if e.get("image") else None, render.tile_lines(e), e["status"]) for e in entries]
+        path = out_dir / "contact_sheet.png"
+        report.write_atomic(path, render.render_contact_sheet(header, tiles, width, height))
+        return [path]
+    written = []
+    for plan in plans:
+        name = "contact_sheet" + (f"-{slug(plan.title, 60)}" if len(plans) > 1 else "")
+        page_ranges = render.pages(len(plan.rows), len(plan.columns), width, height, len(header) + 2)
+        for page, (rows, columns) in enumerate(page_ranges, start=1):
+            cells = [
+                render.GridCell(r - rows.start, c - columns.start, render.read_png(out_dir / e["image"]) if e.get("image") else None,
+                                render.cell_lines(e), e["status"])
+                for r, c, e in plan.cells if r in rows and c in columns
+            ]
+            title = [plan.title] if plan.title else []
+            if len(page_ranges) > 1:
+                title.append(f"page {page} of {len(page_ranges)} (rows {rows.start + 1}-{rows.stop}, columns {columns.start + 1}-{columns.stop}): the grid was too big for one image")
+            path = out_dir / (name + (f"-part{page}" if len(page_ranges) > 1 else "") + ".png")
+            png = render.render_grid(header + title, plan.rows[rows.start:rows.stop], plan.columns[columns.start:columns.stop], cells, width, height)
+            report.write_atomic(path, png)
+            written.append(path)
+        if len(page_ranges) > 1:
+            output.info(f"{name}: the grid was split into {len(page_ranges)} pages")
+    return written
 
 
 def list_document(model_options: ModelOptions) -> dict[str, Any]:

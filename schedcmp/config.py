@@ -9,16 +9,21 @@ from typing import Any
 from schedcmp.errors import UsageError
 from schedcmp.schedulers import SchedulerChoice, override_tag, parse_value, short_name
 
+# Cells that differ only in seed or prompt share one pipeline call, up to this many images.
+DEFAULT_BATCH_SIZE = 8
+SEED_MODES = ("same", "index")
+AXES = ("steps", "seed", "guidance_scale", "prompt")
+
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything `schedcmp run` was asked for. None means: the pipeline's own default."""
+    """Everything a comparison was asked for. Axes are tuples; an empty one means the pipeline's default."""
 
-    prompt: str
+    prompts: tuple[str, ...]
     schedulers: str = "all"
-    seed: int = 0
-    steps: int | None = None
-    guidance_scale: float | None = None
+    seeds: tuple[int, ...] = (0,)
+    steps: tuple[int, ...] = ()
+    guidance_scales: tuple[float, ...] = ()
     width: int | None = None
     height: int | None = None
     negative_prompt: str | None = None
@@ -26,6 +31,8 @@ class Settings:
     allow_incompatible: bool = False
     repeat: int = 1
     generator_device: str = "cpu"
+    seed_mode: str = "same"  # same: a cell's seed is its seed value; index: seed value + the cell's column
+    batch_size: int = DEFAULT_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -55,21 +62,70 @@ class RunSpec:
     width: int
     height: int
     call_args: dict[str, Any] = field(default_factory=dict)
+    batch: str | None = None  # cells generated in one pipeline call share this
 
 
 def check_settings(settings: Settings) -> None:
     """Reject what can be rejected before a model is loaded."""
-    if not settings.prompt.strip():
-        raise UsageError("the prompt is empty")
-    if settings.steps is not None and settings.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {settings.steps}")
+    if not settings.prompts:
+        raise UsageError("no prompt: give PROMPT, --prompts-file or `prompt` in --config")
+    for prompt in settings.prompts:
+        if not prompt.strip():
+            raise UsageError("the prompt is empty")
+    if any(steps < 1 for steps in settings.steps):
+        raise UsageError(f"--steps must be at least 1, got {min(settings.steps)}")
     if settings.repeat < 1:
         raise UsageError(f"--repeat must be at least 1, got {settings.repeat}")
+    if settings.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {settings.batch_size}")
+    if settings.seed_mode not in SEED_MODES:
+        raise UsageError(f"unknown --seed-mode {settings.seed_mode!r}; choose from {', '.join(SEED_MODES)}")
     for name, value in (("--width", settings.width), ("--height", settings.height)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be a positive number of pixels, got {value}")
-    if settings.guidance_scale is not None and settings.guidance_scale < 0:
-        raise UsageError(f"--guidance-scale must not be negative, got {settings.guidance_scale}")
+    if any(g < 0 for g in settings.guidance_scales):
+        raise UsageError(f"--guidance-scale must not be negative, got {min(settings.guidance_scales)}")
+
+
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+def parse_numbers(text: str, flag: str, integers: bool = True) -> tuple:
+    """Number lists, safe in a shell without quotes: `10,20,30`, `10-50` (every integer), `10-50:10` (step 10),
+    `10-50/5` (5 evenly spaced values, ends included). Values are kept in order, duplicates dropped."""
+    convert = int if integers else float
+    values: list = []
+    for item in str(text).split(","):
+        item = item.strip()
+        match = re.fullmatch(rf"({NUMBER})(?:-({NUMBER})(?:([:/])({NUMBER}))?)?", item)
+        if match is None:
+            raise UsageError(f"{flag}: {item!r} is not a number, A-B, A-B:STEP or A-B/COUNT")
+        start, end, separator, amount = match.groups()
+        if integers and any(part is not None and "." in part for part in (start, end, amount if separator == ":" else None)):
+            raise UsageError(f"{flag}: {item!r} must be whole numbers")
+        if end is None:
+            values.append(convert(start))
+            continue
+        low, high = convert(start), convert(end)
+        if high < low:
+            raise UsageError(f"{flag}: range {item!r} runs backwards")
+        if separator is None:
+            if not integers:
+                raise UsageError(f"{flag}: a range of decimals needs :STEP or /COUNT, e.g. {item}:0.5")
+            values.extend(range(low, high + 1))
+        elif separator == ":":
+            step = convert(amount)
+            if step <= 0:
+                raise UsageError(f"{flag}: step in {item!r} must be positive")
+            count = int((high - low) / step + 1e-9) + 1
+            values.extend(convert(round(low + i * step, 10)) for i in range(count))
+        else:
+            count = int(amount) if float(amount).is_integer() else 0
+            if count < 1:
+                raise UsageError(f"{flag}: count in {item!r} must be a whole number of at least 1")
+            spaced = [low] if count == 1 else [low + (high - low) * i / (count - 1) for i in range(count)]
+            values.extend(round(v) if integers else round(v, 10) for v in spaced)
+    return tuple(dict.fromkeys(values))
 
 
 RESERVED_CALL_ARGS = {
@@ -105,48 +161,136 @@ def slug(text: str, limit: int = 40) -> str:
     return cleaned[:limit].rstrip("-.") or "run"
 
 
-def run_id(class_name: str, overrides: dict[str, Any], steps: int, seed: int) -> str:
-    """Stable, filename-safe id, e.g. `dpmsolvermultistep-karras-s20-seed8`."""
+def run_id(class_name: str, overrides: dict[str, Any], steps: int, seed: int, extra: str = "") -> str:
+    """Stable, filename-safe id, e.g. `dpmsolvermultistep-karras-s20-seed8` (`extra` names other axes)."""
     parts = [short_name(class_name).lower()]
     tag = override_tag(overrides)
     if tag:
         parts.append(tag)
-    return slug("-".join(parts), limit=80) + f"-s{steps}-seed{seed}"
+    return slug("-".join(parts), limit=80) + f"-s{steps}-seed{seed}" + extra
 
 
 def plan_runs(
     choices: list[SchedulerChoice], compatible: set[str], settings: Settings, defaults: PipelineDefaults
 ) -> list[RunSpec]:
-    """Expand the chosen schedulers into runs, one per scheduler, with unique ids."""
-    runs, seen = [], set()
+    """Expand the chosen schedulers into cells: scheduler × prompt × guidance × steps × seed, with unique ids.
+
+    A scheduler entry's pinned :STEPS wins over --steps: that row does not sweep steps.
+    """
     for choice in choices:
         if choice.class_name not in compatible and not (settings.allow_incompatible or choice.known_to_work):
             raise UsageError(
                 f"{short_name(choice.class_name)} is not in this pipeline's compatibles "
                 f"({', '.join(short_name(c) for c in sorted(compatible))}); pass --allow-incompatible to run it anyway"
             )
-        steps = choice.steps or settings.steps or defaults.steps
-        identifier = base = run_id(choice.class_name, choice.overrides, steps, settings.seed)
-        counter = 2
-        while identifier in seen:
-            identifier = f"{base}-{counter}"
-            counter += 1
-        seen.add(identifier)
-        runs.append(
-            RunSpec(
-                id=identifier,
-                scheduler=choice.class_name,
-                alias=choice.alias,
-                overrides=dict(choice.overrides),
-                compatible=choice.class_name in compatible,
-                prompt=settings.prompt,
-                negative_prompt=settings.negative_prompt,
-                seed=settings.seed,
-                steps=steps,
-                guidance_scale=settings.guidance_scale if settings.guidance_scale is not None else defaults.guidance_scale,
-                width=settings.width or defaults.width,
-                height=settings.height or defaults.height,
-                call_args=dict(settings.call_args),
-            )
-        )
+    guidance_axis = settings.guidance_scales or (defaults.guidance_scale,)
+    runs, seen = [], set()
+    for choice in choices:
+        steps_axis = (choice.steps,) if choice.steps else (settings.steps or (defaults.steps,))
+        cell = 0  # the cell's index in its row (this scheduler), for --seed-mode index
+        for prompt_index, prompt in enumerate(settings.prompts):
+            for guidance in guidance_axis:
+                for steps in steps_axis:
+                    for seed_value in settings.seeds:
+                        seed = seed_value + cell if settings.seed_mode == "index" else seed_value
+                        cell += 1
+                        extra = (f"-g{guidance}" if len(guidance_axis) > 1 else "") + (f"-p{prompt_index}" if len(settings.prompts) > 1 else "")
+                        identifier = base = run_id(choice.class_name, choice.overrides, steps, seed, extra)
+                        counter = 2
+                        while identifier in seen:
+                            identifier = f"{base}-{counter}"
+                            counter += 1
+                        seen.add(identifier)
+                        runs.append(
+                            RunSpec(
+                                id=identifier,
+                                scheduler=choice.class_name,
+                                alias=choice.alias,
+                                overrides=dict(choice.overrides),
+                                compatible=choice.class_name in compatible,
+                                prompt=prompt,
+                                negative_prompt=settings.negative_prompt,
+                                seed=seed,
+                                steps=steps,
+                                guidance_scale=guidance,
+                                width=settings.width or defaults.width,
+                                height=settings.height or defaults.height,
+                                call_args=dict(settings.call_args),
+                            )
+                        )
     return runs
+
+
+def batch_key(run: RunSpec) -> tuple:
+    """Cells with equal keys differ only in seed or prompt, and may share one pipeline call."""
+    return (run.scheduler, repr(sorted(run.overrides.items())), run.steps, run.guidance_scale, run.width, run.height,
+            run.negative_prompt, repr(sorted(run.call_args.items())))
+
+
+def batches(runs: list[RunSpec], batch_size: int) -> list[list[RunSpec]]:
+    """Group cells into pipeline calls of at most `batch_size` images; different schedulers never share one."""
+    groups: dict[tuple, list[RunSpec]] = {}
+    for run in runs:
+        groups.setdefault(batch_key(run), []).append(run)
+    planned = []
+    for group in groups.values():
+        for start in range(0, len(group), batch_size):
+            planned.append(group[start : start + batch_size])
+    return planned
+
+
+# -- configs/*.toml ------------------------------------------------------------------------------------
+
+NUMBER_LIST = (int, float, str, list)
+CONFIG_KEYS: dict[str, tuple[type, ...]] = {
+    "prompt": (str, list), "prompts_file": (str,), "schedulers": (str, list), "model": (str,), "model_config": (str,),
+    "seed": NUMBER_LIST, "steps": NUMBER_LIST, "guidance_scale": NUMBER_LIST, "width": (int,), "height": (int,),
+    "negative_prompt": (str,), "call_arg": (list, dict), "device": (str,), "dtype": (str,), "generator_device": (str,),
+    "repeat": (int,), "out": (str,), "overwrite": (bool,), "format": (str,), "strict": (bool,),
+    "allow_incompatible": (bool,), "allow_pickle": (bool,), "x": (str,), "z": (str,), "seed_mode": (str,),
+    "batch_size": (int,), "no_sheet": (bool,), "events": (str,),
+}
+
+
+def key_line(text: str, key: str) -> int | None:
+    """The line a top-level key is set on, for error messages."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return number
+    return None
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """A comparison preset: keys are the long flag names with `_` for `-`. -> values in flag form."""
+    import tomllib
+
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as error:
+        raise UsageError(f"cannot read --config {path}: {error.strerror or error}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{path}:{key_line(text, key) or '?'}"
+        if key not in CONFIG_KEYS:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(CONFIG_KEYS), n=1)
+            raise UsageError(f"{where}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        types = CONFIG_KEYS[key]
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            expected = " or ".join("list" if t is list else "table" if t is dict else t.__name__ for t in types)
+            raise UsageError(f"{where}: {key} must be {expected}, got {type(value).__name__} {value!r}")
+        if isinstance(value, list) and not all(isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value):
+            raise UsageError(f"{where}: {key} must be a list of strings or numbers")
+        if key == "prompt":
+            value = [value] if isinstance(value, str) else [str(item) for item in value]
+        elif key in ("seed", "steps", "guidance_scale", "schedulers"):
+            value = ",".join(str(item) for item in value) if isinstance(value, list) else str(value)
+        elif key == "call_arg":
+            value = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()] if isinstance(value, dict) else [str(v) for v in value]
+        values[key] = value
+    return values

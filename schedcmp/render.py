@@ -173,3 +173,180 @@ def png_bytes(rgb) -> bytes:
 
 def read_png(path: Path) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
+
+
+# -- grids: schedulers as rows, one axis as columns, one sheet per value of the others ------------------
+
+GRID_LABEL_WIDTH = 200  # the row-label column
+GRID_HEADER_LINES = 3
+GRID_CELL_LINES = 2
+MAX_SHEET_SIDE = 8000  # a sheet bigger than this is split into pages (well under Pillow's bomb limit)
+
+
+@dataclass(frozen=True)
+class GridCell:
+    row: int
+    column: int
+    image_png: bytes | None
+    lines: list[str]
+    status: str
+
+
+@dataclass(frozen=True)
+class GridShape:
+    rows: int
+    columns: int
+    cell_width: int
+    cell_height: int  # image plus its label lines
+    image_height: int
+    header_height: int
+    column_label_height: int
+
+    @property
+    def width(self) -> int:
+        return PADDING + GRID_LABEL_WIDTH + self.columns * (self.cell_width + PADDING)
+
+    @property
+    def height(self) -> int:
+        return self.header_height + self.column_label_height + self.rows * (self.cell_height + PADDING) + PADDING
+
+    def cell_origin(self, row: int, column: int) -> tuple[int, int]:
+        x = PADDING + GRID_LABEL_WIDTH + column * (self.cell_width + PADDING)
+        y = self.header_height + self.column_label_height + row * (self.cell_height + PADDING)
+        return x, y
+
+
+def grid_shape_for(rows: int, columns: int, image_width: int, image_height: int, header_lines: int) -> GridShape:
+    cell_width, scaled_height = tile_size(image_width, image_height)
+    return GridShape(
+        rows=rows, columns=columns, cell_width=cell_width, cell_height=scaled_height + GRID_CELL_LINES * LINE_HEIGHT + 4,
+        image_height=scaled_height, header_height=PADDING + header_lines * LINE_HEIGHT, column_label_height=2 * LINE_HEIGHT,
+    )
+
+
+def pages(rows: int, columns: int, image_width: int, image_height: int, header_lines: int, limit: int = MAX_SHEET_SIDE) -> list[tuple[range, range]]:
+    """Split a grid into pages no wider or taller than `limit` pixels: [(rows, columns), ...], row-major."""
+    probe = grid_shape_for(1, 1, image_width, image_height, header_lines)
+    fixed_width = PADDING + GRID_LABEL_WIDTH
+    fixed_height = probe.header_height + probe.column_label_height + PADDING
+    columns_per_page = max(1, (limit - fixed_width) // (probe.cell_width + PADDING))
+    rows_per_page = max(1, (limit - fixed_height) // (probe.cell_height + PADDING))
+    return [
+        (range(r, min(r + rows_per_page, rows)), range(c, min(c + columns_per_page, columns)))
+        for r in range(0, rows, rows_per_page)
+        for c in range(0, columns, columns_per_page)
+    ]
+
+
+def render_grid(header: list[str], row_labels: list[str], column_labels: list[str], cells: list[GridCell], image_width: int, image_height: int) -> bytes:
+    """One grid sheet as PNG bytes: legend header, column labels on top, row labels at the left."""
+    from PIL import Image, ImageDraw
+
+    text_font = font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def fits(width: int) -> Callable[[str], bool]:
+        return lambda line: probe.textlength(line, font=text_font) <= width
+
+    width_guess = grid_shape_for(len(row_labels), len(column_labels), image_width, image_height, 0).width
+    header_wrapped = [line for text in header for line in wrap(text, fits(max(width_guess, 600) - 2 * PADDING))]
+    shape = grid_shape_for(len(row_labels), len(column_labels), image_width, image_height, len(header_wrapped))
+    sheet = Image.new("RGB", (max(shape.width, 600), shape.height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for number, line in enumerate(header_wrapped):
+        draw.text((PADDING, PADDING // 2 + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
+    for column, label in enumerate(column_labels):
+        x, y = shape.cell_origin(0, column)
+        for number, line in enumerate(wrap(label, fits(shape.cell_width))[:2]):
+            draw.text((x, y - shape.column_label_height + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
+    for row, label in enumerate(row_labels):
+        _, y = shape.cell_origin(row, 0)
+        lines = wrap(label, fits(GRID_LABEL_WIDTH - PADDING))
+        for number, line in enumerate(lines[: max(1, shape.cell_height // LINE_HEIGHT)]):
+            draw.text((PADDING, y + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
+    for cell in cells:
+        x, y = shape.cell_origin(cell.row, cell.column)
+        if cell.image_png is not None:
+            picture = Image.open(io.BytesIO(cell.image_png)).convert("RGB")
+            resample = Image.NEAREST if picture.width < shape.cell_width else Image.LANCZOS
+            sheet.paste(picture.resize((shape.cell_width, shape.image_height), resample), (x, y))
+        else:
+            draw.rectangle([x, y, x + shape.cell_width - 1, y + shape.image_height - 1], fill=(235, 235, 235))
+            draw.text((x + 8, y + 8), cell.status.upper(), fill=STATUS_COLOURS["failed"], font=text_font)
+        if cell.status != "ok":
+            draw.rectangle([x, y, x + shape.cell_width - 1, y + shape.image_height - 1], outline=STATUS_COLOURS.get(cell.status), width=3)
+        lines = [w for line in cell.lines for w in wrap(line, fits(shape.cell_width))][:GRID_CELL_LINES]
+        for number, line in enumerate(lines):
+            colour = STATUS_COLOURS["ok"] if number == 0 else STATUS_COLOURS.get(cell.status, (0, 0, 0))
+            draw.text((x, y + shape.image_height + 2 + number * LINE_HEIGHT), line, fill=colour, font=text_font)
+    output = io.BytesIO()
+    sheet.save(output, format="PNG")
+    return output.getvalue()
+
+
+def cell_lines(entry: dict) -> list[str]:
+    """A grid cell's label: its cost, and its status when not ok."""
+    cost = f"{entry.get('nfe') or 0} NFE"
+    if entry.get("seconds") is not None:
+        cost += f" · {entry['seconds']:.2f} s"
+    lines = [cost]
+    if entry["status"] != "ok":
+        lines.append(f"{entry['status'].upper()}: {entry.get('reason') or ''}".strip())
+    return lines
+
+
+AXIS_NAMES = {"steps": "steps", "seed": "seed", "guidance_scale": "guidance", "prompt": "prompt"}
+
+
+@dataclass(frozen=True)
+class SheetPlan:
+    """One grid sheet: its title (the values of the axes that are neither rows nor columns) and its cells."""
+
+    title: str
+    rows: list[str]
+    columns: list[str]
+    cells: list[tuple[int, int, dict]]
+
+
+def multi_valued_axes(entries: list[dict]) -> list[str]:
+    return [axis for axis in AXIS_NAMES if len({repr(e[axis]) for e in entries}) > 1]
+
+
+def axis_text(axis: str, value) -> str:
+    return f"{AXIS_NAMES[axis]} {value}" if axis != "prompt" else f"“{value}”"
+
+
+def plan_sheets(entries: list[dict], x: str | None, z: str | None) -> list[SheetPlan] | None:
+    """Schedulers as rows, axis `x` as columns, one sheet per combination of the other varying axes.
+
+    `x` defaults to the first varying axis (steps, seed, guidance_scale, prompt); None when nothing varies,
+    which means the plain contact sheet. `z` puts its axis first among the sheets' keys.
+    """
+    from schedcmp.report import label
+
+    varying = multi_valued_axes(entries)
+    x = x or (varying[0] if varying else None)
+    if x is None:
+        return None
+    others = [axis for axis in varying if axis != x]
+    if z in others:
+        others.remove(z)
+        others.insert(0, z)
+    row_keys = list(dict.fromkeys(label(e) for e in entries))
+    sheets: dict[tuple, list[dict]] = {}
+    for entry in entries:
+        sheets.setdefault(tuple(repr(entry[a]) for a in others), []).append(entry)
+    plans = []
+    for group in sheets.values():
+        columns = list(dict.fromkeys(repr(e[x]) for e in group))
+        title = " · ".join(axis_text(a, group[0][a]) for a in others)
+        cells = [(row_keys.index(label(e)), columns.index(repr(e[x])), e) for e in group]
+        plans.append(SheetPlan(title, row_keys, [axis_text(x, eval_repr(c)) for c in columns], cells))
+    return plans
+
+
+def eval_repr(text: str):
+    """Undo repr() of a str, int or float axis value, for labels."""
+    import ast
+
+    return ast.literal_eval(text)

@@ -61,12 +61,15 @@ def run_entry(result: RunResult) -> dict[str, Any]:
         "timesteps": None if result.timesteps is None else {"min": result.timesteps[0], "max": result.timesteps[1]},
         "image": result.image,
         "sha256": result.sha256,
+        "batch": spec.batch,
+        "batch_size": result.batch_size,
+        "batch_seconds": result.batch_seconds,
     }
 
 
-def results_document(header: dict[str, Any], results: list[RunResult]) -> dict[str, Any]:
-    """The whole results.json: the run's header fields, then one entry per finished run."""
-    return {"schema_version": SCHEMA_VERSION, "kind": "run", **header, "runs": [run_entry(r) for r in results]}
+def results_document(header: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole results.json: the run's header fields, then one entry (see run_entry) per finished cell."""
+    return {"schema_version": SCHEMA_VERSION, "kind": "run", **header, "runs": entries}
 
 
 def to_json(document: dict[str, Any]) -> str:

@@ -39,6 +39,8 @@ class RunResult:
     timesteps: tuple[float, float] | None = None  # (min, max) of what the denoiser was given
     image: str | None = None  # path relative to the output folder
     sha256: str | None = None
+    batch_size: int = 1  # images made by the same pipeline call
+    batch_seconds: float | None = None  # that call's whole time; `seconds` is its share per image
 
     @property
     def ms_per_nfe(self) -> float | None:
@@ -177,19 +179,26 @@ class Sampler:
 
     # -- runs ----------------------------------------------------------------------------------------
 
-    def call_kwargs(self, spec: RunSpec, on_step: Callable[[int, int], None] | None) -> dict[str, Any]:
+    def call_kwargs(self, specs: list[RunSpec], on_step: Callable[[int, int], None] | None) -> dict[str, Any]:
+        """The pipeline call for one or more cells that differ only in seed or prompt.
+
+        One cell is called exactly as the guide's loop does (a prompt string, one generator); a batch gets a
+        list of prompts and a list of generators, one per image, so each image starts from its own noise.
+        """
         import torch
 
+        first = specs[0]
         settings = {
-            "num_inference_steps": spec.steps,
-            "width": spec.width,
-            "height": spec.height,
-            "guidance_scale": spec.guidance_scale,
-            "negative_prompt": spec.negative_prompt,
+            "num_inference_steps": first.steps,
+            "width": first.width,
+            "height": first.height,
+            "guidance_scale": first.guidance_scale,
+            "negative_prompt": first.negative_prompt,
         }
+        generators = [torch.Generator(device=self.generator_device).manual_seed(spec.seed) for spec in specs]
         kwargs: dict[str, Any] = {
-            "prompt": spec.prompt,
-            "generator": torch.Generator(device=self.generator_device).manual_seed(spec.seed),
+            "prompt": first.prompt if len(specs) == 1 else [spec.prompt for spec in specs],
+            "generator": generators[0] if len(specs) == 1 else generators,
             "output_type": "np",
         }
         # Only what this pipeline's __call__ takes: not every family has a size or a guidance scale.
@@ -202,15 +211,17 @@ class Sampler:
                 return callback_kwargs
 
             kwargs["callback_on_step_end"] = step_done
-        kwargs.update(spec.call_args)
+        kwargs.update(first.call_args)
         return kwargs
 
-    def scheduler_overrides(self, spec: RunSpec) -> dict[str, Any]:
-        overrides = dict(spec.overrides)
-        cls = self.classes[spec.scheduler]
+    def scheduler_overrides(self, specs: list[RunSpec]) -> dict[str, Any]:
+        overrides = dict(specs[0].overrides)
+        cls = self.classes[specs[0].scheduler]
         if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:
-            # DPMSolverSDE draws its Brownian noise from its own seed: tie it to --seed so runs repeat.
-            overrides.setdefault("noise_sampler_seed", spec.seed)
+            # DPMSolverSDE draws its Brownian noise from its own seed: tie it to --seed so runs repeat; a batch
+            # gets one seed per image, so each image's noise is the one its unbatched run would get.
+            seeds = [spec.seed for spec in specs]
+            overrides.setdefault("noise_sampler_seed", seeds[0] if len(seeds) == 1 else seeds)
         return overrides
 
     def warm_up(self, spec: RunSpec, steps: int = 2) -> float:
@@ -218,25 +229,33 @@ class Sampler:
         self.model.pipe.scheduler = build(type(self.original_scheduler), self.model.original_config, {})
         started = time.perf_counter()
         try:
-            self.model.pipe(**self.call_kwargs(replace_steps(spec, steps), None))
+            self.model.pipe(**self.call_kwargs([replace_steps(spec, steps)], None))
         except Exception:  # the scheduler runs will report whatever this is, each on its own tile
             pass
         self.synchronise()
         return time.perf_counter() - started
 
     def run(self, spec: RunSpec, repeat: int = 1, on_step: Callable[[int, int], None] | None = None):
-        """-> (RunResult, RGB uint8 array or None, float output or None)."""
+        """One cell -> (RunResult, RGB uint8 array or None, float output or None)."""
+        return self.run_batch([spec], repeat, on_step)[0]
+
+    def run_batch(self, specs: list[RunSpec], repeat: int = 1, on_step: Callable[[int, int], None] | None = None):
+        """Cells that differ only in seed or prompt, in one pipeline call -> [(RunResult, rgb, output), ...].
+
+        Seconds are the call's time shared equally among its images; NFE is the call's denoiser calls.
+        """
         import numpy as np
 
-        result = RunResult(spec=spec)
-        rgb = output = None
+        results = [RunResult(spec=spec, batch_size=len(specs)) for spec in specs]
+        rgbs: list[Any] = [None] * len(specs)
+        outputs: list[Any] = [None] * len(specs)
         for _ in range(repeat):
             self.calls, self.denoiser_seconds = 0, 0.0
             self.timestep_low, self.timestep_high = float("inf"), float("-inf")
             self.reset_peak_memory()
             try:
-                self.model.pipe.scheduler = build(self.classes[spec.scheduler], self.model.original_config, self.scheduler_overrides(spec))
-                kwargs = self.call_kwargs(spec, on_step)
+                self.model.pipe.scheduler = build(self.classes[specs[0].scheduler], self.model.original_config, self.scheduler_overrides(specs))
+                kwargs = self.call_kwargs(specs, on_step)
                 self.synchronise()
                 started = time.perf_counter()
                 produced = self.model.pipe(**kwargs)
@@ -245,38 +264,50 @@ class Sampler:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as error:  # one scheduler failing must not sink the others
-                result.status, result.reason = FAILED, f"{type(error).__name__}: {one_line(error)}"
-                result.error = {"type": type(error).__name__, "message": one_line(error)}
-                result.nfe = self.calls
-                return result, None, None
+                for result in results:
+                    result.status, result.reason = FAILED, f"{type(error).__name__}: {one_line(error)}"
+                    result.error = {"type": type(error).__name__, "message": one_line(error)}
+                    result.nfe = self.calls
+                return [(result, None, None) for result in results]
             finally:
                 self.model.pipe.scheduler = self.original_scheduler
-            result.seconds_all.append(elapsed)
-            result.nfe = self.calls
-            result.denoiser_seconds = self.denoiser_seconds
-            result.peak_memory_bytes = max(result.peak_memory_bytes or 0, self.peak_memory() or 0) or None
-            if self.calls:
-                result.timesteps = (self.timestep_low, self.timestep_high)
             images = produced.images if hasattr(produced, "images") else produced[0]
-            this_output = np.asarray(images[0])
-            nsfw_flags = getattr(produced, "nsfw_content_detected", None)
-            status, reason = judge_output(this_output, bool(nsfw_flags and nsfw_flags[0]))
-            if status == FAILED:
+            nsfw_flags = getattr(produced, "nsfw_content_detected", None) or [False] * len(specs)
+            peak = self.peak_memory()
+            for index, result in enumerate(results):
+                if result.status == FAILED:
+                    continue
+                result.seconds_all.append(elapsed / len(specs))
+                result.batch_seconds = elapsed
+                result.nfe = self.calls
+                result.denoiser_seconds = self.denoiser_seconds / len(specs)
+                result.peak_memory_bytes = max(result.peak_memory_bytes or 0, peak or 0) or None
+                if self.calls:
+                    result.timesteps = (self.timestep_low, self.timestep_high)
+                this_output = np.asarray(images[index])
+                status, reason = judge_output(this_output, bool(nsfw_flags[index]))
+                if status == FAILED:
+                    result.status, result.reason = status, reason
+                    result.error = {"type": "BadOutput", "message": reason}
+                    rgbs[index] = outputs[index] = None
+                    continue
+                this_rgb = to_rgb(this_output)
+                if rgbs[index] is not None and not np.array_equal(rgbs[index], this_rgb):
+                    status, reason = SUSPECT, "repeats gave different images (nondeterministic)"
+                elif result.status == SUSPECT:
+                    status, reason = result.status, result.reason
+                rgbs[index], outputs[index] = this_rgb, this_output
                 result.status, result.reason = status, reason
-                result.error = {"type": "BadOutput", "message": reason}
-                return result, None, None
-            this_rgb = to_rgb(this_output)
-            if rgb is not None and not np.array_equal(rgb, this_rgb):
-                status, reason = SUSPECT, "repeats gave different images (nondeterministic)"
-            rgb, output = this_rgb, this_output
-            result.status, result.reason = status, reason
-        result.seconds = statistics.median(result.seconds_all)
-        result.sha256 = pixel_sha256(rgb)
-        if result.status == OK and result.timesteps is not None:
-            problem = timestep_problem(*result.timesteps, self.model.num_train_timesteps)
-            if problem:
-                result.status, result.reason = SUSPECT, problem
-        return result, rgb, output
+        for index, result in enumerate(results):
+            if rgbs[index] is None:
+                continue
+            result.seconds = statistics.median(result.seconds_all)
+            result.sha256 = pixel_sha256(rgbs[index])
+            if result.status == OK and result.timesteps is not None:
+                problem = timestep_problem(*result.timesteps, self.model.num_train_timesteps)
+                if problem:
+                    result.status, result.reason = SUSPECT, problem
+        return list(zip(results, rgbs, outputs))
 
     # -- memory --------------------------------------------------------------------------------------
 

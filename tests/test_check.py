@@ -176,9 +176,11 @@ def test_preflight_reports_nondeterminism_not_drift(cli, baseline, monkeypatch):
     seeds = itertools.count(100)
     original = schedcmp.sample.Sampler.call_kwargs
 
-    def unstable(self, spec, on_step):
-        kwargs = original(self, spec, on_step)
-        kwargs["generator"].manual_seed(next(seeds))  # a different start every call, like a racy kernel
+    def unstable(self, specs, on_step):
+        kwargs = original(self, specs, on_step)
+        generators = kwargs["generator"] if isinstance(kwargs["generator"], list) else [kwargs["generator"]]
+        for generator in generators:
+            generator.manual_seed(next(seeds))  # a different start every call, like a racy kernel
         return kwargs
 
     monkeypatch.setattr(schedcmp.sample.Sampler, "call_kwargs", unstable)

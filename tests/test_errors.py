@@ -31,7 +31,7 @@ MISSING_MODEL = "/nonexistent/model"
         (["run", "x", "-s", "euler:0"], ["steps must be at least 1"]),
         (["run", "x", "--steps", "0"], ["--steps must be at least 1"]),
         (["run", "   "], ["prompt is empty"]),
-        (["run", "x", "--seed", "eight"], ["--seed", "integer"]),
+        (["run", "x", "--seed", "eight"], ["--seed", "not a number"]),
         (["run", "x", "--format", "yaml"], ["unknown --format 'yaml'"]),
         (["run", "x", "--call-arg", "eta"], ["malformed --call-arg"]),
         (["run", "x", "--generator-device", "gpu"], ["--generator-device"]),

@@ -22,32 +22,35 @@ def test_run_ids_are_stable_and_filename_safe():
 
 def test_plan_pins_steps_and_keeps_ids_unique():
     choices = [SchedulerChoice("EulerDiscreteScheduler", steps=30), SchedulerChoice("DDIMScheduler"), SchedulerChoice("DDIMScheduler")]
-    runs = plan_runs(choices, {"EulerDiscreteScheduler", "DDIMScheduler"}, Settings("a cat", steps=12, seed=3), DEFAULTS)
+    runs = plan_runs(choices, {"EulerDiscreteScheduler", "DDIMScheduler"}, Settings(("a cat",), steps=(12,), seeds=(3,)), DEFAULTS)
     assert [(r.id, r.steps) for r in runs] == [("eulerdiscrete-s30-seed3", 30), ("ddim-s12-seed3", 12), ("ddim-s12-seed3-2", 12)]
     assert runs[0].guidance_scale == 7.5 and runs[0].width == 64
 
 
 def test_plan_uses_pipeline_defaults_when_nothing_is_given():
-    runs = plan_runs([SchedulerChoice("DDIMScheduler")], {"DDIMScheduler"}, Settings("x", width=32), DEFAULTS)
+    runs = plan_runs([SchedulerChoice("DDIMScheduler")], {"DDIMScheduler"}, Settings(("x",), width=32), DEFAULTS)
     assert (runs[0].steps, runs[0].width, runs[0].height) == (50, 32, 64)
 
 
 def test_plan_refuses_incompatible_unless_allowed():
     choice = [SchedulerChoice("FlowMatchEulerDiscreteScheduler")]
     with pytest.raises(UsageError, match="not in this pipeline's compatibles.*--allow-incompatible"):
-        plan_runs(choice, {"DDIMScheduler"}, Settings("x"), DEFAULTS)
-    runs = plan_runs(choice, {"DDIMScheduler"}, Settings("x", allow_incompatible=True), DEFAULTS)
+        plan_runs(choice, {"DDIMScheduler"}, Settings(("x",)), DEFAULTS)
+    runs = plan_runs(choice, {"DDIMScheduler"}, Settings(("x",), allow_incompatible=True), DEFAULTS)
     assert runs[0].compatible is False
 
 
 @pytest.mark.parametrize(
     "settings, message",
     [
-        (Settings("   "), "prompt is empty"),
-        (Settings("x", steps=0), "--steps must be at least 1"),
-        (Settings("x", repeat=0), "--repeat"),
-        (Settings("x", width=-8), "--width"),
-        (Settings("x", guidance_scale=-1), "--guidance-scale"),
+        (Settings(("   ",)), "prompt is empty"),
+        (Settings(()), "no prompt"),
+        (Settings(("x",), steps=(0,)), "--steps must be at least 1"),
+        (Settings(("x",), repeat=0), "--repeat"),
+        (Settings(("x",), width=-8), "--width"),
+        (Settings(("x",), guidance_scales=(-1,)), "--guidance-scale"),
+        (Settings(("x",), batch_size=0), "--batch-size"),
+        (Settings(("x",), seed_mode="random"), "--seed-mode"),
     ],
 )
 def test_settings_errors(settings, message):
@@ -140,3 +143,127 @@ def test_importing_the_cli_does_not_import_torch():
     code = "import sys, schedcmp.cli; print('torch' in sys.modules, 'diffusers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"
+
+
+# -- grids, number lists, presets ---------------------------------------------------------------------
+
+from schedcmp.config import batches, load_config_file, parse_numbers  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "text, integers, values",
+    [
+        ("10,20,30", True, (10, 20, 30)),
+        ("1-4", True, (1, 2, 3, 4)),
+        ("10-50:10", True, (10, 20, 30, 40, 50)),
+        ("10-50:15", True, (10, 25, 40)),
+        ("10-50/5", True, (10, 20, 30, 40, 50)),
+        ("1-10/4", True, (1, 4, 7, 10)),
+        ("8", True, (8,)),
+        ("5,7.5", False, (5.0, 7.5)),
+        ("3-9:1.5", False, (3.0, 4.5, 6.0, 7.5, 9.0)),
+        ("1-2/3", False, (1.0, 1.5, 2.0)),
+        ("3,1-3", True, (3, 1, 2)),
+    ],
+)
+def test_number_lists(text, integers, values):
+    assert parse_numbers(text, "--x", integers) == values
+
+
+@pytest.mark.parametrize(
+    "text, integers, message",
+    [("abc", True, "not a number"), ("5-1", True, "backwards"), ("1.5", True, "whole numbers"), ("1-3:0", True, "positive"),
+     ("1-3/0", True, "at least 1"), ("5-7", False, "needs :STEP or /COUNT"), ("1,,2", True, "not a number"), ("-3", True, "not a number")],
+)
+def test_number_list_errors(text, integers, message):
+    with pytest.raises(UsageError, match=message):
+        parse_numbers(text, "--steps", integers)
+
+
+def test_plan_expands_every_axis_and_pinned_steps_do_not_sweep():
+    choices = [SchedulerChoice("DDIMScheduler"), SchedulerChoice("EulerDiscreteScheduler", steps=7)]
+    settings = Settings(("a", "b"), steps=(2, 3), seeds=(1, 2), guidance_scales=(5.0, 7.5))
+    runs = plan_runs(choices, {"DDIMScheduler", "EulerDiscreteScheduler"}, settings, DEFAULTS)
+    assert len(runs) == 2 * 2 * 2 * 2 + 1 * 2 * 2 * 2
+    assert len({r.id for r in runs}) == len(runs)
+    assert runs[0].id == "ddim-s2-seed1-g5.0-p0" and runs[-1].id == "eulerdiscrete-s7-seed2-g7.5-p1"
+    assert {r.steps for r in runs if r.scheduler == "EulerDiscreteScheduler"} == {7}
+
+
+def test_seed_modes():
+    choice = [SchedulerChoice("DDIMScheduler")]
+    same = plan_runs(choice, {"DDIMScheduler"}, Settings(("a",), steps=(2, 3, 4), seeds=(8,)), DEFAULTS)
+    index = plan_runs(choice, {"DDIMScheduler"}, Settings(("a",), steps=(2, 3, 4), seeds=(8,), seed_mode="index"), DEFAULTS)
+    assert [r.seed for r in same] == [8, 8, 8] and [r.seed for r in index] == [8, 9, 10]
+
+
+def test_batches_group_only_seed_and_prompt_differences():
+    choices = [SchedulerChoice("DDIMScheduler"), SchedulerChoice("EulerDiscreteScheduler")]
+    runs = plan_runs(choices, {"DDIMScheduler", "EulerDiscreteScheduler"}, Settings(("a", "b"), steps=(2, 3), seeds=(1, 2, 3)), DEFAULTS)
+    planned = batches(runs, 4)
+    for batch in planned:
+        assert len(batch) <= 4 and len({(r.scheduler, r.steps) for r in batch}) == 1
+    assert sorted(r.id for batch in planned for r in batch) == sorted(r.id for r in runs)
+    assert [len(b) for b in batches(runs, 1)] == [1] * len(runs)
+
+
+def test_grid_pages_split_big_grids():
+    assert render.pages(3, 4, 64, 64, 3) == [(range(0, 3), range(0, 4))]
+    split = render.pages(100, 50, 64, 64, 3, limit=2000)
+    assert len(split) > 1
+    covered = {(r, c) for rows, columns in split for r in rows for c in columns}
+    assert covered == {(r, c) for r in range(100) for c in range(50)}
+    for rows, columns in split:
+        shape = render.grid_shape_for(len(rows), len(columns), 64, 64, 3)
+        assert shape.width <= 2000 and shape.height <= 2000
+
+
+def grid_entry(scheduler, steps, seed, status="ok"):
+    return {"id": f"{scheduler}-{steps}-{seed}", "scheduler": scheduler, "alias": None, "overrides": {}, "steps": steps, "seed": seed,
+            "guidance_scale": 7.5, "prompt": "p", "status": status}
+
+
+def test_plan_sheets_rows_columns_and_one_sheet_per_other_axis():
+    entries = [grid_entry(s, st, seed) for s in ("DDIMScheduler", "EulerDiscreteScheduler") for seed in (1, 2) for st in (10, 20, 30)]
+    sheets = render.plan_sheets(entries, None, None)
+    assert [sheet.title for sheet in sheets] == ["seed 1", "seed 2"]
+    assert sheets[0].rows == ["DDIM", "EulerDiscrete"] and sheets[0].columns == ["steps 10", "steps 20", "steps 30"]
+    assert sorted((r, c) for r, c, _ in sheets[0].cells) == [(r, c) for r in range(2) for c in range(3)]
+    by_seed = render.plan_sheets(entries, "seed", None)
+    assert [sheet.title for sheet in by_seed] == ["steps 10", "steps 20", "steps 30"] and by_seed[0].columns == ["seed 1", "seed 2"]
+    assert render.plan_sheets([grid_entry("DDIMScheduler", 10, 1)], None, None) is None
+
+
+def test_presets_in_configs_load():
+    from pathlib import Path
+
+    folder = Path(__file__).parent.parent / "configs"
+    for name in ("guide", "karras", "steps-sweep", "ci-quick"):
+        values = load_config_file(str(folder / f"{name}.toml"))
+        assert values["prompt"] and values["schedulers"]
+    guide = load_config_file(str(folder / "guide.toml"))
+    assert guide["seed"] == "8" and "DPM++ 2M:20" in guide["schedulers"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('prompt = "x"\nsteps = 20\nguidance = 7\n', r"preset.toml:3: unknown key 'guidance'; did you mean 'guidance_scale'"),
+        ('prompt = "x"\n\nwidth = "wide"\n', r"preset.toml:3: width must be int, got str"),
+        ('prompt = "x"\nstrict = 1\n', r"preset.toml:2: strict must be bool"),
+        ('steps = true\n', r"preset.toml:1: steps must be"),
+        ('prompt = [1, {a = 2}]\n', r"preset.toml:1: prompt must be a list of strings"),
+        ('prompt = "x\n', r"not valid TOML"),
+    ],
+)
+def test_preset_errors_name_the_key_and_line(tmp_path, text, message):
+    path = tmp_path / "preset.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=message):
+        load_config_file(str(path))
+
+
+def test_preset_values_in_flag_form(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('prompt = ["a", "b"]\nsteps = [10, 20]\nseed = "1-3"\ncall_arg = {eta = 0.5, use_x = true}\nschedulers = ["ddim", "euler"]\n')
+    assert load_config_file(str(path)) == {"prompt": ["a", "b"], "steps": "10,20", "seed": "1-3", "call_arg": ["eta=0.5", "use_x=true"], "schedulers": "ddim,euler"}
