@@ -33,6 +33,7 @@ test: install system-deps
 
 bench: install
 	$(BIN)/python bench/bench_run.py
+	$(BIN)/python bench/bench_batch.py
 
 clean:
 	rm -rf $(VENV) schedcmp-runs .pytest_cache
