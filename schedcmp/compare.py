@@ -329,7 +329,8 @@ def write_sheets(out_dir: Path, document: dict[str, Any], options: OutputOptions
     header = sheet_header(document)
     plans = render.plan_sheets(entries, options.x, options.z)
     if plans is None:
-        tiles = [render.Tile(render.read_png(out_dir / e["image"]) if e.get("image") else None, render.tile_lines(e), e["status"]) for e in entries]
+        tiles = [render.Tile(render.read_png(out_dir / e["image"]) if e.get("image") else None, render.tile_lines(e), e["status"], e.get("reason"))
+                 for e in entries]
         path = out_dir / "contact_sheet.png"
         report.write_atomic(path, render.render_contact_sheet(header, tiles, width, height))
         return [path]
@@ -340,7 +341,7 @@ def write_sheets(out_dir: Path, document: dict[str, Any], options: OutputOptions
         for page, (rows, columns) in enumerate(page_ranges, start=1):
             cells = [
                 render.GridCell(r - rows.start, c - columns.start, render.read_png(out_dir / e["image"]) if e.get("image") else None,
-                                render.cell_lines(e), e["status"])
+                                render.cell_lines(e), e["status"], e.get("reason"))
                 for r, c, e in plan.cells if r in rows and c in columns
             ]
             title = [plan.title] if plan.title else []

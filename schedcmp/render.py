@@ -25,6 +25,7 @@ class Tile:
     image_png: bytes | None
     lines: list[str]
     status: str
+    reason: str | None = None  # written inside the empty box of a run without an image
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,24 @@ def font(size: int = FONT_SIZE):
         return ImageFont.load_default()
 
 
+def paste_picture(sheet, draw, png: bytes | None, status: str, reason: str | None, x: int, y: int, width: int, height: int, text_font) -> None:
+    """A run's image scaled into its box (crisp when enlarged), or a grey box saying why there is none."""
+    from PIL import Image
+
+    if png is not None:
+        picture = Image.open(io.BytesIO(png)).convert("RGB")
+        resample = Image.NEAREST if picture.width < width else Image.LANCZOS
+        sheet.paste(picture.resize((width, height), resample), (x, y))
+    else:
+        draw.rectangle([x, y, x + width - 1, y + height - 1], fill=(235, 235, 235))
+        fits = lambda line: draw.textlength(line, font=text_font) <= width - 16  # noqa: E731
+        message = [status.upper()] + wrap(reason or "", fits)
+        for number, line in enumerate(message[: max(1, (height - 16) // LINE_HEIGHT)]):
+            draw.text((x + 8, y + 8 + number * LINE_HEIGHT), line, fill=STATUS_COLOURS["failed"], font=text_font)
+    if status != "ok":
+        draw.rectangle([x, y, x + width - 1, y + height - 1], outline=STATUS_COLOURS.get(status), width=3)
+
+
 def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int, image_height: int) -> bytes:
     """The whole sheet as PNG bytes: a header, then one labelled tile per run."""
     from PIL import Image, ImageDraw
@@ -117,7 +136,6 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
     def fits(width: int) -> Callable[[str], bool]:
         return lambda line: probe.textlength(line, font=text_font) <= width
 
-    columns, _ = grid_shape(len(tiles))
     sheet_width = layout(len(tiles), image_width, image_height, 0).width
     header_wrapped = [line for text in header for line in wrap(text, fits(sheet_width - 2 * PADDING))]
     shape = layout(len(tiles), image_width, image_height, len(header_wrapped))
@@ -127,15 +145,7 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
         draw.text((PADDING, PADDING // 2 + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
     for index, tile in enumerate(tiles):
         x, y = shape.origin(index)
-        if tile.image_png is not None:
-            picture = Image.open(io.BytesIO(tile.image_png)).convert("RGB")
-            resample = Image.NEAREST if picture.width < shape.tile_width else Image.LANCZOS
-            sheet.paste(picture.resize((shape.tile_width, shape.tile_height), resample), (x, y))
-        else:
-            draw.rectangle([x, y, x + shape.tile_width - 1, y + shape.tile_height - 1], fill=(235, 235, 235), outline=(200, 30, 30))
-            draw.text((x + 8, y + 8), tile.status.upper(), fill=STATUS_COLOURS["failed"], font=text_font)
-        if tile.status != "ok":
-            draw.rectangle([x, y, x + shape.tile_width - 1, y + shape.tile_height - 1], outline=STATUS_COLOURS.get(tile.status), width=3)
+        paste_picture(sheet, draw, tile.image_png, tile.status, tile.reason, x, y, shape.tile_width, shape.tile_height, text_font)
         label_lines = [wrapped for line in tile.lines for wrapped in wrap(line, fits(shape.tile_width))]
         if len(label_lines) > LABEL_LINES:
             label_lines = label_lines[: LABEL_LINES - 1] + [label_lines[LABEL_LINES - 1].rstrip() + " …"]
@@ -190,6 +200,7 @@ class GridCell:
     image_png: bytes | None
     lines: list[str]
     status: str
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -266,15 +277,7 @@ def render_grid(header: list[str], row_labels: list[str], column_labels: list[st
             draw.text((PADDING, y + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
     for cell in cells:
         x, y = shape.cell_origin(cell.row, cell.column)
-        if cell.image_png is not None:
-            picture = Image.open(io.BytesIO(cell.image_png)).convert("RGB")
-            resample = Image.NEAREST if picture.width < shape.cell_width else Image.LANCZOS
-            sheet.paste(picture.resize((shape.cell_width, shape.image_height), resample), (x, y))
-        else:
-            draw.rectangle([x, y, x + shape.cell_width - 1, y + shape.image_height - 1], fill=(235, 235, 235))
-            draw.text((x + 8, y + 8), cell.status.upper(), fill=STATUS_COLOURS["failed"], font=text_font)
-        if cell.status != "ok":
-            draw.rectangle([x, y, x + shape.cell_width - 1, y + shape.image_height - 1], outline=STATUS_COLOURS.get(cell.status), width=3)
+        paste_picture(sheet, draw, cell.image_png, cell.status, cell.reason, x, y, shape.cell_width, shape.image_height, text_font)
         lines = [w for line in cell.lines for w in wrap(line, fits(shape.cell_width))][:GRID_CELL_LINES]
         for number, line in enumerate(lines):
             colour = STATUS_COLOURS["ok"] if number == 0 else STATUS_COLOURS.get(cell.status, (0, 0, 0))
