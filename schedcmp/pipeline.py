@@ -77,6 +77,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # diffusers renamed torch_dtype to dtype; the old name works in every version we support.
     warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated")
+    # torchsde's Brownian interval warns when float rounding puts a query a hair before its start.
+    warnings.filterwarnings("ignore", message="Should have ta>=t0")
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
