@@ -16,7 +16,7 @@ def start(model: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_runs(process: subprocess.Popen, results: Path, count: int, timeout: float = 120) -> dict:
+def wait_for_runs(process: subprocess.Popen, results: Path, count: int, timeout: float = 900) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
@@ -36,7 +36,7 @@ def test_ctrl_c_writes_the_sheet_and_results_for_the_runs_done(sd15_model, tmp_p
     process = start(sd15_model, out)
     wait_for_runs(process, out / "results.json", 1)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     document = json.loads((out / "results.json").read_text())
@@ -52,7 +52,7 @@ def test_kill_9_leaves_a_valid_results_json(sd15_model, tmp_path):
     process = start(sd15_model, out)
     wait_for_runs(process, out / "results.json", 2)
     process.kill()
-    process.communicate(timeout=60)
+    process.communicate(timeout=600)
     document = json.loads((out / "results.json").read_text())
     assert document["finished"] is None and len(document["runs"]) >= 2
     assert all((out / run["image"]).is_file() for run in document["runs"])
