@@ -22,8 +22,8 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     help="Run every scheduler a diffusers model is compatible with on one prompt and seed, and compare them.\n\n"
-    "Exit codes: 0 success; 1 ran, but at least one run failed; 2 usage or input error, nothing run; "
-    "130 interrupted.",
+    "Exit codes: 0 success; 1 ran, but at least one run failed (check: drift); 2 usage or input error, "
+    "nothing run; 3, 4, 5 see `schedcmp check --help`; 130 interrupted.",
 )
 
 RUN_HELP = """Generate one image per scheduler, same prompt and seed, and compare them.
@@ -43,6 +43,11 @@ RUN_HELP = """Generate one image per scheduler, same prompt and seed, and compar
 Example (the diffusers guide's comparison, in one command):
   schedcmp run "astronaut on mars" --seed 8 \\
     --schedulers "PNDM:50,DDIM:50,LMS:50,Euler:30,Euler a:30,DPM++ 2M:20"
+
+\b
+Number lists (--steps, --seed, --guidance-scale): 10,20,30 | 10-50 (every
+integer) | 10-50:10 (step 10) | 10-50/5 (5 evenly spaced values). Several
+values make a grid: schedulers as rows, --x as columns.
 
 `schedcmp list` shows the names, aliases and the overrides each class accepts.
 Exit codes: 0 ok; 1 a run failed (with --strict: or is suspect/filtered); 2 usage error; 130 interrupted.
