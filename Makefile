@@ -23,10 +23,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/schedcmp run "astronaut on mars" --seed 8 --schedulers all
 
-# The emoji font (training tests draw emoji) and Chromium (the HTML report is tested in a real browser).
+# The emoji font and FriBiDi for Pillow's complex text layout (training tests draw emoji, ZWJ sequences
+# included), and Chromium (the HTML report is tested in a real browser).
 system-deps:
-	@test -f $(EMOJI_FONT) && command -v chromium >/dev/null || { \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq fonts-noto-color-emoji chromium; }
+	@test -f $(EMOJI_FONT) && ldconfig -p | grep -q libfribidi && command -v chromium >/dev/null || { \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq fonts-noto-color-emoji libfribidi0 chromium; }
 
 test: install system-deps
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,1 @@
+"""Training and evaluation of schedcmp's default model: a tiny Stable Diffusion that draws emoji."""
