@@ -147,7 +147,7 @@ def run_command(
     prompts_file: Optional[str] = PROMPTS_FILE,
     config: Optional[str] = CONFIG,
     x: Optional[str] = typer.Option(None, "--x", help="The grid's columns: steps|seed|guidance_scale|prompt (default: the first that varies)."),
-    z: Optional[str] = typer.Option(None, "--z", help="Order the sheets by this axis first (one sheet per value)."),
+    z: Optional[str] = typer.Option(None, "--z", help="A grid of grids in one image: one grid per value of this axis, one under the other."),
     seed_mode: Optional[str] = SEED_MODE,
     batch_size: Optional[int] = BATCH_SIZE,
     no_sheet: bool = typer.Option(False, "--no-sheet", help="No images and no sheet: a pure timing sweep."),

@@ -334,6 +334,11 @@ def write_sheets(out_dir: Path, document: dict[str, Any], options: OutputOptions
         path = out_dir / "contact_sheet.png"
         report.write_atomic(path, render.render_contact_sheet(header, tiles, width, height))
         return [path]
+    if options.z is not None and len(plans) > 1:
+        stacked = grid_of_grids(out_dir, header, plans, width, height)
+        if stacked is not None:
+            return [stacked]
+        output.info(f"--z {options.z}: the grid of grids would be too big for one image; writing one sheet per value")
     written = []
     for plan in plans:
         name = "contact_sheet" + (f"-{slug(plan.title, 60)}" if len(plans) > 1 else "")
@@ -354,6 +359,24 @@ def write_sheets(out_dir: Path, document: dict[str, Any], options: OutputOptions
         if len(page_ranges) > 1:
             output.info(f"{name}: the grid was split into {len(page_ranges)} pages")
     return written
+
+
+def grid_of_grids(out_dir: Path, header: list[str], plans: list, width: int, height: int) -> Path | None:
+    """--z: every sheet's grid, titled, one under the other in contact_sheet.png; None when too big for one image."""
+    header_lines = len(header) + 1
+    if any(len(render.pages(len(p.rows), len(p.columns), width, height, header_lines)) > 1 for p in plans):
+        return None
+    grids = []
+    for number, plan in enumerate(plans):
+        cells = [render.GridCell(r, c, render.read_png(out_dir / e["image"]) if e.get("image") else None, render.cell_lines(e), e["status"], e.get("reason"))
+                 for r, c, e in plan.cells]
+        grids.append(render.render_grid((header if number == 0 else []) + [plan.title], plan.rows, plan.columns, cells, width, height))
+    stacked = render.stack_vertically(grids)
+    if stacked is None:
+        return None
+    path = out_dir / "contact_sheet.png"
+    report.write_atomic(path, stacked)
+    return path
 
 
 def list_document(model_options: ModelOptions) -> dict[str, Any]:

@@ -353,3 +353,22 @@ def eval_repr(text: str):
     import ast
 
     return ast.literal_eval(text)
+
+
+def stack_vertically(pngs: list[bytes], limit: int = MAX_SHEET_SIDE) -> bytes | None:
+    """PNG sheets one under the other, left-aligned on white; None when the result would pass `limit` pixels."""
+    from PIL import Image
+
+    pictures = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
+    width = max(p.width for p in pictures)
+    height = sum(p.height for p in pictures) + PADDING * (len(pictures) - 1)
+    if width > limit or height > limit:
+        return None
+    sheet = Image.new("RGB", (width, height), "white")
+    y = 0
+    for picture in pictures:
+        sheet.paste(picture, (0, y))
+        y += picture.height + PADDING
+    output = io.BytesIO()
+    sheet.save(output, format="PNG")
+    return output.getvalue()

@@ -127,3 +127,14 @@ def test_resume_after_kill_9(sd15_model, tmp_path):
         if run["id"] in done_before:
             assert run["sha256"] == done_before[run["id"]]
     assert (out / "contact_sheet.png").is_file() or document["sheets"]
+
+
+def test_z_axis_makes_a_grid_of_grids(sd15_model, cli, tmp_path):
+    out = tmp_path / "o"
+    result = cli("run", "a horse", "--model", sd15_model, "-s", "ddim,euler", "--steps", "2,3", "--seed", "1-2", "--z", "seed", "--out", out, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["sheets"] == ["contact_sheet.png"]
+    separate = Image.open(tmp_path / "o" / "contact_sheet.png")
+    single = cli("run", "a horse", "--model", sd15_model, "-s", "ddim,euler", "--steps", "2,3", "--seed", "1", "--out", tmp_path / "p", "--format", "json")
+    one_grid = Image.open(tmp_path / "p" / single.json()["sheets"][0])
+    assert separate.height > 1.8 * one_grid.height - 100  # two grids, one under the other
