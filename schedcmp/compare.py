@@ -216,7 +216,6 @@ def run_comparison(
 
     header: dict[str, Any] = {
         "model": model.name,
-        "model_label": model.label,
         "pipeline": type(model.pipe).__name__,
         "original_scheduler": model.original_scheduler_class,
         "device": device,
@@ -304,8 +303,6 @@ def sheet_header(document: dict[str, Any]) -> list[str]:
     first = entries[0]
     varying = set(render.multi_valued_axes(entries))
     model = f"model: {document['model']} ({document['pipeline']})"
-    if document.get("model_label"):
-        model += f" - {document['model_label']}"
     prompts = list(dict.fromkeys(e["prompt"] for e in entries))
     prompt_line = f"prompt: {prompts[0]}" if len(prompts) == 1 else f"prompts: {' | '.join(prompts)}"
     if first["negative_prompt"]:
@@ -390,7 +387,6 @@ def list_document(model_options: ModelOptions) -> dict[str, Any]:
     config = {key: value for key, value in dict(model.original_config).items()}
     return {
         "model": model.name,
-        "model_label": model.label,
         "pipeline": type(model.pipe).__name__,
         "scheduler": {"class": model.original_scheduler_class, "config": jsonable(config)},
         "compatible": [

@@ -99,8 +99,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
 
 def print_list(document: dict[str, Any]) -> None:
     """`schedcmp list` as tables on stdout."""
-    label = f" ({document['model_label']})" if document.get("model_label") else ""
-    console.print(f"{document['pipeline']} from {document['model']}{label}", highlight=False, markup=False)
+    console.print(f"{document['pipeline']} from {document['model']}", highlight=False, markup=False)
     console.print(f"current scheduler: {document['scheduler']['class']}", highlight=False)
     config = Table(title="its config (as pipeline.scheduler.config)", title_justify="left")
     config.add_column("key")

@@ -49,7 +49,6 @@ class LoadedModel:
 
     pipe: Any
     name: str
-    label: str | None  # shown on the sheet, e.g. "random weights"
     device: str
     dtype: str
     denoiser: Any
@@ -275,7 +274,6 @@ def describe(pipe: Any, model: str | None, device: str, dtype_name: str, load_se
     return LoadedModel(
         pipe=pipe,
         name=model or DEFAULT_MODEL_NAME,
-        label=model_label(model),
         device=device,
         dtype=dtype_name,
         denoiser=denoiser,
@@ -289,14 +287,6 @@ def describe(pipe: Any, model: str | None, device: str, dtype_name: str, load_se
         flow_shift=float(config.get("shift", 1.0)) if flow else None,
         load_seconds=load_seconds,
     )
-
-
-def model_label(model: str | None) -> str | None:
-    """A note the embedded default carries in a LABEL file (e.g. "random weights"), for the sheet and `list`."""
-    if model is not None:
-        return None
-    marker = DEFAULT_MODEL_DIR / "LABEL"
-    return marker.read_text().strip() if marker.is_file() else None
 
 
 def call_defaults(pipe: Any) -> PipelineDefaults:
