@@ -158,15 +158,11 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
 
 
 def tile_lines(entry: dict) -> list[str]:
-    """A run's label: name (and UI alias), its cost, and why it is not ok."""
+    """A run's label on the contact sheet: name (and UI alias), its steps and cost, and why it is not ok."""
     from schedcmp.report import label
 
-    cost = f"{entry['steps']} steps · {entry.get('nfe') or 0} NFE"
-    if entry.get("seconds") is not None:
-        cost += f" · {entry['seconds']:.2f} s"
-    lines = [label(entry), cost]
-    if entry["status"] != "ok":
-        lines.append(f"{entry['status'].upper()}: {entry.get('reason') or ''}".strip())
+    cost, *status = cell_lines(entry)
+    lines = [label(entry), f"{entry['steps']} steps · {cost}", *status]
     if not entry.get("compatible", True):
         lines.append("not in compatibles (--allow-incompatible)")
     return lines

@@ -86,6 +86,14 @@ def save_atomically(state: dict, path: Path) -> None:
     partial.replace(path)
 
 
+def save_vae_checkpoint(path: Path, step: int, vae, optimizer, generator, log: "LossLog") -> None:
+    """The VAE and decoder stages resume from the same kind of checkpoint."""
+    save_atomically(
+        {"step": step, "vae": vae.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "log": list(log.rows)},
+        path,
+    )
+
+
 @dataclass
 class LossLog:
     """Mean loss over each `log_every` steps, per stage."""
@@ -169,16 +177,7 @@ def train_vae(
             progress(step, float(np.mean(running)), lr)
             running.clear()
         if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.vae_steps):
-            save_atomically(
-                {
-                    "step": step + 1,
-                    "vae": vae.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "log": list(log.rows),
-                },
-                checkpoint,
-            )
+            save_vae_checkpoint(checkpoint, step + 1, vae, optimizer, generator, log)
     vae.eval()
     return vae
 
@@ -240,16 +239,7 @@ def refine_decoder(
             progress(step, float(np.mean(running)), lr)
             running.clear()
         if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.decoder_steps):
-            save_atomically(
-                {
-                    "step": step + 1,
-                    "vae": vae.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "log": list(log.rows),
-                },
-                checkpoint,
-            )
+            save_vae_checkpoint(checkpoint, step + 1, vae, optimizer, generator, log)
     vae.eval()
     return vae
 
