@@ -94,6 +94,18 @@ def save_vae_checkpoint(path: Path, step: int, vae, optimizer, generator, log: "
     )
 
 
+def load_vae_checkpoint(path: Path | None, stage: str, vae, optimizer, generator, log: "LossLog") -> int:
+    """Restore what save_vae_checkpoint wrote, if it is there; -> the step to continue from."""
+    if path is None or not path.exists():
+        return 0
+    state = torch.load(path, weights_only=False)
+    vae.load_state_dict(state["vae"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    log.restore(stage, state["log"])
+    return state["step"]
+
+
 @dataclass
 class LossLog:
     """Mean loss over each `log_every` steps, per stage."""
@@ -144,14 +156,7 @@ def train_vae(
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(config.seed)
     log = log if log is not None else LossLog()
-    start = 0
-    if resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        vae.load_state_dict(state["vae"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        log.restore("vae", state["log"])
-        start = state["step"]
+    start = load_vae_checkpoint(checkpoint, "vae", vae, optimizer, generator, log) if resume else 0
     progress = ProgressReporter("vae", config.vae_steps, start, report)
     governor = ThreadGovernor(config.threads)
     running: list[float] = []
@@ -207,14 +212,7 @@ def refine_decoder(
     optimizer = torch.optim.AdamW(decoder_parameters, lr=config.decoder_learning_rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(config.seed + 2)
     log = log if log is not None else LossLog()
-    start = 0
-    if resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        vae.load_state_dict(state["vae"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        log.restore("decoder", state["log"])
-        start = state["step"]
+    start = load_vae_checkpoint(checkpoint, "decoder", vae, optimizer, generator, log) if resume else 0
     progress = ProgressReporter("decoder", config.decoder_steps, start, report)
     governor = ThreadGovernor(config.threads)
     scaling_factor = vae.config.scaling_factor
