@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from schedcmp import output, render, report
 from schedcmp.config import AXES, RunSpec, Settings, batches, check_settings, plan_runs, slug
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
-from schedcmp.sample import FAILED, OK, RunResult, Sampler
+from schedcmp.sample import FAILED, RunResult, Sampler
 from schedcmp.schedulers import ALIASES, accepted_params_of, choose, display_label, init_params, ordered, scheduler_classes
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ def run_comparison(
         events.close()
 
     header["finished"] = now()
-    document = save_results()
+    document = save_results()  # first without the sheets: drawing them must not put the results at risk
     sheets = [] if options.no_sheet or not document["runs"] else write_sheets(out_dir, document, options)
     header["sheets"] = [str(path.relative_to(out_dir)) for path in sheets]
     document = save_results()

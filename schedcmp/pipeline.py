@@ -246,8 +246,6 @@ def load(model: str | None, device: str, dtype_name: str, allow_pickle: bool = F
     quiet_libraries()
     kind, where = classify_source(model)
     started = time.perf_counter()
-    import torch
-
     dtype = torch_dtype(dtype_name)
     if kind == "folder":
         pipe = load_pipeline_from_folder(where, dtype, allow_pickle)

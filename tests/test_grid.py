@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 CONFIGS = Path(__file__).parent.parent / "configs"
