@@ -353,7 +353,7 @@ def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]
                 started = time.perf_counter()
                 made = sampler.run_batch([spec_of(case) for case in group], repeat=2 if options.preflight else 1)
                 seconds = (time.perf_counter() - started) / len(group)
-                for case, (result, rgb, float_output) in zip(group, made):
+                for case, (result, rgb, float_output, _) in zip(group, made):
                     tolerance = tolerance_for(case, profile, options.tolerance_overrides)
                     outcome = judge_case(folder, case, result, rgb, float_output, tolerance, options.preflight, seconds)
                     results.append(outcome)

@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from schedcmp import __version__
+from schedcmp.convergence import DEFAULT_REFERENCE
 from schedcmp.config import DEFAULT_BATCH_SIZE, Settings, load_config_file, parse_call_args, parse_numbers
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_USAGE, SchedcmpError
 
@@ -48,6 +49,13 @@ Example (the diffusers guide's comparison, in one command):
 Number lists (--steps, --seed, --guidance-scale): 10,20,30 | 10-50 (every
 integer) | 10-50:10 (step 10) | 10-50/5 (5 evenly spaced values). Several
 values make a grid: schedulers as rows, --x as columns.
+
+\b
+How close each run comes to a converged result: --reference first computes
+a reference (default {reference}) for the same prompt, seed and
+settings, cached for reruns, and reports every deterministic run's distance
+to it (latent RMSE, PSNR, SSIM); a steps sweep adds each scheduler's fitted
+order of convergence. --html writes report.html with the quality charts.
 
 `schedcmp list` shows the names, aliases and the overrides each class accepts.
 Exit codes: 0 ok; 1 a run failed (with --strict: or is suspect/filtered); 2 usage error; 130 interrupted.
@@ -127,7 +135,7 @@ def comparison_from(values: dict):
     return settings, model_options
 
 
-@app.command("run", help=RUN_HELP, no_args_is_help=True)
+@app.command("run", help=RUN_HELP.replace("{reference}", DEFAULT_REFERENCE), no_args_is_help=True)
 def run_command(
     prompt: Optional[str] = typer.Argument(None, help="The prompt every scheduler gets (or use --prompts-file / --config)."),
     schedulers: Optional[str] = SCHEDULERS,
@@ -159,6 +167,9 @@ def run_command(
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on suspect or filtered runs too."),
     allow_incompatible: bool = ALLOW_INCOMPATIBLE,
     allow_pickle: bool = ALLOW_PICKLE,
+    reference: bool = typer.Option(False, "--reference", help="Measure each run's distance to a converged reference run (cached)."),
+    reference_spec: Optional[str] = typer.Option(None, "--reference-spec", help="The reference: one entry with :STEPS, e.g. DPMSolverMultistep:200 (implies --reference)."),
+    html: bool = typer.Option(False, "--html", help="Also write report.html (self-contained) and the quality-vs-time charts."),
 ) -> None:
     given = dict(locals())  # first: only the flags
     from schedcmp import compare, output, report
@@ -173,7 +184,8 @@ def run_command(
         compare.OutputOptions(
             out=Path(values["out"]) if values.get("out") else None, overwrite=bool(values.get("overwrite")), format=output_format,
             strict=bool(values.get("strict")), x=values.get("x"), z=values.get("z"), no_sheet=bool(values.get("no_sheet")),
-            events=values.get("events"), resume=resume,
+            events=values.get("events"), resume=resume, html=bool(values.get("html")),
+            reference=values.get("reference_spec") or (DEFAULT_REFERENCE if values.get("reference") else None),
         ),
     )
     rows = report.table_rows(outcome.document["runs"])
@@ -187,8 +199,22 @@ def run_command(
         output.print_table(rows, f"{outcome.document['pipeline']} · {outcome.document['device']} {outcome.document['dtype']}")
         for sheet in outcome.sheets:
             output.info(f"contact sheet: {sheet}")
+        if outcome.document.get("report"):
+            output.info(f"report: {outcome.out_dir / outcome.document['report']}")
         output.data("".join(f"{sheet}\n" for sheet in outcome.sheets))
     raise typer.Exit(outcome.exit_code)
+
+
+@app.command("report", no_args_is_help=True)
+def report_command(
+    folder: Path = typer.Argument(..., help="A results folder written by `schedcmp run`."),
+) -> None:
+    """Rebuild report.html and the quality charts from a results folder, without running anything."""
+    from schedcmp import compare, output
+
+    page = compare.rebuild_report(folder)
+    output.info(f"report: {page}")
+    output.data(f"{page}\n")
 
 
 baseline_app = typer.Typer(no_args_is_help=True, help="Store a comparison as a baseline for `schedcmp check`.")

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from schedcmp import output, render, report
+from schedcmp import convergence, output, render, report
 from schedcmp.config import AXES, RunSpec, Settings, batches, check_settings, plan_runs, slug
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
 from schedcmp.sample import FAILED, RunResult, Sampler
@@ -49,6 +49,8 @@ class OutputOptions:
     no_sheet: bool = False  # no images and no sheet: a pure timing sweep
     events: str | None = None  # NDJSON, one line per finished cell: a path, or - for stdout
     resume: Path | None = None  # continue the sweep in this folder
+    reference: str | None = None  # --reference-spec: measure every run's distance to this converged run
+    html: bool = False  # also write report.html and the quality charts
 
 
 @dataclass
@@ -117,10 +119,12 @@ def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str
         raise UsageError("--events - and --format json both want stdout; send the events to a file")
     params = accepted_params_of(scheduler_classes())
     choose(settings.schedulers, [], params, None)  # unknown names and keys fail here, before the load
+    if options.reference is not None:
+        convergence.reference_choice(options.reference, params)
     return params
 
 
-RESUME_FIELDS = ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "call_args")
+RESUME_FIELDS = ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "call_args", "interval")
 
 
 def previous_runs(folder: Path) -> dict[str, dict[str, Any]]:
@@ -213,6 +217,17 @@ def run_comparison(
         raise UsageError(f"{type(model.pipe).__name__} lists no compatible schedulers; name some with --schedulers")
     check_size(runs[0].width, model.size_multiple, "--width")
     check_size(runs[0].height, model.size_multiple, "--height")
+    classes = scheduler_classes()
+    plan = None
+    if options.reference is not None:
+        runs, plan = convergence.plan_references(runs, convergence.reference_choice(options.reference, params), model.original_config, classes)
+    determinism: dict[str, tuple[str, str]] = {}
+    for spec in runs:
+        key = convergence.determinism_key(spec)
+        if key not in determinism:
+            overrides = {**spec.overrides, **({"timestep_spacing": spec.interval} if spec.interval else {})}
+            determinism[key] = convergence.probe_determinism(classes[spec.scheduler], model.original_config, overrides,
+                                                             convergence.step_arguments(spec.call_args))
 
     header: dict[str, Any] = {
         "model": model.name,
@@ -229,6 +244,10 @@ def run_comparison(
         "finished": None,
         "interrupted": False,
         "sheets": [],
+        "references": [],
+        "interval": plan.interval if plan else None,
+        "charts": [],
+        "report": None,
     }
     entries: dict[str, dict[str, Any]] = {}
     resumed = [spec for spec in runs if spec.id in done and matches(done[spec.id], spec)]
@@ -247,6 +266,7 @@ def run_comparison(
     save_results()
     progress = output.Progress(len(runs))
     finished = len(resumed)
+    references: dict[str, convergence.ReferenceOutput | None] = {}
     try:
         with Sampler(model, generator_device) as sampler:
             if todo:
@@ -254,19 +274,29 @@ def run_comparison(
                 warmup = sampler.warm_up(todo[0])
                 header["shared_seconds"]["prompt_encoding"] = sampler.encoding_seconds
                 header["shared_seconds"]["warmup"] = max(0.0, warmup - sampler.encoding_seconds)
+            if plan is not None:
+                for ref_id in dict.fromkeys(plan.of_run[spec.id] for spec in todo):
+                    references[ref_id], summary = reference_run(sampler, plan, ref_id, out_dir, progress)
+                    header["references"].append(summary)
+                    save_results()
             for number, batch in enumerate(batches(todo, settings.batch_size)):
                 name = display_label(batch[0].scheduler, batch[0].alias, batch[0].overrides)
                 if len(batch) > 1:
                     name += f" ×{len(batch)}"
                 progress.started(finished + 1, name, batch[0].steps)
                 batch = [replace(spec, batch=f"b{number}") for spec in batch]
-                for result, rgb, float_output in sampler.run_batch(batch, settings.repeat, progress.step):
+                for result, rgb, float_output, latent in sampler.run_batch(batch, settings.repeat, progress.step):
                     if rgb is not None and not options.no_sheet:
                         result.image = f"images/{result.spec.id}.png"
                         report.write_atomic(out_dir / result.image, render.png_bytes(rgb))
                     if rgb is not None and keep_output is not None:
                         keep_output(result, float_output)
-                    entries[result.spec.id] = report.run_entry(result)
+                    entry = entries[result.spec.id] = report.run_entry(result)
+                    entry["determinism"], determinism_reason = determinism[convergence.determinism_key(result.spec)]
+                    if plan is not None:
+                        entry["reference"] = plan.of_run[result.spec.id]
+                        entry["distance"], entry["distance_note"] = measure(result.spec, rgb, float_output, latent, entry["determinism"],
+                                                                            determinism_reason, references.get(entry["reference"]), plan)
                     finished += 1
                     events.cell(entries[result.spec.id])
                     progress.finished(finished, display_label(result.spec.scheduler, result.spec.alias, result.spec.overrides),
@@ -281,11 +311,117 @@ def run_comparison(
         events.close()
 
     header["finished"] = now()
+    ordered_entries = [entries[spec.id] for spec in runs if spec.id in entries]
+    convergence.fit_orders(ordered_entries)
+    convergence.mark_pareto(ordered_entries)
     document = save_results()  # first without the sheets: drawing them must not put the results at risk
     sheets = [] if options.no_sheet or not document["runs"] else write_sheets(out_dir, document, options)
     header["sheets"] = [str(path.relative_to(out_dir)) for path in sheets]
     document = save_results()
+    if options.html:
+        document = write_html(out_dir, document)
     return Outcome(document, out_dir, sheets, exit_code(document, options.strict), model)
+
+
+def write_html(out_dir: Path, document: dict[str, Any]) -> dict[str, Any]:
+    """The quality charts and report.html, from the saved results alone (what `schedcmp report` rebuilds)."""
+    from schedcmp import chart, html_report
+
+    document["charts"] = chart.write_charts(out_dir, document)
+    document["report"] = "report.html"
+    report.write_atomic(out_dir / "results.json", report.to_json(document))
+    html_report.write_report(out_dir, document)
+    return document
+
+
+def rebuild_report(folder: Path) -> Path:
+    """`schedcmp report DIR`: the charts and report.html again, from DIR/results.json and its images."""
+    path = folder / "results.json"
+    try:
+        document = json.loads(path.read_text())
+        if document.get("kind") != "run" or not isinstance(document.get("runs"), list):
+            raise ValueError("not the results.json of `schedcmp run`")
+    except (OSError, ValueError) as error:
+        raise OutputError(f"cannot build a report from {folder}: {path} is missing or not a run's results ({error})") from None
+    for entry in document["runs"]:  # results written before convergence was measured lack these fields
+        for name in ("determinism", "reference", "distance", "distance_note", "order", "pareto"):
+            entry.setdefault(name, None)
+    for name, empty in (("references", []), ("interval", None), ("charts", []), ("report", None)):
+        document.setdefault(name, empty)
+    write_html(folder, document)
+    return folder / "report.html"
+
+
+def reference_run(sampler: Sampler, plan: "convergence.ReferencePlan", ref_id: str, out_dir: Path, progress) -> tuple:
+    """A reference and its half-steps twin, from the cache or computed (and cached); and its results.json summary."""
+    from schedcmp import baseline
+
+    spec, half_spec = plan.specs[ref_id], plan.half_specs[ref_id]
+    model = sampler.model
+    identity, fingerprint = baseline.model_identity(model.pipe), convergence.weights_fingerprint(model.pipe)
+    environment = {"device": model.device, "dtype": model.dtype, "generator_device": sampler.generator_device,
+                   "versions": {k: v for k, v in versions().items() if k != "schedcmp"}}
+    made = {}
+    failure = None
+    for which, this in (("reference", spec), ("half", half_spec)):
+        key = convergence.cache_key(identity, fingerprint, this, environment)
+        found = convergence.load_cached(key)
+        if found is None:
+            progress.note(f"{which} run: {display_label(this.scheduler, this.alias, this.overrides)} at {this.steps} steps "
+                          f"(cached for the next run) ...")
+            result, rgb, float_output, latent = sampler.run(this, 1, progress.step)
+            if result.status != "ok" or latent is None:
+                failure = result.reason or "the pipeline gave no final latent"
+                break
+            found = convergence.ReferenceOutput(latent, float_output, rgb, result.nfe, result.seconds)
+            convergence.store_cached(key, found)
+        made[which] = found
+    reference = made.get("reference") if failure is None else None
+    summary: dict[str, Any] = {
+        "id": ref_id,
+        "spec": plan.text,
+        "label": display_label(spec.scheduler, spec.alias, spec.overrides),
+        "scheduler": spec.scheduler,
+        "overrides": spec.overrides,
+        "steps": spec.steps,
+        "interval": spec.interval,
+        **{name: getattr(spec, name) for name in convergence.REFERENCE_FIELDS},
+        "status": "ok" if reference is not None else "failed",
+        "reason": failure,
+        "nfe": reference.nfe if reference else None,
+        "seconds": reference.seconds if reference else None,
+        "cached": bool(reference and reference.cached),
+        "image": None,
+        "self_convergence": None,
+    }
+    if reference is not None:
+        summary["image"] = f"reference/{ref_id}.png"
+        (out_dir / "reference").mkdir(exist_ok=True)
+        report.write_atomic(out_dir / summary["image"], render.png_bytes(reference.rgb))
+        half = made["half"]
+        summary["self_convergence"] = {"half_steps": half_spec.steps, **convergence.distances(half.latent, half.output, half.rgb, reference)}
+        cost = "from the cache" if reference.cached else f"{reference.seconds:.2f} s, {reference.nfe} NFE"
+        progress.note(f"reference {plan.text}: {cost}; halving its steps moves its latent by "
+                      f"{summary['self_convergence']['latent_rmse']:.2g} RMSE")
+    else:
+        progress.note(f"reference {plan.text} failed: {failure}; no distances for its runs")
+    return reference, summary
+
+
+def measure(spec: RunSpec, rgb, float_output, latent, determinism: str, determinism_reason: str, reference, plan) -> tuple:
+    """(distance, note): the run's distance to its reference, or None and why it has none."""
+    if rgb is None:
+        return None, "no image"
+    if determinism == convergence.STOCHASTIC:
+        return None, "stochastic: converges to another sample, not ranked against the ODE reference"
+    if determinism == convergence.UNKNOWN:
+        return None, f"not ranked: {determinism_reason}"
+    if spec.id in plan.off_interval:
+        return None, plan.off_interval[spec.id]
+    if reference is None:
+        return None, "the reference failed"
+    found = convergence.distances(latent, float_output, rgb, reference)
+    return found, None if found is not None else "its latent or image has another shape than the reference's"
 
 
 def exit_code(document: dict[str, Any], strict: bool) -> int:

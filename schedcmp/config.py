@@ -63,6 +63,8 @@ class RunSpec:
     height: int
     call_args: dict[str, Any] = field(default_factory=dict)
     batch: str | None = None  # cells generated in one pipeline call share this
+    # The timestep spacing that puts this run on its reference's interval (--reference), else None.
+    interval: str | None = None
 
 
 def check_settings(settings: Settings) -> None:
@@ -224,7 +226,7 @@ def plan_runs(
 def batch_key(run: RunSpec) -> tuple:
     """Cells with equal keys differ only in seed or prompt, and may share one pipeline call."""
     return (run.scheduler, repr(sorted(run.overrides.items())), run.steps, run.guidance_scale, run.width, run.height,
-            run.negative_prompt, repr(sorted(run.call_args.items())))
+            run.negative_prompt, repr(sorted(run.call_args.items())), run.interval)
 
 
 def batches(runs: list[RunSpec], batch_size: int) -> list[list[RunSpec]]:
@@ -248,7 +250,8 @@ CONFIG_KEYS: dict[str, tuple[type, ...]] = {
     "negative_prompt": (str,), "call_arg": (list, dict), "device": (str,), "dtype": (str,), "generator_device": (str,),
     "repeat": (int,), "out": (str,), "overwrite": (bool,), "format": (str,), "strict": (bool,),
     "allow_incompatible": (bool,), "allow_pickle": (bool,), "x": (str,), "z": (str,), "seed_mode": (str,),
-    "batch_size": (int,), "no_sheet": (bool,), "events": (str,),
+    "batch_size": (int,), "no_sheet": (bool,), "events": (str,), "reference": (bool,), "reference_spec": (str,),
+    "html": (bool,),
 }
 
 

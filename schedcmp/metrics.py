@@ -105,3 +105,101 @@ def diff_heatmap(rgb_a, rgb_b):
     red = np.clip(level * 2, 0, 1)
     green = np.clip(level * 2 - 1, 0, 1)
     return (np.stack([red, green, np.zeros_like(level)], axis=-1) * 255).round().astype(np.uint8)
+
+
+# -- convergence to a reference ------------------------------------------------------------------------
+
+
+def latent_rmse(latent, reference) -> float:
+    """Root-mean-square difference of two final latents (any shape, same size)."""
+    import numpy as np
+
+    difference = np.asarray(latent, np.float64) - np.asarray(reference, np.float64)
+    return float(np.sqrt(np.mean(difference**2)))
+
+
+def psnr(output, reference) -> float:
+    """Peak signal-to-noise ratio in dB of two float images in [0, 1]; inf when they are equal."""
+    import math
+
+    import numpy as np
+
+    mse = float(np.mean((np.asarray(output, np.float64) - np.asarray(reference, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+@dataclass(frozen=True)
+class OrderFit:
+    """The empirical order of convergence: error ∝ NFE^(−order) over the points from `first` to `last`."""
+
+    order: float | None
+    first: int | None = None  # index of the first point of the fitted range (points sorted by NFE)
+    last: int | None = None
+    r_squared: float | None = None
+    reason: str | None = None  # why there is no fit
+
+
+# A straight line in log-log must explain this much of the variance, over at least this many points.
+FIT_MIN_R_SQUARED = 0.98
+FIT_MIN_POINTS = 3
+# Errors that fall slower than NFE^-0.25 do not count as converging.
+FIT_MIN_ORDER = 0.25
+
+
+def line_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares slope and R² of y against x."""
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
+    syy = sum((y - mean_y) ** 2 for y in ys)
+    slope = sxy / sxx
+    r_squared = 1.0 if syy == 0 else (sxy * sxy) / (sxx * syy)
+    return slope, r_squared
+
+
+def fit_order(nfes: list[int], errors: list[float]) -> OrderFit:
+    """Fit log(error) against log(NFE) over the widest run of consecutive step counts where a line holds.
+
+    Points must be sorted by NFE. Small step counts are often not yet in the asymptotic regime and large ones
+    can flatten at the reference's own error, so the fit looks for the longest window (at least
+    FIT_MIN_POINTS) with R² ≥ FIT_MIN_R_SQUARED and a falling error; among equally long ones, the one at the
+    most NFE. No such window: no fit, with the reason.
+    """
+    import math
+
+    if len(nfes) < FIT_MIN_POINTS:
+        return OrderFit(None, reason=f"needs at least {FIT_MIN_POINTS} step counts")
+    if any(e is None or not math.isfinite(e) for e in errors):
+        return OrderFit(None, reason="an error is missing")
+    if any(e <= 0 for e in errors):
+        return OrderFit(None, reason="an error is zero (the run equals the reference)")
+    xs, ys = [math.log(n) for n in nfes], [math.log(e) for e in errors]
+    if len(set(xs)) < len(xs):
+        return OrderFit(None, reason="two step counts gave the same NFE")
+    for width in range(len(xs), FIT_MIN_POINTS - 1, -1):
+        for first in range(len(xs) - width, -1, -1):
+            slope, r_squared = line_fit(xs[first : first + width], ys[first : first + width])
+            if -slope >= FIT_MIN_ORDER and r_squared >= FIT_MIN_R_SQUARED:
+                return OrderFit(-slope, first, first + width - 1, r_squared)
+    slope, _ = line_fit(xs, ys)
+    if -slope < FIT_MIN_ORDER:
+        return OrderFit(None, reason="errors do not fall with more steps")
+    return OrderFit(None, reason="no straight stretch in log(error) against log(NFE)")
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: (cost, error), both lower is better.
+
+    A point is dominated when another costs no more and errs no more, and is better in one. Equal points
+    are all kept.
+    """
+    front = []
+    for index, (cost, error) in enumerate(points):
+        dominated = any(
+            other_cost <= cost and other_error <= error and (other_cost < cost or other_error < error)
+            for other_cost, other_error in points
+        )
+        if not dominated:
+            front.append(index)
+    return front

@@ -77,21 +77,35 @@ class Progress:
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
-    """The timing table, on stderr (the terminal), sorted, with its total row last."""
+    """The timing table, on stderr (the terminal), sorted, with its total row last; with distances under --reference."""
+    from schedcmp.report import CONVERGENCE_COLUMNS, table_columns
+
+    measured = table_columns(rows)[-1] == CONVERGENCE_COLUMNS[-1]
     table = Table(title=title, title_justify="left")
-    for column, justify in [("scheduler", "left"), ("steps", "right"), ("NFE", "right"), ("seconds", "right"),
-                            ("ms/NFE", "right"), ("peak MiB", "right"), ("status", "left")]:
-        wraps = column in ("scheduler", "status")
+    columns = [("scheduler", "left"), ("steps", "right"), ("NFE", "right"), ("seconds", "right"), ("ms/NFE", "right"), ("peak MiB", "right")]
+    if measured:
+        columns += [("RMSE", "right"), ("PSNR", "right"), ("SSIM", "right"), ("order", "left"), ("Pareto", "left")]
+    for column, justify in columns + [("status", "left")]:
+        wraps = column in ("scheduler", "status", "order")
         table.add_column(column, justify=justify, no_wrap=not wraps, overflow="fold", ratio=3 if column == "scheduler" else None)
     for row in rows:
         seconds = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
         if row.get("seconds_min") is not None and row["seconds_max"] != row["seconds_min"]:
             seconds += f" ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
-        table.add_row(
+        values = [
             row["scheduler"], str(row["steps"]), str(row["nfe"] or ""), seconds,
             "" if row["ms_per_nfe"] is None else f"{row['ms_per_nfe']:.1f}",
             "" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}",
-            row["status"], end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,
+        ]
+        if measured:
+            values += [
+                "" if row["latent_rmse"] is None else f"{row['latent_rmse']:.3g}",
+                "" if row["psnr"] is None else f"{row['psnr']:.1f}",
+                "" if row["ssim"] is None else f"{row['ssim']:.4f}",
+                row["order"] or "", row["pareto"] or "",
+            ]
+        table.add_row(
+            *values, row["status"], end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,
             style="bold" if row["id"] == "total" else None,
         )
     error_console.print(table)

@@ -289,9 +289,22 @@ def cell_lines(entry: dict) -> list[str]:
     if entry.get("seconds") is not None:
         cost += f" · {entry['seconds']:.2f} s"
     lines = [cost]
+    closeness = distance_line(entry)
+    if closeness:
+        lines.append(closeness)
     if entry["status"] != "ok":
         lines.append(f"{entry['status'].upper()}: {entry.get('reason') or ''}".strip())
     return lines
+
+
+def distance_line(entry: dict) -> str | None:
+    """How close the run came to its reference (--reference), or why it is not compared; None without one."""
+    distance = entry.get("distance")
+    if distance:
+        return f"RMSE {distance['latent_rmse']:.3g} · {distance['psnr']:.1f} dB"
+    if entry.get("reference") and entry.get("determinism") == "stochastic":
+        return "stochastic: not ranked"
+    return None
 
 
 AXIS_NAMES = {"steps": "steps", "seed": "seed", "guidance_scale": "guidance", "prompt": "prompt"}

@@ -49,6 +49,7 @@ def run_entry(result: RunResult) -> dict[str, Any]:
         "width": spec.width,
         "height": spec.height,
         "call_args": spec.call_args,
+        "interval": spec.interval,
         "status": result.status,
         "reason": result.reason,
         "error": result.error,
@@ -64,6 +65,13 @@ def run_entry(result: RunResult) -> dict[str, Any]:
         "batch": spec.batch,
         "batch_size": result.batch_size,
         "batch_seconds": result.batch_seconds,
+        # Filled in by the comparison: see schedcmp.convergence.
+        "determinism": None,
+        "reference": None,
+        "distance": None,
+        "distance_note": None,
+        "order": None,
+        "pareto": None,
     }
 
 
@@ -87,6 +95,22 @@ def sorted_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 TABLE_COLUMNS = ["id", "scheduler", "steps", "nfe", "seconds", "seconds_min", "seconds_max", "ms_per_nfe", "peak_memory_mb", "status"]
+# With --reference: each run's distance to the converged reference, and its order of convergence.
+CONVERGENCE_COLUMNS = ["latent_rmse", "psnr", "ssim", "order", "pareto"]
+
+
+def table_columns(rows: list[dict[str, Any]]) -> list[str]:
+    measured = any(row.get("latent_rmse") is not None or row.get("order") is not None for row in rows)
+    return TABLE_COLUMNS + CONVERGENCE_COLUMNS if measured else TABLE_COLUMNS
+
+
+def order_text(order: dict[str, Any] | None) -> str | None:
+    """`1.96 (10-40 steps)`, or the reason there is no fit; None outside a steps sweep."""
+    if not order:
+        return None
+    if order.get("order") is None:
+        return f"no fit: {order.get('reason')}"
+    return f"{order['order']:.2f} ({order['steps'][0]}-{order['steps'][1]} steps)"
 
 
 def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -95,10 +119,14 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for entry in sorted_entries(entries):
         times = entry.get("seconds_all") or []
         peak = entry.get("peak_memory_bytes")
+        distance = entry.get("distance") or {}
+        status = entry["status"] if not entry.get("reason") else f"{entry['status']}: {entry['reason']}"
+        if entry.get("reference") and not distance and entry.get("distance_note"):
+            status += f" ({entry['distance_note']})"
         rows.append(
             {
                 "id": entry["id"],
-                "scheduler": label(entry),
+                "scheduler": label(entry) + (" [trailing]" if entry.get("interval") else ""),
                 "steps": entry["steps"],
                 "nfe": entry.get("nfe"),
                 "seconds": entry.get("seconds"),
@@ -106,7 +134,12 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seconds_max": max(times) if times else None,
                 "ms_per_nfe": entry.get("ms_per_nfe"),
                 "peak_memory_mb": None if peak is None else peak / 2**20,
-                "status": entry["status"] if not entry.get("reason") else f"{entry['status']}: {entry['reason']}",
+                "status": status,
+                "latent_rmse": distance.get("latent_rmse"),
+                "psnr": distance.get("psnr"),
+                "ssim": distance.get("ssim"),
+                "order": order_text(entry.get("order")),
+                "pareto": " ".join(cost for cost, on in (entry.get("pareto") or {}).items() if on) or None,
             }
         )
     rows.append(
@@ -121,6 +154,7 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "ms_per_nfe": None,
             "peak_memory_mb": None,
             "status": f"{sum(e['status'] == FAILED for e in entries)} failed",
+            **{column: None for column in CONVERGENCE_COLUMNS},
         }
     )
     return rows
@@ -130,16 +164,19 @@ def cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
+        if value != 0 and abs(value) < 0.01:
+            return f"{value:.3g}"  # distances to a reference are often this small
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, lineterminator="\n")
+    columns = table_columns(rows)
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: cell(row[key]) for key in TABLE_COLUMNS})
+        writer.writerow({key: cell(row[key]) for key in columns})
     return buffer.getvalue()
 
 
@@ -147,7 +184,8 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     def escape(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    columns = table_columns(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(escape(cell(row[key])) for key in TABLE_COLUMNS) + " |")
+        lines.append("| " + " | ".join(escape(cell(row[key])) for key in columns) + " |")
     return "\n".join(lines) + "\n"

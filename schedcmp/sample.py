@@ -116,6 +116,7 @@ class Sampler:
         self.timestep_high = float("-inf")
         self.encoding_seconds = 0.0
         self.call_started = 0.0
+        self.final_latents: Any = None  # what the last step of the latest call handed the decoder
         self.handles: list[Any] = []
         self.original_forwards: list[tuple[Any, Any]] = []
         self.original_scheduler = model.pipe.scheduler
@@ -203,11 +204,14 @@ class Sampler:
         }
         # Only what this pipeline's __call__ takes: not every family has a size or a guidance scale.
         kwargs.update({k: v for k, v in settings.items() if v is not None and k in self.call_parameters})
-        if on_step is not None and "callback_on_step_end" in self.call_parameters:
+        if "callback_on_step_end" in self.call_parameters:
 
             def step_done(pipe, index, timestep, callback_kwargs):
-                # Heun-like schedulers walk 2N-1 timesteps for N steps: count what the loop really does.
-                on_step(index + 1, len(pipe.scheduler.timesteps))
+                # The latents after the last step are what the distance to a reference is measured on.
+                self.final_latents = callback_kwargs.get("latents")
+                if on_step is not None:
+                    # Heun-like schedulers walk 2N-1 timesteps for N steps: count what the loop really does.
+                    on_step(index + 1, len(pipe.scheduler.timesteps))
                 return callback_kwargs
 
             kwargs["callback_on_step_end"] = step_done
@@ -216,6 +220,8 @@ class Sampler:
 
     def scheduler_overrides(self, specs: list[RunSpec]) -> dict[str, Any]:
         overrides = dict(specs[0].overrides)
+        if specs[0].interval is not None:
+            overrides["timestep_spacing"] = specs[0].interval
         cls = self.classes[specs[0].scheduler]
         if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:
             # DPMSolverSDE draws its Brownian noise from its own seed: tie it to --seed so runs repeat; a batch
@@ -236,20 +242,23 @@ class Sampler:
         return time.perf_counter() - started
 
     def run(self, spec: RunSpec, repeat: int = 1, on_step: Callable[[int, int], None] | None = None):
-        """One cell -> (RunResult, RGB uint8 array or None, float output or None)."""
+        """One cell -> (RunResult, RGB uint8 array or None, float output or None, final latent or None)."""
         return self.run_batch([spec], repeat, on_step)[0]
 
     def run_batch(self, specs: list[RunSpec], repeat: int = 1, on_step: Callable[[int, int], None] | None = None):
-        """Cells that differ only in seed or prompt, in one pipeline call -> [(RunResult, rgb, output), ...].
+        """Cells that differ only in seed or prompt, in one pipeline call -> [(RunResult, rgb, output, latent), ...].
 
-        Seconds are the call's time shared equally among its images; NFE is the call's denoiser calls.
+        Seconds are the call's time shared equally among its images; NFE is the call's denoiser calls. The
+        latent is the image's final latent as a float32 array, None where the pipeline offers no step callback.
         """
         import numpy as np
 
         results = [RunResult(spec=spec, batch_size=len(specs)) for spec in specs]
         rgbs: list[Any] = [None] * len(specs)
         outputs: list[Any] = [None] * len(specs)
+        latents: list[Any] = [None] * len(specs)
         for _ in range(repeat):
+            self.final_latents = None
             self.calls, self.denoiser_seconds = 0, 0.0
             self.timestep_low, self.timestep_high = float("inf"), float("-inf")
             self.reset_peak_memory()
@@ -268,7 +277,7 @@ class Sampler:
                     result.status, result.reason = FAILED, f"{type(error).__name__}: {one_line(error)}"
                     result.error = {"type": type(error).__name__, "message": one_line(error)}
                     result.nfe = self.calls
-                return [(result, None, None) for result in results]
+                return [(result, None, None, None) for result in results]
             finally:
                 self.model.pipe.scheduler = self.original_scheduler
             images = produced.images if hasattr(produced, "images") else produced[0]
@@ -297,6 +306,8 @@ class Sampler:
                 elif result.status == SUSPECT:
                     status, reason = result.status, result.reason
                 rgbs[index], outputs[index] = this_rgb, this_output
+                if self.final_latents is not None:
+                    latents[index] = self.final_latents[index].detach().float().cpu().numpy()
                 result.status, result.reason = status, reason
         for index, result in enumerate(results):
             if rgbs[index] is None:
@@ -307,7 +318,7 @@ class Sampler:
                 problem = timestep_problem(*result.timesteps, self.model.num_train_timesteps)
                 if problem:
                     result.status, result.reason = SUSPECT, problem
-        return list(zip(results, rgbs, outputs))
+        return list(zip(results, rgbs, outputs, latents))
 
     # -- memory --------------------------------------------------------------------------------------
 

@@ -222,9 +222,10 @@ def resolve_entry(entry: Entry, accepted_params: dict[str, set[str]]) -> Schedul
             close = difflib.get_close_matches(key, sorted(params), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; it takes: {', '.join(sorted(params))}"
             raise UsageError(f"unknown override {key!r} for {class_name}{hint}")
-    return SchedulerChoice(
-        class_name=class_name, overrides={**alias_overrides, **entry.overrides}, alias=alias, steps=entry.steps
-    )
+    overrides = {**alias_overrides, **entry.overrides}
+    if entry.overrides:  # "LMS(timestep_spacing=trailing)" is no longer what the UI calls LMS
+        alias = alias_for(class_name, overrides)
+    return SchedulerChoice(class_name=class_name, overrides=overrides, alias=alias, steps=entry.steps)
 
 
 def display_name(found: tuple[str, dict[str, Any], str | None]) -> str:

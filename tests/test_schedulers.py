@@ -93,7 +93,12 @@ def test_ui_name_brings_its_overrides_and_user_overrides_win():
     choice = resolve_entry(Entry("DPM++ 2M SDE Karras", {"algorithm_type": "sde-dpmsolver"}), PARAMS)
     assert choice.class_name == "DPMSolverMultistepScheduler"
     assert choice.overrides == {"algorithm_type": "sde-dpmsolver", "use_karras_sigmas": True}
-    assert choice.alias == "DPM++ 2M SDE Karras"
+    assert choice.alias is None  # no longer what the UI calls DPM++ 2M SDE Karras: labelled by its overrides
+
+
+def test_an_alias_with_extra_overrides_loses_its_ui_name_unless_another_fits():
+    assert resolve_entry(Entry("LMS", {"use_karras_sigmas": True}), PARAMS).alias == "LMS Karras"
+    assert resolve_entry(Entry("DPM++ 2M", {"algorithm_type": "dpmsolver"}), PARAMS).alias is None
 
 
 def test_dpm_pp_sde_is_the_stochastic_sampler():

@@ -1,0 +1,334 @@
+"""Quality against cost charts with Pillow: distance to the reference over seconds or NFE, Pareto front marked.
+
+Scales, ticks, the front's step line and label placement are pure functions; only `quality_chart` draws.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WIDTH, HEIGHT = 1000, 700
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 110, 40, 70, 80
+MARKER_RADIUS = 6
+LABEL_GAP = 4  # between a marker's edge and its label
+FONT_SIZE = 14
+TITLE_FONT_SIZE = 16
+LOG_SPAN = 3.0  # values spanning more than this factor get a log axis: linear would crush the cheap end
+AXIS_PADDING = 0.06  # share of the span left empty at each end, so no marker sits on the frame
+TARGET_TICKS = 6
+MIN_TICKS = 3
+FRONT_COLOUR = (31, 111, 235)
+OTHER_COLOUR = (87, 96, 106)
+GRID_COLOUR = (230, 232, 235)
+TEXT_COLOUR = (31, 35, 40)
+
+# cost key in results.json -> (file name, x axis title)
+CHARTS = {"seconds": ("quality_vs_time.png", "seconds per image"), "nfe": ("quality_vs_nfe.png", "model calls (NFE)")}
+Y_TITLE = "distance to reference (latent RMSE, lower is better)"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run on the chart: what it is called, what it cost, how far it landed from the reference."""
+
+    label: str
+    cost: float
+    distance: float
+    on_front: bool
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned rectangle in pixels (y grows downwards)."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    def overlap(self, other: Box) -> float:
+        """Area shared with `other`; 0 when they only touch."""
+        width = min(self.right, other.right) - max(self.left, other.left)
+        height = min(self.bottom, other.bottom) - max(self.top, other.top)
+        return max(0.0, width) * max(0.0, height)
+
+    def area(self) -> float:
+        return (self.right - self.left) * (self.bottom - self.top)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A value range mapped onto a pixel range, linearly or in log10; `start` is where `low` lands."""
+
+    low: float
+    high: float
+    log: bool
+    start: float
+    end: float
+
+    def position(self, value: float) -> float:
+        scale = math.log10 if self.log else float
+        share = (scale(value) - scale(self.low)) / (scale(self.high) - scale(self.low))
+        return self.start + share * (self.end - self.start)
+
+
+def uses_log_scale(values: list[float], span: float = LOG_SPAN) -> bool:
+    """Log when every value is positive and the largest is more than `span` times the smallest."""
+    return min(values) > 0 and max(values) > span * min(values)
+
+
+def axis_range(values: list[float], log: bool, padding: float = AXIS_PADDING) -> tuple[float, float]:
+    """The data range widened by `padding` of its span at each end (in log space for a log axis)."""
+    low, high = min(values), max(values)
+    if log:
+        low_exponent, high_exponent = math.log10(low), math.log10(high)
+        pad = padding * (high_exponent - low_exponent)
+        return 10 ** (low_exponent - pad), 10 ** (high_exponent + pad)
+    if low == high:  # a single point, or all alike: centre it in a range of ±50 %
+        half = abs(low) / 2 or 1.0
+        low, high = low - half, high + half
+    pad = padding * (high - low)
+    padded_low = low - pad
+    if min(values) >= 0:
+        padded_low = max(padded_low, 0.0)  # costs and distances are never negative: no ticks below zero
+    return padded_low, high + pad
+
+
+def nice_step(raw: float) -> float:
+    """The smallest of 1, 2, 5 × 10^k that is at least `raw`."""
+    exponent = math.floor(math.log10(raw))
+    for mantissa in (1, 2, 5, 10):
+        step = mantissa * 10.0**exponent
+        if step >= raw * (1 - 1e-9):
+            return clean(step)
+    return clean(10.0 ** (exponent + 1))
+
+
+def clean(value: float) -> float:
+    """Drop binary noise from a tick value (0.30000000000000004 -> 0.3)."""
+    return float(f"{value:.12g}")
+
+
+def nice_ticks(low: float, high: float, log: bool) -> list[float]:
+    """Tick values inside [low, high] on a 1-2-5 sequence.
+
+    Linear: multiples of the 1-2-5 step nearest to a sixth of the span. Log: powers of ten, or 1-2-5 in
+    each decade, or every digit, the coarsest that gives at least MIN_TICKS.
+    """
+    if not log:
+        step = nice_step((high - low) / TARGET_TICKS)
+        first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
+        return [clean(k * step) for k in range(first, last + 1)]
+    ticks: list[float] = []
+    for mantissas in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        ticks = [
+            clean(m * 10.0**exponent)
+            for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+            for m in mantissas
+            if low * (1 - 1e-9) <= m * 10.0**exponent <= high * (1 + 1e-9)
+        ]
+        if len(ticks) >= MIN_TICKS:
+            return ticks
+    return ticks
+
+
+def tick_text(value: float) -> str:
+    return f"{value:g}"
+
+
+def step_line(front: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The staircase through the front's (cost, distance) points: across at each distance, then down."""
+    ordered = sorted(front)
+    line: list[tuple[float, float]] = []
+    for index, (cost, distance) in enumerate(ordered):
+        if index:
+            line.append((cost, ordered[index - 1][1]))
+        line.append((cost, distance))
+    return line
+
+
+def segment_boxes(line: list[tuple[float, float]], half_width: float = 1.5) -> list[Box]:
+    """Thin boxes around each segment of a horizontal-and-vertical polyline, for labels to keep off."""
+    return [
+        Box(min(x0, x1) - half_width, min(y0, y1) - half_width, max(x0, x1) + half_width, max(y0, y1) + half_width)
+        for (x0, y0), (x1, y1) in zip(line, line[1:])
+    ]
+
+
+def label_candidates(x: float, y: float, width: float, height: float, radius: float, gap: float) -> list[Box]:
+    """Where a label may go around its marker, in order of preference: right, left, above, below."""
+    reach = radius + gap
+    return [
+        Box(x + reach, y - height / 2, x + reach + width, y + height / 2),
+        Box(x - reach - width, y - height / 2, x - reach, y + height / 2),
+        Box(x - width / 2, y - reach - height, x + width / 2, y - reach),
+        Box(x - width / 2, y + reach, x + width / 2, y + reach + height),
+    ]
+
+
+def outside(box: Box, bounds: Box) -> float:
+    """Area of `box` that lies outside `bounds`."""
+    return box.area() - box.overlap(bounds)
+
+
+def place_labels(
+    anchors: list[tuple[float, float]],
+    sizes: list[tuple[float, float]],
+    bounds: Box,
+    radius: float = MARKER_RADIUS,
+    gap: float = LABEL_GAP,
+    obstacles: tuple[Box, ...] = (),
+) -> list[Box]:
+    """A box per label, placed greedily in the given order.
+
+    Each label takes the first candidate position that overlaps no label placed so far, no marker, no
+    obstacle and nothing outside `bounds`; when every candidate collides it takes the one that collides least.
+    """
+    fixed = [Box(x - radius, y - radius, x + radius, y + radius) for x, y in anchors] + list(obstacles)
+    placed: list[Box] = []
+    for (x, y), (width, height) in zip(anchors, sizes):
+
+        def collision(box: Box) -> float:
+            return sum(box.overlap(other) for other in placed + fixed) + outside(box, bounds)
+
+        candidates = label_candidates(x, y, width, height, radius, gap)
+        placed.append(min(candidates, key=collision))  # min keeps the first of equals: the preferred side
+    return placed
+
+
+def chart_points(document: dict[str, Any], cost: str) -> list[Point]:
+    """The runs a chart can rank: ok, deterministic, with a distance and a cost. Steps join the label in sweeps."""
+    from schedcmp.report import label
+
+    entries = [
+        entry
+        for entry in document["runs"]
+        if entry["status"] == "ok"
+        and entry.get("determinism") == "deterministic"
+        and (entry.get("distance") or {}).get("latent_rmse") is not None
+        and entry.get(cost) is not None
+    ]
+    several_steps = len({entry["steps"] for entry in entries}) > 1
+    several_seeds = len({entry["seed"] for entry in entries}) > 1
+    points = []
+    for entry in entries:
+        text = label(entry)
+        if several_steps:
+            text += f" · {entry['steps']}"
+        if several_seeds:
+            text += f" · seed {entry['seed']}"
+        on_front = bool((entry.get("pareto") or {}).get(cost))
+        points.append(Point(text, float(entry[cost]), float(entry["distance"]["latent_rmse"]), on_front))
+    return points
+
+
+def text_size(draw, text: str, text_font) -> tuple[int, int]:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=text_font)
+    return right - left, bottom - top
+
+
+def text_middle(draw, text: str, text_font) -> float:
+    """How far below the drawing origin the middle of the ink lies (fonts leave room above capitals)."""
+    _, top, _, bottom = draw.textbbox((0, 0), text, font=text_font)
+    return (top + bottom) / 2
+
+
+def axis_for(values: list[float], start: float, end: float) -> Axis:
+    log = uses_log_scale(values)
+    low, high = axis_range(values, log)
+    return Axis(low, high, log, start, end)
+
+
+def quality_chart(points: list[Point], cost: str) -> bytes:
+    """PNG bytes: distance against `cost` ("seconds" or "nfe"), front filled and stepped, every point labelled."""
+    from PIL import Image, ImageDraw
+
+    from schedcmp.render import font
+
+    text_font, title_font = font(FONT_SIZE), font(TITLE_FONT_SIZE)
+    chart = Image.new("RGB", (WIDTH, HEIGHT), "white")
+    draw = ImageDraw.Draw(chart)
+    plot = Box(MARGIN_LEFT, MARGIN_TOP, WIDTH - MARGIN_RIGHT, HEIGHT - MARGIN_BOTTOM)
+    x_axis = axis_for([p.cost for p in points], plot.left, plot.right)
+    y_axis = axis_for([p.distance for p in points], plot.bottom, plot.top)
+
+    for value in nice_ticks(x_axis.low, x_axis.high, x_axis.log):
+        x = x_axis.position(value)
+        draw.line([(x, plot.top), (x, plot.bottom)], fill=GRID_COLOUR)
+        width, _ = text_size(draw, tick_text(value), text_font)
+        draw.text((x - width / 2, plot.bottom + 8), tick_text(value), fill=TEXT_COLOUR, font=text_font)
+    for value in nice_ticks(y_axis.low, y_axis.high, y_axis.log):
+        y = y_axis.position(value)
+        draw.line([(plot.left, y), (plot.right, y)], fill=GRID_COLOUR)
+        width, _ = text_size(draw, tick_text(value), text_font)
+        draw.text((plot.left - 8 - width, y - text_middle(draw, tick_text(value), text_font)), tick_text(value), fill=TEXT_COLOUR, font=text_font)
+    draw.rectangle([plot.left, plot.top, plot.right, plot.bottom], outline=TEXT_COLOUR)
+
+    x_title = CHARTS[cost][1] + (" (log scale)" if x_axis.log else "")
+    width, _ = text_size(draw, x_title, title_font)
+    draw.text(((plot.left + plot.right - width) / 2, HEIGHT - MARGIN_BOTTOM / 2), x_title, fill=TEXT_COLOUR, font=title_font)
+    y_title = Y_TITLE + (" (log scale)" if y_axis.log else "")
+    width, height = text_size(draw, y_title, title_font)
+    turned = Image.new("RGBA", (width + 4, height + 8), (255, 255, 255, 0))
+    ImageDraw.Draw(turned).text((2, 0), y_title, fill=TEXT_COLOUR, font=title_font)
+    turned = turned.rotate(90, expand=True)
+    chart.paste(turned, (16, round((plot.top + plot.bottom - turned.height) / 2)), turned)
+    draw_legend(draw, text_font, title_font, cost)
+
+    anchors = [(x_axis.position(p.cost), y_axis.position(p.distance)) for p in points]
+    front = step_line([(p.cost, p.distance) for p in points if p.on_front])
+    front_line = [(x_axis.position(cost), y_axis.position(distance)) for cost, distance in front]
+    if len(front_line) > 1:
+        draw.line(front_line, fill=FRONT_COLOUR, width=2)
+    for (x, y), point in zip(anchors, points):
+        marker = [x - MARKER_RADIUS, y - MARKER_RADIUS, x + MARKER_RADIUS, y + MARKER_RADIUS]
+        if point.on_front:
+            draw.ellipse(marker, fill=FRONT_COLOUR, outline=FRONT_COLOUR)
+        else:
+            draw.ellipse(marker, fill="white", outline=OTHER_COLOUR, width=2)
+
+    # The front's labels are placed first: they are the ones a reader looks for.
+    order = sorted(range(len(points)), key=lambda i: not points[i].on_front)
+    sizes = [text_size(draw, points[i].label, text_font) for i in order]
+    boxes = place_labels([anchors[i] for i in order], [(w + 2, h + 4) for w, h in sizes], plot, obstacles=tuple(segment_boxes(front_line)))
+    for index, box in zip(order, boxes):
+        colour = FRONT_COLOUR if points[index].on_front else TEXT_COLOUR
+        middle = (box.top + box.bottom) / 2 - text_middle(draw, points[index].label, text_font)
+        draw.text((box.left + 1, middle), points[index].label, fill=colour, font=text_font)
+
+    output = io.BytesIO()
+    chart.save(output, format="PNG")
+    return output.getvalue()
+
+
+def draw_legend(draw, text_font, title_font, cost: str) -> None:
+    """The title at the top left, and what filled and hollow markers mean at the top right."""
+    title = f"Distance to the reference against {CHARTS[cost][1]}"
+    draw.text((MARGIN_LEFT, 20), title, fill=TEXT_COLOUR, font=title_font)
+    entries = [("Pareto front: nothing is both cheaper and closer", True), ("other runs", False)]
+    x = WIDTH - MARGIN_RIGHT
+    for text, filled in reversed(entries):
+        width, _ = text_size(draw, text, text_font)
+        x -= width
+        draw.text((x, 44), text, fill=TEXT_COLOUR, font=text_font)
+        x -= 2 * MARKER_RADIUS + 6
+        marker = [x, 44 + 2, x + 2 * MARKER_RADIUS, 44 + 2 + 2 * MARKER_RADIUS]
+        draw.ellipse(marker, fill=FRONT_COLOUR if filled else "white", outline=FRONT_COLOUR if filled else OTHER_COLOUR, width=2)
+        x -= 24
+
+
+def write_charts(out_dir: Path, document: dict[str, Any]) -> list[str]:
+    """quality_vs_time.png and quality_vs_nfe.png in `out_dir`; their names, or [] when no run has a distance."""
+    from schedcmp.report import write_atomic
+
+    names = []
+    for cost, (name, _) in CHARTS.items():
+        points = chart_points(document, cost)
+        if points:
+            write_atomic(Path(out_dir) / name, quality_chart(points, cost))
+            names.append(name)
+    return names

@@ -1,0 +1,343 @@
+"""How close each run comes to a converged reference solution from the same starting noise.
+
+The solver papers judge a sampler by its distance to a reference computed with many steps of an accurate
+solver. This module plans those references (one per prompt, seed and settings), puts every run on the
+interval the reference integrates over, decides which runs are stochastic (they converge to a different
+sample and are never ranked), measures distances, and fits the empirical order of convergence of a steps
+sweep. Everything below "pure" works on results.json entries and needs neither torch nor diffusers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from schedcmp import metrics
+from schedcmp.config import RunSpec
+from schedcmp.errors import UsageError
+from schedcmp.schedulers import SchedulerChoice, parse_entry, resolve_entry, short_name
+
+# Karras sigmas crowd the steps where the noise is low, where uniform-in-t steps are coarsest (σ grows like
+# √t there): over the same interval, DPM++ 2M with them converges far faster than with trailing spacing.
+# bench/reference_convergence.py measures it on the default model: halving 400 steps moves the final latent
+# by 6.5e-4 RMSE, about a hundred times less than the closest 20-step run is from it (see the README).
+DEFAULT_REFERENCE = "DPMSolverMultistep(use_karras_sigmas=true):400"
+
+# Runs whose first timestep differs from the reference's by more than this do not share its interval.
+INTERVAL_SLACK = 0.5
+
+DETERMINISTIC, STOCHASTIC, UNKNOWN = "deterministic", "stochastic", "unknown"
+
+# The settings that make two runs share a reference: everything but the scheduler and its steps.
+REFERENCE_FIELDS = ("prompt", "negative_prompt", "seed", "guidance_scale", "width", "height", "call_args")
+
+
+@dataclass(frozen=True)
+class ReferencePlan:
+    """The references a comparison needs and the interval its runs were put on."""
+
+    text: str  # the --reference-spec entry, as given
+    specs: dict[str, RunSpec]  # reference id -> the reference run
+    half_specs: dict[str, RunSpec]  # reference id -> the same run with half the steps (its self-convergence)
+    of_run: dict[str, str]  # run id -> reference id
+    interval: dict[str, Any]  # spacing, forced, note: what results.json and the report say
+    off_interval: dict[str, str]  # run id -> why it cannot be compared (it starts elsewhere)
+
+
+def reference_choice(text: str, accepted_params: dict[str, set[str]]) -> SchedulerChoice:
+    """`--reference-spec`: one scheduler entry with its steps, e.g. `DPMSolverMultistep:200`."""
+    entry = parse_entry(text)
+    if entry.steps is None:
+        raise UsageError(f"--reference-spec {text!r} needs its steps, e.g. {entry.name}:200")
+    if entry.name.lower() in ("all", "all+"):
+        raise UsageError("--reference-spec names one scheduler, not all")
+    return resolve_entry(entry, accepted_params)
+
+
+def reference_group(spec: RunSpec) -> str:
+    """The key shared by the runs one reference serves."""
+    return json.dumps([getattr(spec, name) for name in REFERENCE_FIELDS], sort_keys=True, default=str)
+
+
+def reference_id(choice: SchedulerChoice, spec: RunSpec) -> str:
+    digest = hashlib.sha256((reference_group(spec) + repr(sorted(choice.overrides.items())) + str(choice.steps)).encode()).hexdigest()
+    return f"ref-{short_name(choice.class_name).lower()}-s{choice.steps}-{digest[:8]}"
+
+
+def start_timestep(cls: type, config: Any, overrides: dict[str, Any], steps: int) -> float | None:
+    """The first timestep a scheduler gives the denoiser for this many steps (None: it cannot say)."""
+    try:
+        scheduler = cls.from_config(config, **overrides)
+        scheduler.set_timesteps(steps, device="cpu")
+        return float(scheduler.timesteps.max())
+    except Exception:  # flow schedulers with dynamic shifting need the image size; those are checked by the run
+        return None
+
+
+def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, classes: dict[str, type]) -> tuple[list[RunSpec], ReferencePlan]:
+    """One reference per group of runs, and a common interval: each run starts where its reference starts.
+
+    With "leading" spacing and `steps_offset` (what Stable Diffusion 1.5's config gives DDIM, PNDM, DDPM and
+    others), 20 steps start at t=951 and 400 at t=998: such a run integrates over a shorter interval than
+    its reference and would be judged for it. Those runs, and only those, get "trailing" spacing, which
+    starts every step count at the last training timestep; runs already on the interval keep their own
+    schedule, since forcing one on them changes what they are (Euler's Karras sigmas, for one, would then
+    stop short of the lowest noise level).
+    """
+    def start_of(spec: RunSpec, spacing: str | None) -> float | None:
+        extra = {"timestep_spacing": spacing} if spacing else {}
+        return start_timestep(classes[spec.scheduler], config, {**spec.overrides, **extra}, spec.steps)
+
+    def accepts_spacing(spec: RunSpec) -> bool:
+        return "timestep_spacing" in init_params(classes[spec.scheduler]) and "timestep_spacing" not in spec.overrides
+
+    reference_start = start_timestep(classes[choice.class_name], config, choice.overrides, choice.steps)
+    placed, off_interval = [], {}
+    for spec in runs:
+        start = start_of(spec, None)
+        if differs(start, reference_start) and accepts_spacing(spec):
+            start = start_of(spec, "trailing")
+            spec = replace(spec, interval="trailing")
+        if differs(start, reference_start):
+            off_interval[spec.id] = f"starts at t={start:.1f}, the reference at t={reference_start:.1f}: not on its interval"
+        placed.append(spec)
+    specs: dict[str, RunSpec] = {}
+    half_specs: dict[str, RunSpec] = {}
+    of_run: dict[str, str] = {}
+    for spec in placed:
+        ref_id = reference_id(choice, spec)
+        of_run[spec.id] = ref_id
+        if ref_id not in specs:
+            specs[ref_id] = replace(spec, id=ref_id, scheduler=choice.class_name, alias=choice.alias, overrides=dict(choice.overrides),
+                                    compatible=True, steps=choice.steps, batch=None, interval=None)
+            half_specs[ref_id] = replace(specs[ref_id], id=ref_id + "-half", steps=max(1, choice.steps // 2))
+    moved = list(dict.fromkeys(short_name(spec.scheduler) for spec in placed if spec.interval))
+    where = f"t={reference_start:.0f}" if reference_start is not None else "the reference's first timestep"
+    if moved:
+        note = (f"{', '.join(moved)} start{'s' if len(moved) == 1 else ''} later than the reference with the model's timestep spacing, "
+                f"so {'it was' if len(moved) == 1 else 'they were'} run with trailing spacing: every compared run starts at {where}, as the reference does")
+    else:
+        note = f"every compared run starts at {where}, as the reference does"
+    text = f"{short_name(choice.class_name)}" + (f"({', '.join(f'{k}={v}' for k, v in choice.overrides.items())})" if choice.overrides else "") + f":{choice.steps}"
+    interval = {"spacing": "trailing" if moved else None, "forced": bool(moved), "moved": moved, "start_timestep": reference_start, "note": note}
+    return placed, ReferencePlan(text, specs, half_specs, of_run, interval, off_interval)
+
+
+def differs(start: float | None, reference_start: float | None) -> bool:
+    return start is not None and reference_start is not None and abs(start - reference_start) > INTERVAL_SLACK
+
+
+def init_params(cls: type) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+# -- stochastic or not, found by running the scheduler ------------------------------------------------
+
+
+def determinism_key(spec: RunSpec) -> str:
+    return json.dumps([spec.scheduler, spec.overrides, step_arguments(spec.call_args)], sort_keys=True, default=str)
+
+
+def step_arguments(call_args: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline arguments that reach `scheduler.step` (DDIM's eta)."""
+    return {key: value for key, value in call_args.items() if key == "eta"}
+
+
+def probe_determinism(cls: type, config: Any, overrides: dict[str, Any], step_kwargs: dict[str, Any], steps: int = 6) -> tuple[str, str]:
+    """Run the scheduler twice from the same start latents with two different noise generators.
+
+    Outputs that differ mean the scheduler injects noise (ancestral, SDE, DDPM, DDIM with eta > 0, ...):
+    it samples, rather than solving the probability-flow ODE the reference solves. The denoiser is a fixed
+    linear function, so only the scheduler can make the two runs differ.
+    """
+    import torch
+
+    outputs = []
+    for noise_seed in (1, 2):
+        try:
+            outputs.append(probe_run(cls, config, overrides, step_kwargs, steps, noise_seed))
+        except Exception as error:  # a scheduler this loop cannot drive (inpainting, discrete tokens, ...)
+            return UNKNOWN, f"could not be probed: {type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}".rstrip(": ")
+    if not all(torch.isfinite(output).all() for output in outputs):
+        return UNKNOWN, "the probe gave non-finite values"
+    if torch.equal(outputs[0], outputs[1]):
+        return DETERMINISTIC, "two noise generators gave the same result"
+    return STOCHASTIC, "two noise generators gave different results: it samples, converging to another sample"
+
+
+def probe_run(cls: type, config: Any, overrides: dict[str, Any], step_kwargs: dict[str, Any], steps: int, noise_seed: int):
+    """A plain denoising loop as pipelines run it, on 1×4×8×8 latents, with a generator seeded `noise_seed`."""
+    import torch
+
+    init = init_params(cls)
+    extra = {"noise_sampler_seed": noise_seed} if "noise_sampler_seed" in init else {}
+    scheduler = cls.from_config(config, **overrides, **extra)
+    set_parameters = inspect.signature(scheduler.set_timesteps).parameters
+    if "mu" in set_parameters and getattr(scheduler.config, "use_dynamic_shifting", False):
+        scheduler.set_timesteps(steps, device="cpu", mu=1.0)
+    else:
+        scheduler.set_timesteps(steps, device="cpu")
+    start = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, 8, 8, generator=start) * getattr(scheduler, "init_noise_sigma", 1.0)
+    noise = torch.Generator().manual_seed(noise_seed)
+    step_parameters = inspect.signature(scheduler.step).parameters
+    kwargs = {key: value for key, value in step_kwargs.items() if key in step_parameters}
+    if "generator" in step_parameters:
+        kwargs["generator"] = noise
+    for timestep in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(latents, timestep) if hasattr(scheduler, "scale_model_input") else latents
+        model_output = 0.5 * model_input  # any fixed smooth function: the question is only what the scheduler adds
+        stepped = scheduler.step(model_output, timestep, latents, **kwargs)
+        latents = stepped.prev_sample if hasattr(stepped, "prev_sample") else stepped[0]
+    return latents
+
+
+# -- the reference cache ------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """SCHEDCMP_CACHE_DIR, else $XDG_CACHE_HOME/schedcmp, else ~/.cache/schedcmp."""
+    if os.environ.get("SCHEDCMP_CACHE_DIR"):
+        return Path(os.environ["SCHEDCMP_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "schedcmp"
+
+
+def weights_fingerprint(pipe: Any) -> str:
+    """A digest of every weight's shape, sum and sum of squares: two models with one config but other weights differ."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, component in sorted(pipe.components.items()):
+        if isinstance(component, torch.nn.Module):
+            with torch.no_grad():
+                for key, tensor in component.state_dict().items():
+                    values = tensor.detach().float()
+                    digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{float(values.sum()):.9g}:{float((values * values).sum()):.9g}".encode())
+    return digest.hexdigest()
+
+
+def cache_key(identity: dict[str, Any], fingerprint: str, spec: RunSpec, environment: dict[str, Any]) -> str:
+    """The cache entry of one reference: the model, the run's every setting, and where it ran."""
+    fields = {name: getattr(spec, name) for name in ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "steps",
+                                                     "guidance_scale", "width", "height", "call_args", "interval")}
+    text = json.dumps({"model": identity, "weights": fingerprint, "run": fields, "environment": environment}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class ReferenceOutput:
+    """A reference run's final latent, float image (H×W×C in [0, 1]) and RGB, and what it cost."""
+
+    latent: Any
+    output: Any
+    rgb: Any
+    nfe: int | None
+    seconds: float | None
+    cached: bool = False
+
+
+def load_cached(key: str) -> ReferenceOutput | None:
+    import numpy as np
+
+    path = cache_dir() / "references" / f"{key}.npz"
+    try:
+        with np.load(path) as stored:
+            meta = json.loads(str(stored["meta"]))
+            return ReferenceOutput(stored["latent"], stored["output"], stored["rgb"], meta["nfe"], meta["seconds"], cached=True)
+    except (OSError, KeyError, ValueError):
+        return None  # absent or unreadable: compute it again
+
+
+def store_cached(key: str, reference: ReferenceOutput) -> None:
+    """Best effort: a cache that cannot be written costs time later, never this run."""
+    import io
+
+    import numpy as np
+
+    from schedcmp.report import write_atomic
+
+    buffer = io.BytesIO()
+    meta = json.dumps({"nfe": reference.nfe, "seconds": reference.seconds})
+    np.savez(buffer, latent=reference.latent, output=reference.output, rgb=reference.rgb, meta=np.array(meta))
+    try:
+        folder = cache_dir() / "references"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{key}.npz", buffer.getvalue())
+    except OSError:
+        pass
+
+
+def distances(latent, output, rgb, reference: ReferenceOutput) -> dict[str, float] | None:
+    """Latent RMSE, PSNR and SSIM of one run to its reference; None when a shape differs."""
+    import numpy as np
+
+    if latent is None or np.shape(latent) != np.shape(reference.latent) or np.shape(output) != np.shape(reference.output):
+        return None
+    return {
+        "latent_rmse": metrics.latent_rmse(latent, reference.latent),
+        "psnr": metrics.psnr(output, reference.output),
+        "ssim": metrics.ssim(rgb, reference.rgb),
+    }
+
+
+# -- pure: orders and Pareto fronts over results.json entries ------------------------------------------
+
+
+SWEEP_FIELDS = ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "guidance_scale", "width", "height", "call_args", "reference")
+
+
+def ranked(entry: dict[str, Any]) -> bool:
+    """A run measured against the ODE reference: finished ok, deterministic, with a distance."""
+    return entry.get("status") == "ok" and entry.get("determinism") == DETERMINISTIC and bool(entry.get("distance"))
+
+
+def fit_orders(entries: list[dict[str, Any]]) -> None:
+    """Each run of a steps sweep gets its scheduler's fitted order: `order` in its entry (None outside a sweep)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        key = json.dumps([entry.get(name) for name in SWEEP_FIELDS], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(entry)
+    for group in groups.values():
+        if len({entry["steps"] for entry in group}) < 2 or not any(entry.get("reference") for entry in group):
+            for entry in group:
+                entry["order"] = None
+            continue
+        points = sorted((entry for entry in group if ranked(entry)), key=lambda entry: entry["nfe"] or 0)
+        if any(entry.get("determinism") == STOCHASTIC for entry in group):
+            found = {"order": None, "steps": None, "nfe": None, "r_squared": None, "reason": "stochastic: no ODE order"}
+        else:
+            fit = metrics.fit_order([entry["nfe"] for entry in points], [entry["distance"]["latent_rmse"] for entry in points])
+            fitted = fit.order is not None
+            found = {
+                "order": fit.order,
+                "steps": [points[fit.first]["steps"], points[fit.last]["steps"]] if fitted else None,
+                "nfe": [points[fit.first]["nfe"], points[fit.last]["nfe"]] if fitted else None,
+                "r_squared": fit.r_squared,
+                "reason": fit.reason,
+            }
+        for entry in group:
+            entry["order"] = dict(found)
+
+
+def mark_pareto(entries: list[dict[str, Any]]) -> None:
+    """`pareto` in every entry: on the front of distance against seconds, and against NFE, among its reference's runs."""
+    for entry in entries:
+        entry["pareto"] = None
+    by_reference: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        if ranked(entry) and entry.get("reference"):
+            by_reference.setdefault(entry["reference"], []).append(entry)
+    for group in by_reference.values():
+        for entry in group:
+            entry["pareto"] = {"seconds": False, "nfe": False}
+        for cost in ("seconds", "nfe"):
+            usable = [entry for entry in group if entry.get(cost) is not None]
+            front = metrics.pareto_front([(entry[cost], entry["distance"]["latent_rmse"]) for entry in usable])
+            for index in front:
+                usable[index]["pareto"][cost] = True

@@ -1,0 +1,235 @@
+"""Distances to a reference, stochastic labelling, orders of convergence, the report command."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+from schedcmp import convergence, metrics
+
+# -- pure metrics, by hand ------------------------------------------------------------------------------
+
+
+def test_latent_rmse_and_psnr_by_hand():
+    assert metrics.latent_rmse([[0.0, 0.0]], [[3.0, 4.0]]) == pytest.approx(math.sqrt(12.5))
+    assert metrics.psnr([0.0, 0.0, 0.0, 0.0], [0.1, 0.1, 0.1, 0.1]) == pytest.approx(20.0)  # mse 0.01
+    assert metrics.psnr([0.5], [0.5]) == math.inf
+
+
+def test_order_of_an_exact_power_law():
+    nfes = [10, 20, 40, 80]
+    fit = metrics.fit_order(nfes, [3.0 * n**-2 for n in nfes])
+    assert fit.order == pytest.approx(2.0) and (fit.first, fit.last) == (0, 3)
+
+
+def test_order_fit_leaves_out_the_plateau():
+    # Falls at order 1, then flattens where the reference's own error is reached.
+    fit = metrics.fit_order([10, 20, 40, 80, 160], [0.1, 0.05, 0.025, 0.0201, 0.0200])
+    assert fit.order == pytest.approx(1.0) and (fit.first, fit.last) == (0, 2)
+
+
+def test_no_fit_where_errors_do_not_fall_or_points_are_too_few():
+    assert metrics.fit_order([10, 20, 40], [0.1, 0.1, 0.1]).reason == "errors do not fall with more steps"
+    assert metrics.fit_order([10, 20], [0.1, 0.05]).order is None
+    assert "zero" in metrics.fit_order([10, 20, 40], [0.1, 0.0, 0.0]).reason
+
+
+def test_pareto_front_by_hand():
+    points = [(1, 5), (2, 3), (3, 4), (2, 3), (4, 1), (5, 1)]
+    assert metrics.pareto_front(points) == [0, 1, 3, 4]  # (3,4) is beaten by (2,3); (5,1) by (4,1)
+
+
+def entry(run_id, steps, nfe, seconds, rmse, determinism="deterministic", scheduler="EulerDiscreteScheduler"):
+    return {"id": run_id, "scheduler": scheduler, "overrides": {}, "prompt": "p", "negative_prompt": None, "seed": 0,
+            "guidance_scale": 7.5, "width": 64, "height": 64, "call_args": {}, "reference": "ref-1", "steps": steps, "nfe": nfe,
+            "seconds": seconds, "status": "ok", "determinism": determinism,
+            "distance": None if rmse is None else {"latent_rmse": rmse, "psnr": 30.0, "ssim": 0.9}}
+
+
+def test_orders_and_fronts_over_results_entries():
+    entries = [entry(f"e{n}", n, n, n / 10, 1.0 / n) for n in (10, 20, 40)]
+    entries += [entry(f"h{n}", n, 2 * n - 1, n / 5, 4.0 / n**2, scheduler="HeunDiscreteScheduler") for n in (10, 20, 40)]
+    entries.append(entry("a20", 20, 20, 2.0, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler"))
+    convergence.fit_orders(entries)
+    convergence.mark_pareto(entries)
+    by_id = {e["id"]: e for e in entries}
+    assert by_id["e10"]["order"]["order"] == pytest.approx(1.0) and by_id["e10"]["order"]["steps"] == [10, 40]
+    assert by_id["h40"]["order"]["order"] == pytest.approx(2.0, abs=0.1)
+    assert by_id["a20"]["order"] is None and by_id["a20"]["pareto"] is None  # one step count: no sweep
+    # Time: e10 (1 s, 0.1) is the cheapest; e20 (2 s, 0.05) is beaten by h10 (2 s, 0.04).
+    assert by_id["e10"]["pareto"]["seconds"] and not by_id["e20"]["pareto"]["seconds"]
+    assert by_id["h10"]["pareto"]["seconds"] and by_id["h40"]["pareto"]["nfe"]
+
+
+# -- stochastic or not: every scheduler class diffusers ships, probed -----------------------------------
+
+# What each class does, from its algorithm (never read by the code under test, which runs the scheduler):
+# ancestral and SDE samplers, DDPM, consistency-model and LCM/TCD multistep sampling add fresh noise each
+# step; ODE solvers do not. Classes the generic loop cannot drive are "unknown", with the reason.
+EXPECTED = {
+    "CMStochasticIterativeScheduler": "stochastic", "CogVideoXDDIMScheduler": "deterministic", "CosineDPMSolverMultistepScheduler": "stochastic",
+    "DDIMInverseScheduler": "deterministic", "DDIMParallelScheduler": "deterministic", "DDIMScheduler": "deterministic",
+    "DDPMParallelScheduler": "stochastic", "DDPMScheduler": "stochastic", "DEISMultistepScheduler": "deterministic",
+    "DPMSolverMultistepInverseScheduler": "deterministic", "DPMSolverMultistepScheduler": "deterministic",
+    "DPMSolverSDEScheduler": "stochastic", "DPMSolverSinglestepScheduler": "deterministic", "EDMDPMSolverMultistepScheduler": "deterministic",
+    "EDMEulerScheduler": "deterministic", "EulerAncestralDiscreteScheduler": "stochastic", "EulerDiscreteScheduler": "deterministic",
+    "FlowMapEulerDiscreteScheduler": "deterministic", "FlowMatchEulerDiscreteScheduler": "deterministic",
+    "FlowMatchHeunDiscreteScheduler": "deterministic", "FlowMatchLCMScheduler": "stochastic", "HeunDiscreteScheduler": "deterministic",
+    "IPNDMScheduler": "deterministic", "KDPM2AncestralDiscreteScheduler": "stochastic", "KDPM2DiscreteScheduler": "deterministic",
+    "LCMScheduler": "stochastic", "LMSDiscreteScheduler": "deterministic", "LTXEulerAncestralRFScheduler": "stochastic",
+    "MiniMaxH3Scheduler": "deterministic", "PNDMScheduler": "deterministic", "SASolverScheduler": "stochastic",
+    "TCDScheduler": "stochastic", "UniPCMultistepScheduler": "deterministic",
+}
+# Need inputs no image pipeline's loop gives (masks, token ids, protein frames, paired timesteps ...).
+UNPROBEABLE = {
+    "AmusedScheduler", "BlockRefinementScheduler", "CogVideoXDPMScheduler", "DDPMWuerstchenScheduler", "DiscreteDDIMScheduler",
+    "EntropyBoundScheduler", "HeliosDMDScheduler", "HeliosScheduler", "KarrasVeScheduler", "PiflowScheduler", "RFD4ProteinaScheduler",
+    "RePaintScheduler", "SCMScheduler", "ScoreSdeVeScheduler", "UnCLIPScheduler", "VQDiffusionScheduler",
+}
+SD15_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+               "set_alpha_to_one": False, "steps_offset": 1, "clip_sample": False, "skip_prk_steps": True}
+
+
+def test_every_scheduler_class_is_labelled_by_running_it():
+    from schedcmp.schedulers import scheduler_classes
+
+    classes = scheduler_classes()
+    assert set(classes) - set(EXPECTED) - UNPROBEABLE == set(), "a new diffusers scheduler: add what its algorithm does"
+    found = {name: convergence.probe_determinism(cls, SD15_CONFIG, {}, {}) for name, cls in classes.items()}
+    wrong = {name: found[name] for name, label in EXPECTED.items() if name in found and found[name][0] != label}
+    assert wrong == {}
+    for name in UNPROBEABLE & set(found):
+        assert found[name][0] == "unknown" and "could not be probed" in found[name][1]
+
+
+@pytest.mark.parametrize(
+    "name, overrides, step_arguments, label",
+    [
+        ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, {}, "stochastic"),
+        ("DPMSolverSinglestepScheduler", {"algorithm_type": "sde-dpmsolver++"}, {}, "stochastic"),
+        ("DDIMScheduler", {}, {"eta": 0.5}, "stochastic"),
+        ("DDIMScheduler", {}, {"eta": 0.0}, "deterministic"),
+        ("TCDScheduler", {}, {"eta": 0.0}, "deterministic"),
+        ("FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}, {}, "stochastic"),
+        ("EulerDiscreteScheduler", {"use_karras_sigmas": True}, {}, "deterministic"),
+    ],
+)
+def test_config_and_call_arguments_decide_too(name, overrides, step_arguments, label):
+    from schedcmp.schedulers import scheduler_classes
+
+    assert convergence.probe_determinism(scheduler_classes()[name], SD15_CONFIG, overrides, step_arguments)[0] == label
+
+
+# -- orders of convergence on an exact denoiser ---------------------------------------------------------
+
+
+def test_fitted_orders_match_theory_on_gaussian_data(sd15_model, tmp_path, monkeypatch):
+    """Real schedulers drive the exact ε-prediction of Gaussian data; the fits must give their orders.
+
+    First-order: Euler, and DDIM (ending at ᾱ=1, so that it solves the same ODE to the end).
+    Second-order: Heun and DPM++ 2M, with Karras sigmas: the default uniform-in-t spacings end with one
+    large jump from σ(t≈1000/N) to 0 that is first-order for every solver (see docs/convergence.md).
+    """
+    import analytic
+
+    from schedcmp import compare, pipeline
+    from schedcmp.config import Settings
+
+    monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
+    model = analytic.swap_in(pipeline.load(str(sd15_model), "cpu", "fp32"))
+    outcome = compare.run_comparison(
+        Settings(prompts=("x",), schedulers="Euler,DDIM(set_alpha_to_one=true),Heun(use_karras_sigmas=true),DPM++ 2M Karras",
+                 seeds=(1,), steps=(8, 16, 32, 64), guidance_scales=(1.0,)),
+        compare.ModelOptions(), compare.OutputOptions(out=tmp_path / "out", reference="DPMSolverMultistep(use_karras_sigmas=true):400", no_sheet=True),
+        loaded=model,
+    )
+    orders = {(e["scheduler"], e["overrides"].get("use_karras_sigmas", False)): e["order"] for e in outcome.document["runs"]}
+    assert 0.75 <= orders["EulerDiscreteScheduler", False]["order"] <= 1.25
+    assert 0.7 <= orders["DDIMScheduler", False]["order"] <= 1.3
+    assert 1.7 <= orders["HeunDiscreteScheduler", True]["order"] <= 2.8
+    assert 1.7 <= orders["DPMSolverMultistepScheduler", True]["order"] <= 2.3
+    for found in orders.values():
+        assert found["steps"][0] < found["steps"][1] and found["r_squared"] >= metrics.FIT_MIN_R_SQUARED
+    ddim = next(e for e in outcome.document["runs"] if e["scheduler"] == "DDIMScheduler")
+    assert ddim["interval"] == "trailing"  # leading spacing started it late; Euler's linspace did not
+    assert next(e for e in outcome.document["runs"] if e["scheduler"] == "EulerDiscreteScheduler")["interval"] is None
+
+
+# -- the CLI: --reference, the cache, --html, `schedcmp report` -----------------------------------------
+
+
+@pytest.fixture
+def reference_run(cli, sd15_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
+
+    def run(out, *extra):
+        return cli("run", "a red apple", "--model", sd15_model, "--schedulers", "ddim,euler,euler a,dpm++ 2m", "--steps", "3",
+                   "--reference-spec", "DPMSolverMultistep:8", "--out", tmp_path / out, *extra)
+
+    return run
+
+
+def test_reference_distances_labels_and_cache(reference_run, tmp_path):
+    first = reference_run("one", "--html")
+    assert first.exit_code == 0, first.stderr
+    document = json.loads((tmp_path / "one" / "results.json").read_text())
+    [reference] = document["references"]
+    assert reference["cached"] is False and reference["nfe"] == 8 and (tmp_path / "one" / reference["image"]).is_file()
+    assert reference["self_convergence"]["half_steps"] == 4 and reference["self_convergence"]["latent_rmse"] > 0
+    runs = {e["scheduler"]: e for e in document["runs"]}
+    euler_a = runs["EulerAncestralDiscreteScheduler"]
+    assert euler_a["determinism"] == "stochastic" and euler_a["distance"] is None and "not ranked" in euler_a["distance_note"]
+    for name in ("DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler"):
+        distance = runs[name]["distance"]
+        assert distance["latent_rmse"] > 0 and 0 < distance["ssim"] <= 1 and distance["psnr"] > 0
+    assert runs["DDIMScheduler"]["interval"] == "trailing" and "DDIM" in document["interval"]["note"]
+    assert sum(e["pareto"]["seconds"] for e in document["runs"] if e["pareto"]) >= 1
+    assert document["charts"] == ["quality_vs_time.png", "quality_vs_nfe.png"] and document["report"] == "report.html"
+    assert "quality_vs_time" in (tmp_path / "one" / "report.html").read_text()
+
+    second = reference_run("two", "--format", "json")
+    assert second.exit_code == 0
+    rerun = second.json()
+    assert rerun["references"][0]["cached"] is True and "from the cache" in second.stderr
+    same = {e["id"]: e["distance"] for e in rerun["runs"]}
+    assert same == {e["id"]: e["distance"] for e in document["runs"]}
+
+
+def test_report_rebuilds_the_page_from_a_results_folder(reference_run, cli, tmp_path):
+    assert reference_run("one").exit_code == 0
+    folder = tmp_path / "one"
+    assert not (folder / "report.html").exists()
+    results_before = json.loads((folder / "results.json").read_text())
+    rebuilt = cli("report", folder)
+    assert rebuilt.exit_code == 0, rebuilt.stderr
+    assert rebuilt.stdout.strip() == str(folder / "report.html") and (folder / "quality_vs_nfe.png").is_file()
+    after = json.loads((folder / "results.json").read_text())
+    assert after["runs"] == results_before["runs"] and after["report"] == "report.html"
+    page = (folder / "report.html").read_text()
+    assert all(e["id"] in page for e in after["runs"])
+
+
+def test_report_errors_are_one_line(cli, tmp_path):
+    missing = cli("report", tmp_path / "nowhere")
+    assert missing.exit_code == 2 and "results.json is missing" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text('{"kind": "check"}')
+    assert cli("report", tmp_path / "bad").exit_code == 2
+
+
+@pytest.mark.parametrize("spec, message", [("DDIM", "needs its steps"), ("all:50", "one scheduler"), ("Eulr:50", "unknown scheduler")])
+def test_bad_reference_spec_is_a_usage_error(cli, spec, message, tmp_path):
+    result = cli("run", "x", "--reference-spec", spec, "--out", tmp_path / "o")
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_without_reference_nothing_is_measured(cli, sd15_model, tmp_path):
+    result = cli("run", "x", "--model", sd15_model, "--schedulers", "euler,euler a", "--steps", "2", "--out", tmp_path / "o", "--format", "json")
+    document = result.json()
+    assert document["references"] == [] and all(e["distance"] is None for e in document["runs"])
+    assert [e["determinism"] for e in document["runs"]] == ["deterministic", "stochastic"]
+    shutil.rmtree(tmp_path / "o")
