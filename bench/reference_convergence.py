@@ -2,11 +2,11 @@
 
     python bench/reference_convergence.py [--model M] [--prompt astronaut] [--seed 8]
 
-Every run uses trailing spacing, the common interval `--reference` puts runs on. For each candidate
-reference (a solver and a step count) it prints how far halving the step count moves the final latent
-(its self-convergence) and how far it is from the most accurate run here; then the distance of every
-deterministic scheduler at 20 steps to the default reference. A reference is good enough when halving its
-steps moves it far less than the smallest 20-step distance it has to resolve.
+For each candidate reference (a solver and a step count, on the model's own spacing, as `--reference`
+runs it) it prints how far halving the step count moves the final latent (its self-convergence) and how far
+it is from the most accurate run here; then the distance of every deterministic scheduler at 20 steps to
+the default reference, each placed on the reference's interval as `--reference` places it. A reference is
+good enough when halving its steps moves it far less than the smallest 20-step distance it has to resolve.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from schedcmp import convergence, metrics, pipeline
-    from schedcmp.config import RunSpec
+    from schedcmp.config import DEFAULT_REFERENCE, RunSpec, effective_overrides
     from schedcmp.sample import Sampler
     from schedcmp.schedulers import ordered, parse_entry, resolve_entry, accepted_params_of, scheduler_classes, short_name
 
@@ -32,10 +32,12 @@ def main() -> None:
     classes = scheduler_classes()
     params = accepted_params_of(classes)
 
-    def run(sampler, entry_text: str, steps: int):
+    def spec_of(entry_text: str, steps: int) -> RunSpec:
         choice = resolve_entry(parse_entry(entry_text), params)
-        spec = RunSpec("bench", choice.class_name, None, choice.overrides, True, args.prompt, None, args.seed, steps,
-                       model.defaults.guidance_scale, model.defaults.width, model.defaults.height, interval="trailing")
+        return RunSpec(f"bench-{entry_text}-{steps}", choice.class_name, None, choice.overrides, True, args.prompt, None, args.seed,
+                       steps, model.defaults.guidance_scale, model.defaults.width, model.defaults.height)
+
+    def run(sampler, spec: RunSpec):
         started = time.perf_counter()
         result, rgb, output, latent = sampler.run(spec)
         return latent, time.perf_counter() - started, result.nfe
@@ -49,9 +51,9 @@ def main() -> None:
                                 model.defaults.width, model.defaults.height))
         for name, step_counts in candidates:
             for steps in step_counts:
-                latents[name, steps] = run(sampler, name, steps)
+                latents[name, steps] = run(sampler, spec_of(name, steps))
         best = latents["DPMSolverMultistep(use_karras_sigmas=true)", 800][0]
-        print(f"model {model.name}, prompt {args.prompt!r}, seed {args.seed}, trailing spacing")
+        print(f"model {model.name}, prompt {args.prompt!r}, seed {args.seed}")
         print(f"{'candidate':45s} {'steps':>5s} {'NFE':>5s} {'seconds':>8s} {'halving moves it':>17s} {'to Karras 800':>15s}")
         for name, step_counts in candidates:
             for steps in step_counts:
@@ -59,18 +61,20 @@ def main() -> None:
                 half = latents.get((name, steps // 2))
                 halving = f"{metrics.latent_rmse(latent, half[0]):.2e}" if half else "-"
                 print(f"{name:45s} {steps:5d} {nfe:5d} {seconds:8.2f} {halving:>17s} {metrics.latent_rmse(latent, best):15.2e}")
-        name, _, steps = convergence.DEFAULT_REFERENCE.rpartition(":")
+        name, _, steps = DEFAULT_REFERENCE.rpartition(":")
         reference, half = latents[name, int(steps)][0], latents[name, int(steps) // 2][0]
-        print(f"\ndistance of each deterministic scheduler at 20 steps to the default reference {convergence.DEFAULT_REFERENCE}:")
+        print(f"\ndistance of each deterministic scheduler at 20 steps to the default reference {DEFAULT_REFERENCE}:")
+        runs = [spec_of(class_name, 20) for class_name in ordered(model.compatible)]
+        runs, plan = convergence.plan_references(runs, resolve_entry(parse_entry(DEFAULT_REFERENCE), params), model.original_config, classes)
         smallest = None
-        for class_name in ordered(model.compatible):
-            label, reason = convergence.probe_determinism(classes[class_name], model.original_config, {"timestep_spacing": "trailing"}, {})
-            if label != convergence.DETERMINISTIC:
+        for spec in runs:
+            label, reason = convergence.probe_determinism(classes[spec.scheduler], model.original_config, effective_overrides(spec), {})
+            if label != convergence.DETERMINISTIC or spec.id in plan.off_interval:
+                print(f"  {short_name(spec.scheduler):25s} not compared: {label if spec.id not in plan.off_interval else plan.off_interval[spec.id]}")
                 continue
-            latent = run(sampler, class_name, 20)[0]
-            distance = metrics.latent_rmse(latent, reference)
+            distance = metrics.latent_rmse(run(sampler, spec)[0], reference)
             smallest = distance if smallest is None else min(smallest, distance)
-            print(f"  {short_name(class_name):25s} {distance:.4f}")
+            print(f"  {short_name(spec.scheduler):25s} {distance:.4f}" + ("   (trailing spacing)" if spec.interval else ""))
         self_change = metrics.latent_rmse(reference, half)
         print(f"\nsmallest 20-step distance {smallest:.4f}; halving the default reference moves it {self_change:.2e}: "
               f"ratio {smallest / self_change:.0f}x")

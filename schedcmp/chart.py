@@ -201,13 +201,17 @@ def place_labels(
 
 
 def chart_points(document: dict[str, Any], cost: str) -> list[Point]:
-    """The runs a chart can rank: ok, deterministic, with a distance and a cost. Steps join the label in sweeps."""
+    """The runs a chart can rank: ok, deterministic, with a distance to the first reference and a cost. Steps join the label in sweeps."""
     from schedcmp.report import label
 
+    # Distances to different references (other prompts, seeds or guidance) do not share a scale or a front:
+    # the chart shows the runs of the first reference.
+    references = [reference["id"] for reference in document.get("references") or []]
     entries = [
         entry
         for entry in document["runs"]
-        if entry["status"] == "ok"
+        if (not references or entry.get("reference") == references[0])
+        and entry["status"] == "ok"
         and entry.get("determinism") == "deterministic"
         and (entry.get("distance") or {}).get("latent_rmse") is not None
         and entry.get(cost) is not None

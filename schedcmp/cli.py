@@ -13,8 +13,7 @@ from typing import List, Optional
 import typer
 
 from schedcmp import __version__
-from schedcmp.convergence import DEFAULT_REFERENCE
-from schedcmp.config import DEFAULT_BATCH_SIZE, Settings, load_config_file, parse_call_args, parse_numbers
+from schedcmp.config import DEFAULT_BATCH_SIZE, DEFAULT_REFERENCE, Settings, load_config_file, parse_call_args, parse_numbers
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_USAGE, SchedcmpError
 
 app = typer.Typer(

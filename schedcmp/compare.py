@@ -7,6 +7,7 @@ process leaves a valid file listing what finished.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from schedcmp import convergence, output, render, report
-from schedcmp.config import AXES, RunSpec, Settings, batches, check_settings, plan_runs, slug
+from schedcmp.config import AXES, DEFAULT_REFERENCE, RunSpec, Settings, batches, check_settings, effective_overrides, plan_runs, slug
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
 from schedcmp.sample import FAILED, RunResult, Sampler
 from schedcmp.schedulers import ALIASES, accepted_params_of, choose, display_label, init_params, ordered, scheduler_classes
@@ -154,9 +155,9 @@ def previous_runs(folder: Path) -> dict[str, dict[str, Any]]:
     return verified
 
 
-def matches(entry: dict[str, Any], spec: RunSpec) -> bool:
-    """A resumed cell counts only if it was made with exactly this cell's settings."""
-    return all(entry.get(name) == getattr(spec, name) for name in RESUME_FIELDS)
+def matches(entry: dict[str, Any], spec: RunSpec, reference: str | None) -> bool:
+    """A resumed cell counts only if it was made with exactly this cell's settings, and measured against the same reference."""
+    return all(entry.get(name) == getattr(spec, name) for name in RESUME_FIELDS) and entry.get("reference") == reference
 
 
 class Events:
@@ -220,13 +221,19 @@ def run_comparison(
     classes = scheduler_classes()
     plan = None
     if options.reference is not None:
-        runs, plan = convergence.plan_references(runs, convergence.reference_choice(options.reference, params), model.original_config, classes)
+        if "callback_on_step_end" not in inspect.signature(model.pipe.__call__).parameters:
+            raise UsageError(f"--reference needs the final latents, and {type(model.pipe).__name__} offers no callback_on_step_end")
+        text = options.reference
+        if text == DEFAULT_REFERENCE and model.flow_shift is not None:
+            text = convergence.flow_reference(model.flow_shift)
+        choice = convergence.reference_choice(text, params)
+        convergence.check_reference(choice, model.compatible, settings.allow_incompatible)
+        runs, plan = convergence.plan_references(runs, choice, model.original_config, classes)
     determinism: dict[str, tuple[str, str]] = {}
     for spec in runs:
         key = convergence.determinism_key(spec)
         if key not in determinism:
-            overrides = {**spec.overrides, **({"timestep_spacing": spec.interval} if spec.interval else {})}
-            determinism[key] = convergence.probe_determinism(classes[spec.scheduler], model.original_config, overrides,
+            determinism[key] = convergence.probe_determinism(classes[spec.scheduler], model.original_config, effective_overrides(spec),
                                                              convergence.step_arguments(spec.call_args))
 
     header: dict[str, Any] = {
@@ -250,7 +257,7 @@ def run_comparison(
         "report": None,
     }
     entries: dict[str, dict[str, Any]] = {}
-    resumed = [spec for spec in runs if spec.id in done and matches(done[spec.id], spec)]
+    resumed = [spec for spec in runs if spec.id in done and matches(done[spec.id], spec, plan.of_run.get(spec.id) if plan else None)]
     for spec in resumed:
         entries[spec.id] = done[spec.id]
     if resumed:
@@ -275,8 +282,9 @@ def run_comparison(
                 header["shared_seconds"]["prompt_encoding"] = sampler.encoding_seconds
                 header["shared_seconds"]["warmup"] = max(0.0, warmup - sampler.encoding_seconds)
             if plan is not None:
-                for ref_id in dict.fromkeys(plan.of_run[spec.id] for spec in todo):
-                    references[ref_id], summary = reference_run(sampler, plan, ref_id, out_dir, progress)
+                identity = reference_identity(sampler)
+                for ref_id in dict.fromkeys(plan.of_run.values()):  # all, also for resumed cells: the cache has them
+                    references[ref_id], summary = reference_run(sampler, plan, ref_id, identity, out_dir, progress)
                     header["references"].append(summary)
                     save_results()
             for number, batch in enumerate(batches(todo, settings.batch_size)):
@@ -334,37 +342,51 @@ def write_html(out_dir: Path, document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+REQUIRED_RUN_FIELDS = ("id", "scheduler", "status", "steps", "seed", "prompt")
+
+
 def rebuild_report(folder: Path) -> Path:
     """`schedcmp report DIR`: the charts and report.html again, from DIR/results.json and its images."""
     path = folder / "results.json"
     try:
         document = json.loads(path.read_text())
-        if document.get("kind") != "run" or not isinstance(document.get("runs"), list):
+        if not isinstance(document, dict) or document.get("kind") != "run" or not isinstance(document.get("runs"), list):
             raise ValueError("not the results.json of `schedcmp run`")
-    except (OSError, ValueError) as error:
+        for entry in document["runs"]:
+            missing = [name for name in REQUIRED_RUN_FIELDS if name not in entry]
+            if missing:
+                raise ValueError(f"run {entry.get('id', '?')} lacks {', '.join(missing)}")
+    except (OSError, ValueError, TypeError, AttributeError) as error:
         raise OutputError(f"cannot build a report from {folder}: {path} is missing or not a run's results ({error})") from None
     for entry in document["runs"]:  # results written before convergence was measured lack these fields
-        for name in ("determinism", "reference", "distance", "distance_note", "order", "pareto"):
+        for name in ("determinism", "reference", "distance", "distance_note", "order", "pareto", "interval", "image", "nfe", "seconds"):
             entry.setdefault(name, None)
-    for name, empty in (("references", []), ("interval", None), ("charts", []), ("report", None)):
+    for name, empty in (("references", []), ("interval", None), ("charts", []), ("report", None), ("sheets", [])):
         document.setdefault(name, empty)
-    write_html(folder, document)
+    try:
+        write_html(folder, document)
+    except OSError as error:
+        raise OutputError(f"cannot write the report into {folder}: {error.strerror or error}") from None
     return folder / "report.html"
 
 
-def reference_run(sampler: Sampler, plan: "convergence.ReferencePlan", ref_id: str, out_dir: Path, progress) -> tuple:
-    """A reference and its half-steps twin, from the cache or computed (and cached); and its results.json summary."""
+def reference_identity(sampler: Sampler) -> dict[str, Any]:
+    """What a cached reference must have been made with: the model (configs and weights) and where it ran."""
     from schedcmp import baseline
 
-    spec, half_spec = plan.specs[ref_id], plan.half_specs[ref_id]
     model = sampler.model
-    identity, fingerprint = baseline.model_identity(model.pipe), convergence.weights_fingerprint(model.pipe)
-    environment = {"device": model.device, "dtype": model.dtype, "generator_device": sampler.generator_device,
-                   "versions": {k: v for k, v in versions().items() if k != "schedcmp"}}
+    return {"model": baseline.model_identity(model.pipe), "weights": convergence.weights_fingerprint(model.pipe),
+            "device": model.device, "dtype": model.dtype, "generator_device": sampler.generator_device,
+            "versions": {k: v for k, v in versions().items() if k != "schedcmp"}}
+
+
+def reference_run(sampler: Sampler, plan: "convergence.ReferencePlan", ref_id: str, identity: dict[str, Any], out_dir: Path, progress) -> tuple:
+    """A reference and its half-steps twin, from the cache or computed (and cached); and its results.json summary."""
+    spec, half_spec = plan.specs[ref_id], plan.half_specs[ref_id]
     made = {}
     failure = None
     for which, this in (("reference", spec), ("half", half_spec)):
-        key = convergence.cache_key(identity, fingerprint, this, environment)
+        key = convergence.cache_key(identity, this)
         found = convergence.load_cached(key)
         if found is None:
             progress.note(f"{which} run: {display_label(this.scheduler, this.alias, this.overrides)} at {this.steps} steps "
@@ -430,6 +452,8 @@ def exit_code(document: dict[str, Any], strict: bool) -> int:
     bad = {FAILED} if not strict else {status for status in ("failed", "suspect", "filtered")}
     if any(entry["status"] in bad for entry in document["runs"]):
         return EXIT_RUN_FAILED
+    if any(reference["status"] == FAILED for reference in document.get("references") or []):
+        return EXIT_RUN_FAILED  # --reference was asked for and nothing could be measured against it
     return EXIT_OK
 
 

@@ -9,6 +9,9 @@ from typing import Any
 from schedcmp.errors import UsageError
 from schedcmp.schedulers import SchedulerChoice, override_tag, parse_value, short_name
 
+# The reference --reference computes: schedcmp/convergence.py says why (a measurement on the default model).
+DEFAULT_REFERENCE = "DPMSolverMultistep(use_karras_sigmas=true):400"
+
 # Cells that differ only in seed or prompt share one pipeline call, up to this many images.
 DEFAULT_BATCH_SIZE = 8
 SEED_MODES = ("same", "index")
@@ -65,6 +68,11 @@ class RunSpec:
     batch: str | None = None  # cells generated in one pipeline call share this
     # The timestep spacing that puts this run on its reference's interval (--reference), else None.
     interval: str | None = None
+
+
+def effective_overrides(spec: RunSpec) -> dict[str, Any]:
+    """The scheduler overrides a run is built with: its own, and the spacing that puts it on its reference's interval."""
+    return {**spec.overrides, **({"timestep_spacing": spec.interval} if spec.interval else {})}
 
 
 def check_settings(settings: Settings) -> None:

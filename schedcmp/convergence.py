@@ -18,18 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from schedcmp import metrics
-from schedcmp.config import RunSpec
+from schedcmp.config import RunSpec, effective_overrides
 from schedcmp.errors import UsageError
 from schedcmp.schedulers import SchedulerChoice, parse_entry, resolve_entry, short_name
 
-# Karras sigmas crowd the steps where the noise is low, where uniform-in-t steps are coarsest (σ grows like
-# √t there): over the same interval, DPM++ 2M with them converges far faster than with trailing spacing.
-# bench/reference_convergence.py measures it on the default model: halving 400 steps moves the final latent
-# by 6.5e-4 RMSE, about a hundred times less than the closest 20-step run is from it (see the README).
-DEFAULT_REFERENCE = "DPMSolverMultistep(use_karras_sigmas=true):400"
+# Why config.DEFAULT_REFERENCE is DPM++ 2M with Karras sigmas at 400 steps: Karras sigmas crowd the steps
+# where the noise is low, where uniform-in-t steps are coarsest (σ grows like √t there), so over the same
+# interval DPM++ 2M converges far faster with them. bench/reference_convergence.py measures it on the
+# default model: halving its 400 steps moves the final latent by 6.5e-4 RMSE, over a hundred times less
+# than the closest 20-step run is from it (docs/convergence.md has the table).
+FLOW_REFERENCE_STEPS = 400
 
-# Runs whose first timestep differs from the reference's by more than this do not share its interval.
-INTERVAL_SLACK = 0.5
+# Runs whose first timestep differs from the reference's by more than this do not share its interval. One
+# training timestep: on flow models FlowMatchEuler starts at σ=1 (t=1000) and DPM++ on flow sigmas at
+# σ=0.999 (t=999), both from what is in practice the same pure noise.
+INTERVAL_SLACK = 1.0
 
 DETERMINISTIC, STOCHASTIC, UNKNOWN = "deterministic", "stochastic", "unknown"
 
@@ -41,11 +44,11 @@ REFERENCE_FIELDS = ("prompt", "negative_prompt", "seed", "guidance_scale", "widt
 class ReferencePlan:
     """The references a comparison needs and the interval its runs were put on."""
 
-    text: str  # the --reference-spec entry, as given
+    text: str  # the reference entry, spelled out: NAME(overrides):STEPS
     specs: dict[str, RunSpec]  # reference id -> the reference run
     half_specs: dict[str, RunSpec]  # reference id -> the same run with half the steps (its self-convergence)
     of_run: dict[str, str]  # run id -> reference id
-    interval: dict[str, Any]  # spacing, forced, note: what results.json and the report say
+    interval: dict[str, Any]  # spacing, forced, moved, start_timestep, note: what results.json and the report say
     off_interval: dict[str, str]  # run id -> why it cannot be compared (it starts elsewhere)
 
 
@@ -57,6 +60,19 @@ def reference_choice(text: str, accepted_params: dict[str, set[str]]) -> Schedul
     if entry.name.lower() in ("all", "all+"):
         raise UsageError("--reference-spec names one scheduler, not all")
     return resolve_entry(entry, accepted_params)
+
+
+def flow_reference(flow_shift: float) -> str:
+    """The default reference on a flow-matching model: DPM++ 2M on flow sigmas, the solver `all+` adds there."""
+    return f"DPMSolverMultistep(use_flow_sigmas=true,prediction_type=flow_prediction,flow_shift={flow_shift}):{FLOW_REFERENCE_STEPS}"
+
+
+def check_reference(choice: SchedulerChoice, compatible: list[str], allow_incompatible: bool) -> None:
+    """A reference must solve this model's ODE: a compatible class, or a flow solver set up for flow models."""
+    if choice.class_name in compatible or allow_incompatible or choice.overrides.get("use_flow_sigmas"):
+        return
+    raise UsageError(f"the reference {short_name(choice.class_name)} is not in this pipeline's compatibles; "
+                     "choose another --reference-spec or pass --allow-incompatible")
 
 
 def reference_group(spec: RunSpec) -> str:
@@ -89,9 +105,8 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
     schedule, since forcing one on them changes what they are (Euler's Karras sigmas, for one, would then
     stop short of the lowest noise level).
     """
-    def start_of(spec: RunSpec, spacing: str | None) -> float | None:
-        extra = {"timestep_spacing": spacing} if spacing else {}
-        return start_timestep(classes[spec.scheduler], config, {**spec.overrides, **extra}, spec.steps)
+    def start_of(spec: RunSpec) -> float | None:
+        return start_timestep(classes[spec.scheduler], config, effective_overrides(spec), spec.steps)
 
     def accepts_spacing(spec: RunSpec) -> bool:
         return "timestep_spacing" in init_params(classes[spec.scheduler]) and "timestep_spacing" not in spec.overrides
@@ -99,10 +114,10 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
     reference_start = start_timestep(classes[choice.class_name], config, choice.overrides, choice.steps)
     placed, off_interval = [], {}
     for spec in runs:
-        start = start_of(spec, None)
+        start = start_of(spec)
         if differs(start, reference_start) and accepts_spacing(spec):
-            start = start_of(spec, "trailing")
             spec = replace(spec, interval="trailing")
+            start = start_of(spec)
         if differs(start, reference_start):
             off_interval[spec.id] = f"starts at t={start:.1f}, the reference at t={reference_start:.1f}: not on its interval"
         placed.append(spec)
@@ -118,11 +133,13 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
             half_specs[ref_id] = replace(specs[ref_id], id=ref_id + "-half", steps=max(1, choice.steps // 2))
     moved = list(dict.fromkeys(short_name(spec.scheduler) for spec in placed if spec.interval))
     where = f"t={reference_start:.0f}" if reference_start is not None else "the reference's first timestep"
+    note = f"the compared runs start at {where}, as the reference does"
     if moved:
-        note = (f"{', '.join(moved)} start{'s' if len(moved) == 1 else ''} later than the reference with the model's timestep spacing, "
-                f"so {'it was' if len(moved) == 1 else 'they were'} run with trailing spacing: every compared run starts at {where}, as the reference does")
-    else:
-        note = f"every compared run starts at {where}, as the reference does"
+        note += (f"; {', '.join(moved)} start{'s' if len(moved) == 1 else ''} later with the model's timestep spacing, "
+                 f"so {'it was' if len(moved) == 1 else 'they were'} run with trailing spacing")
+    elsewhere = list(dict.fromkeys(short_name(spec.scheduler) for spec in placed if spec.id in off_interval))
+    if elsewhere:
+        note += f"; {', '.join(elsewhere)} cannot be moved there and {'is' if len(elsewhere) == 1 else 'are'} not compared"
     text = f"{short_name(choice.class_name)}" + (f"({', '.join(f'{k}={v}' for k, v in choice.overrides.items())})" if choice.overrides else "") + f":{choice.steps}"
     interval = {"spacing": "trailing" if moved else None, "forced": bool(moved), "moved": moved, "start_timestep": reference_start, "note": note}
     return placed, ReferencePlan(text, specs, half_specs, of_run, interval, off_interval)
@@ -222,11 +239,11 @@ def weights_fingerprint(pipe: Any) -> str:
     return digest.hexdigest()
 
 
-def cache_key(identity: dict[str, Any], fingerprint: str, spec: RunSpec, environment: dict[str, Any]) -> str:
-    """The cache entry of one reference: the model, the run's every setting, and where it ran."""
+def cache_key(identity: dict[str, Any], spec: RunSpec) -> str:
+    """The cache entry of one reference: what `identity` says of the model and machine, and the run's every setting."""
     fields = {name: getattr(spec, name) for name in ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "steps",
                                                      "guidance_scale", "width", "height", "call_args", "interval")}
-    text = json.dumps({"model": identity, "weights": fingerprint, "run": fields, "environment": environment}, sort_keys=True, default=str)
+    text = json.dumps({"identity": identity, "run": fields}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -250,8 +267,8 @@ def load_cached(key: str) -> ReferenceOutput | None:
         with np.load(path) as stored:
             meta = json.loads(str(stored["meta"]))
             return ReferenceOutput(stored["latent"], stored["output"], stored["rgb"], meta["nfe"], meta["seconds"], cached=True)
-    except (OSError, KeyError, ValueError):
-        return None  # absent or unreadable: compute it again
+    except Exception:  # absent, truncated or not ours: the cache only saves time, so compute it again
+        return None
 
 
 def store_cached(key: str, reference: ReferenceOutput) -> None:
@@ -308,9 +325,12 @@ def fit_orders(entries: list[dict[str, Any]]) -> None:
             for entry in group:
                 entry["order"] = None
             continue
-        points = sorted((entry for entry in group if ranked(entry)), key=lambda entry: entry["nfe"] or 0)
+        points = sorted((entry for entry in group if ranked(entry) and entry.get("nfe")), key=lambda entry: entry["nfe"])
         if any(entry.get("determinism") == STOCHASTIC for entry in group):
             found = {"order": None, "steps": None, "nfe": None, "r_squared": None, "reason": "stochastic: no ODE order"}
+        elif not points:
+            why = next((entry["distance_note"] for entry in group if entry.get("distance_note")), "no run finished ok")
+            found = {"order": None, "steps": None, "nfe": None, "r_squared": None, "reason": f"no distances: {why}"}
         else:
             fit = metrics.fit_order([entry["nfe"] for entry in points], [entry["distance"]["latent_rmse"] for entry in points])
             fitted = fit.order is not None

@@ -186,10 +186,12 @@ def reference_section(document: dict[str, Any], folder: Path) -> str:
     parts = []
     for reference in references:
         cost = f"{number(reference.get('seconds'))} s · {number(reference.get('nfe'))} NFE" if reference.get("seconds") is not None else f"{number(reference.get('nfe'))} NFE"
-        lines = [
-            f"<b>{escape(reference.get('label'))}</b>, {escape(reference.get('steps'))} steps (<code>{escape(reference.get('spec'))}</code>)",
-            cost + (" · from the cache" if reference.get("cached") else " · computed for this run"),
-        ]
+        lines = [f"<b>{escape(reference.get('label'))}</b>, {escape(reference.get('steps'))} steps (<code>{escape(reference.get('spec'))}</code>)"]
+        if reference.get("status") == "failed":
+            lines.append(f'<span class="status" style="background:{STATUS_COLOURS["failed"]}">failed</span> {escape(reference.get("reason"))}: '
+                         "no distances were measured against it")
+        else:
+            lines.append(cost + (" · from the cache" if reference.get("cached") else " · computed for this run"))
         convergence = reference.get("self_convergence")
         if convergence and convergence.get("latent_rmse") is not None:
             lines.append(
@@ -217,6 +219,16 @@ def failure_section(document: dict[str, Any]) -> str:
     return f'<h2>Failures</h2><ul id="failures">{items}</ul>'
 
 
+def charts_note(document: dict[str, Any]) -> str:
+    """With several references, say whose runs the charts show (their distances share no scale)."""
+    references = document.get("references") or []
+    if len(references) < 2:
+        return ""
+    first = references[0]
+    return (f'<p class="note">The charts show the runs measured against the first of {len(references)} references '
+            f"(prompt {escape(first.get('prompt'))}, seed {escape(first.get('seed'))}); the table has them all.</p>")
+
+
 def figures(folder: Path, names: list[str], alt: str) -> str:
     return "".join(f"<figure>{image_tag(folder, name, f'{alt} {name}', 'wide')}</figure>" for name in names)
 
@@ -228,7 +240,7 @@ def page(document: dict[str, Any], folder: Path) -> str:
     title = distinct([r["prompt"] for r in runs])
     header = "".join(f"<dt>{escape(term)}</dt><dd>{text}</dd>" for term, text in header_items(document))
     interval = document.get("interval") or {}
-    note = f'<p class="interval"><b>Common interval ({escape(interval.get("spacing"))}):</b> {escape(interval.get("note"))}</p>' if interval.get("note") else ""
+    note = f'<p class="interval"><b>Common interval:</b> {escape(interval.get("note"))}</p>' if interval.get("note") else ""
     sheets = figures(folder, document.get("sheets") or [], "contact sheet")
     charts = figures(folder, document.get("charts") or [], "chart")
     counts: dict[str, int] = {}
@@ -244,7 +256,7 @@ def page(document: dict[str, Any], folder: Path) -> str:
         summary=f"{len(runs)} runs: {summary}. Click a header to sort, a thumbnail for the full-size image.",
         head=table_header(),
         rows="\n".join(table_row(entry, folder) for entry in runs),
-        charts=f"<h2>Quality against cost</h2>{charts}" if charts else "",
+        charts=f"<h2>Quality against cost</h2>{charts_note(document)}{charts}" if charts else "",
         failures=failure_section(document),
     )
 

@@ -6,14 +6,21 @@ terminal, progress is plain lines and there are no colour codes.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+# Wide enough for the table with distances when stderr is a file or a pipe, where rich would assume 80
+# columns and squeeze the scheduler names out; COLUMNS still wins.
+TABLE_WIDTH_OFF_TERMINAL = 160
+
 console = Console(soft_wrap=True)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+if not error_console.is_terminal and "COLUMNS" not in os.environ:
+    error_console.width = TABLE_WIDTH_OFF_TERMINAL
 
 
 def error(message: str) -> None:
@@ -77,32 +84,38 @@ class Progress:
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
-    """The timing table, on stderr (the terminal), sorted, with its total row last; with distances under --reference."""
-    from schedcmp.report import CONVERGENCE_COLUMNS, table_columns
+    """The timing table, on stderr (the terminal), sorted, with its total row last.
 
-    measured = table_columns(rows)[-1] == CONVERGENCE_COLUMNS[-1]
+    Under --reference the distances take the place of ms/NFE and peak memory, which stay in the CSV and JSON.
+    """
+    from schedcmp.report import has_distances
+
+    measured = has_distances(rows)
     table = Table(title=title, title_justify="left")
-    columns = [("scheduler", "left"), ("steps", "right"), ("NFE", "right"), ("seconds", "right"), ("ms/NFE", "right"), ("peak MiB", "right")]
+    columns = [("scheduler", "left"), ("steps", "right"), ("NFE", "right"), ("seconds", "right")]
     if measured:
         columns += [("RMSE", "right"), ("PSNR", "right"), ("SSIM", "right"), ("order", "left"), ("Pareto", "left")]
+    else:
+        columns += [("ms/NFE", "right"), ("peak MiB", "right")]
     for column, justify in columns + [("status", "left")]:
         wraps = column in ("scheduler", "status", "order")
-        table.add_column(column, justify=justify, no_wrap=not wraps, overflow="fold", ratio=3 if column == "scheduler" else None)
+        table.add_column(column, justify=justify, no_wrap=not wraps, overflow="fold", ratio=3 if column in ("scheduler", "status") else None)
     for row in rows:
         seconds = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
         if row.get("seconds_min") is not None and row["seconds_max"] != row["seconds_min"]:
             seconds += f" ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
-        values = [
-            row["scheduler"], str(row["steps"]), str(row["nfe"] or ""), seconds,
-            "" if row["ms_per_nfe"] is None else f"{row['ms_per_nfe']:.1f}",
-            "" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}",
-        ]
+        values = [row["scheduler"], str(row["steps"]), str(row["nfe"] or ""), seconds]
         if measured:
             values += [
                 "" if row["latent_rmse"] is None else f"{row['latent_rmse']:.3g}",
                 "" if row["psnr"] is None else f"{row['psnr']:.1f}",
                 "" if row["ssim"] is None else f"{row['ssim']:.4f}",
                 row["order"] or "", row["pareto"] or "",
+            ]
+        else:
+            values += [
+                "" if row["ms_per_nfe"] is None else f"{row['ms_per_nfe']:.1f}",
+                "" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}",
             ]
         table.add_row(
             *values, row["status"], end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,

@@ -99,9 +99,15 @@ TABLE_COLUMNS = ["id", "scheduler", "steps", "nfe", "seconds", "seconds_min", "s
 CONVERGENCE_COLUMNS = ["latent_rmse", "psnr", "ssim", "order", "pareto"]
 
 
+PARETO_NAMES = {"seconds": "time", "nfe": "NFE"}
+
+
+def has_distances(rows: list[dict[str, Any]]) -> bool:
+    return any(row.get("latent_rmse") is not None or row.get("order") is not None for row in rows)
+
+
 def table_columns(rows: list[dict[str, Any]]) -> list[str]:
-    measured = any(row.get("latent_rmse") is not None or row.get("order") is not None for row in rows)
-    return TABLE_COLUMNS + CONVERGENCE_COLUMNS if measured else TABLE_COLUMNS
+    return TABLE_COLUMNS + CONVERGENCE_COLUMNS if has_distances(rows) else TABLE_COLUMNS
 
 
 def order_text(order: dict[str, Any] | None) -> str | None:
@@ -122,11 +128,11 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         distance = entry.get("distance") or {}
         status = entry["status"] if not entry.get("reason") else f"{entry['status']}: {entry['reason']}"
         if entry.get("reference") and not distance and entry.get("distance_note"):
-            status += f" ({entry['distance_note']})"
+            status += " (stochastic: not ranked)" if entry.get("determinism") == "stochastic" else f" ({entry['distance_note']})"
         rows.append(
             {
                 "id": entry["id"],
-                "scheduler": label(entry) + (" [trailing]" if entry.get("interval") else ""),
+                "scheduler": label(entry) + (" · trailing" if entry.get("interval") else ""),
                 "steps": entry["steps"],
                 "nfe": entry.get("nfe"),
                 "seconds": entry.get("seconds"),
@@ -139,7 +145,7 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "psnr": distance.get("psnr"),
                 "ssim": distance.get("ssim"),
                 "order": order_text(entry.get("order")),
-                "pareto": " ".join(cost for cost, on in (entry.get("pareto") or {}).items() if on) or None,
+                "pareto": ", ".join(PARETO_NAMES[cost] for cost, on in (entry.get("pareto") or {}).items() if on) or None,
             }
         )
     rows.append(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from schedcmp.config import RunSpec
+from schedcmp.config import RunSpec, effective_overrides
 from schedcmp.pipeline import LoadedModel, one_line
 from schedcmp.schedulers import build, scheduler_classes
 
@@ -219,9 +219,7 @@ class Sampler:
         return kwargs
 
     def scheduler_overrides(self, specs: list[RunSpec]) -> dict[str, Any]:
-        overrides = dict(specs[0].overrides)
-        if specs[0].interval is not None:
-            overrides["timestep_spacing"] = specs[0].interval
+        overrides = effective_overrides(specs[0])
         cls = self.classes[specs[0].scheduler]
         if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:
             # DPMSolverSDE draws its Brownian noise from its own seed: tie it to --seed so runs repeat; a batch
