@@ -193,7 +193,8 @@ def place_labels(
     for (x, y), (width, height) in zip(anchors, sizes):
 
         def collision(box: Box) -> float:
-            return sum(box.overlap(other) for other in placed + fixed) + outside(box, bounds)
+            # Off the plot a label runs into the axis ticks or off the image: worse than touching a neighbour.
+            return sum(box.overlap(other) for other in placed + fixed) + 4 * outside(box, bounds)
 
         candidates = label_candidates(x, y, width, height, radius, gap)
         placed.append(min(candidates, key=collision))  # min keeps the first of equals: the preferred side
@@ -220,7 +221,7 @@ def chart_points(document: dict[str, Any], cost: str) -> list[Point]:
     several_seeds = len({entry["seed"] for entry in entries}) > 1
     points = []
     for entry in entries:
-        text = label(entry)
+        text = entry.get("alias") or label(entry)  # the UI name alone: a crowded chart needs short labels
         if several_steps:
             text += f" · {entry['steps']}"
         if several_seeds:

@@ -284,7 +284,7 @@ def run_comparison(
             if plan is not None:
                 identity = reference_identity(sampler)
                 for ref_id in dict.fromkeys(plan.of_run.values()):  # all, also for resumed cells: the cache has them
-                    references[ref_id], summary = reference_run(sampler, plan, ref_id, identity, out_dir, progress)
+                    references[ref_id], summary = reference_run(sampler, plan, ref_id, identity, None if options.no_sheet else out_dir, progress)
                     header["references"].append(summary)
                     save_results()
             for number, batch in enumerate(batches(todo, settings.batch_size)):
@@ -380,8 +380,11 @@ def reference_identity(sampler: Sampler) -> dict[str, Any]:
             "versions": {k: v for k, v in versions().items() if k != "schedcmp"}}
 
 
-def reference_run(sampler: Sampler, plan: "convergence.ReferencePlan", ref_id: str, identity: dict[str, Any], out_dir: Path, progress) -> tuple:
-    """A reference and its half-steps twin, from the cache or computed (and cached); and its results.json summary."""
+def reference_run(sampler: Sampler, plan: "convergence.ReferencePlan", ref_id: str, identity: dict[str, Any], out_dir: Path | None, progress) -> tuple:
+    """A reference and its half-steps twin, from the cache or computed (and cached); and its results.json summary.
+
+    Its image goes to `out_dir`/reference/ (None: --no-sheet, no images at all).
+    """
     spec, half_spec = plan.specs[ref_id], plan.half_specs[ref_id]
     made = {}
     failure = None
@@ -417,10 +420,12 @@ def reference_run(sampler: Sampler, plan: "convergence.ReferencePlan", ref_id: s
         "self_convergence": None,
     }
     if reference is not None:
-        summary["image"] = f"reference/{ref_id}.png"
-        (out_dir / "reference").mkdir(exist_ok=True)
-        report.write_atomic(out_dir / summary["image"], render.png_bytes(reference.rgb))
+        if out_dir is not None:
+            summary["image"] = f"reference/{ref_id}.png"
+            (out_dir / "reference").mkdir(exist_ok=True)
+            report.write_atomic(out_dir / summary["image"], render.png_bytes(reference.rgb))
         half = made["half"]
+        # The same settings but the steps: the shapes match, so there is always a distance.
         summary["self_convergence"] = {"half_steps": half_spec.steps, **convergence.distances(half.latent, half.output, half.rgb, reference)}
         cost = "from the cache" if reference.cached else f"{reference.seconds:.2f} s, {reference.nfe} NFE"
         progress.note(f"reference {plan.text}: {cost}; halving its steps moves its latent by "
