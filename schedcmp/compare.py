@@ -481,7 +481,15 @@ def sheet_header(document: dict[str, Any]) -> list[str]:
     if "steps" not in varying:
         details.append(f"{first['steps']} steps")
     details.append(f"{document['device']} {document['dtype']}")
-    return [prompt_line, " · ".join(details), model]
+    lines = [prompt_line, " · ".join(details), model]
+    references = document.get("references") or []
+    if references:
+        line = f"distances (latent RMSE · image PSNR) to the reference {references[0]['spec']}"
+        moved = (document.get("interval") or {}).get("moved")
+        if moved:
+            line += f" · run with trailing spacing to start where it does: {', '.join(moved)}"
+        lines.append(line)
+    return lines
 
 
 def write_sheets(out_dir: Path, document: dict[str, Any], options: OutputOptions) -> list[Path]:

@@ -238,9 +238,10 @@ def test_presets_in_configs_load():
     from pathlib import Path
 
     folder = Path(__file__).parent.parent / "configs"
-    for name in ("guide", "karras", "steps-sweep", "ci-quick"):
+    for name in ("guide", "karras", "steps-sweep", "ci-quick", "convergence"):
         values = load_config_file(str(folder / f"{name}.toml"))
         assert values["prompt"] and values["schedulers"]
+    assert load_config_file(str(folder / "convergence.toml"))["reference"] is True
     guide = load_config_file(str(folder / "guide.toml"))
     assert guide["seed"] == "8" and "DPM++ 2M:20" in guide["schedulers"]
 
