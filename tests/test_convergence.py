@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+from pathlib import Path
 
 import pytest
 
@@ -309,3 +309,24 @@ def test_flow_models_get_a_flow_reference_and_incompatible_references_are_refuse
     refused = cli("run", "x", "--model", sd15_model, "--schedulers", "euler", "--steps", "2", "--out", tmp_path / "p",
                   "--reference-spec", "FlowMatchEulerDiscrete:8")
     assert refused.exit_code == 2 and "not in this pipeline's compatibles" in refused.stderr
+
+
+def test_a_real_runs_report_in_chromium(reference_run, tmp_path):
+    """The page `run --html` writes, in a browser with no network: every run listed, every image decoded, sortable."""
+    from browser import Browser
+
+    assert reference_run("one", "--html").exit_code == 0
+    folder = tmp_path / "one"
+    document = json.loads((folder / "results.json").read_text())
+    with Browser(tmp_path / "profile") as browser:
+        browser.page("Network.enable")
+        browser.page("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1)
+        browser.open((folder / "report.html").as_uri())
+        shown = browser.wait_for("document.body.dataset.imagesTotal && [document.body.dataset.imagesShown, document.body.dataset.imagesTotal]")
+        assert shown[0] == shown[1] and int(shown[0]) == 4 + 1 + 1 + 2  # runs, reference, sheet, charts
+        rows = "[...document.querySelectorAll('#runs tbody tr')].map(row => row.dataset.id)"
+        assert sorted(browser.evaluate(rows)) == sorted(e["id"] for e in document["runs"])
+        browser.click('#runs th[data-column="latent_rmse"] button')
+        ranked = sorted((e for e in document["runs"] if e["distance"]), key=lambda e: e["distance"]["latent_rmse"])
+        assert browser.evaluate(rows)[: len(ranked)] == [e["id"] for e in ranked]
+        browser.screenshot(Path(__file__).parent / "artifacts" / "report_page_real_run.png")
