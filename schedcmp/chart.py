@@ -218,14 +218,11 @@ def chart_points(document: dict[str, Any], cost: str) -> list[Point]:
         and entry.get(cost) is not None
     ]
     several_steps = len({entry["steps"] for entry in entries}) > 1
-    several_seeds = len({entry["seed"] for entry in entries}) > 1
     points = []
     for entry in entries:
         text = entry.get("alias") or label(entry)  # the UI name alone: a crowded chart needs short labels
         if several_steps:
             text += f" · {entry['steps']}"
-        if several_seeds:
-            text += f" · seed {entry['seed']}"
         on_front = bool((entry.get("pareto") or {}).get(cost))
         points.append(Point(text, float(entry[cost]), float(entry["distance"]["latent_rmse"]), on_front))
     return points

@@ -54,7 +54,8 @@ How close each run comes to a converged result: --reference first computes
 a reference (default {reference}) for the same prompt, seed and
 settings, cached for reruns, and reports every deterministic run's distance
 to it (latent RMSE, PSNR, SSIM); a steps sweep adds each scheduler's fitted
-order of convergence. --html writes report.html with the quality charts.
+order of convergence. --html writes report.html (and, with --reference, the
+quality charts).
 
 `schedcmp list` shows the names, aliases and the overrides each class accepts.
 Exit codes: 0 ok; 1 a run failed (with --strict: or is suspect/filtered); 2 usage error; 130 interrupted.
@@ -168,7 +169,7 @@ def run_command(
     allow_pickle: bool = ALLOW_PICKLE,
     reference: bool = typer.Option(False, "--reference", help="Measure each run's distance to a converged reference run (cached)."),
     reference_spec: Optional[str] = typer.Option(None, "--reference-spec", help="The reference: one entry with :STEPS, e.g. DPMSolverMultistep:200 (implies --reference)."),
-    html: bool = typer.Option(False, "--html", help="Also write report.html (self-contained) and the quality-vs-time charts."),
+    html: bool = typer.Option(False, "--html", help="Also write report.html (self-contained); with --reference, the quality-vs-cost charts too."),
 ) -> None:
     given = dict(locals())  # first: only the flags
     from schedcmp import compare, output, report

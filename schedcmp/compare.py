@@ -227,7 +227,9 @@ def run_comparison(
         if text == DEFAULT_REFERENCE and model.flow_shift is not None:
             text = convergence.flow_reference(model.flow_shift)
         choice = convergence.reference_choice(text, params)
-        convergence.check_reference(choice, model.compatible, settings.allow_incompatible)
+        convergence.check_reference(choice, model.compatible, settings.allow_incompatible, model.flow_shift is not None,
+                                    convergence.probe_determinism(classes[choice.class_name], model.original_config, choice.overrides,
+                                                                  convergence.step_arguments(dict(settings.call_args))))
         runs, plan = convergence.plan_references(runs, choice, model.original_config, classes)
     determinism: dict[str, tuple[str, str]] = {}
     for spec in runs:
@@ -322,6 +324,8 @@ def run_comparison(
     ordered_entries = [entries[spec.id] for spec in runs if spec.id in entries]
     convergence.fit_orders(ordered_entries)
     convergence.mark_pareto(ordered_entries)
+    for line in convergence.convergence_warnings(header["references"], ordered_entries):
+        output.info(f"warning: {line}")
     document = save_results()  # first without the sheets: drawing them must not put the results at risk
     sheets = [] if options.no_sheet or not document["runs"] else write_sheets(out_dir, document, options)
     header["sheets"] = [str(path.relative_to(out_dir)) for path in sheets]
@@ -353,6 +357,8 @@ def rebuild_report(folder: Path) -> Path:
         if not isinstance(document, dict) or document.get("kind") != "run" or not isinstance(document.get("runs"), list):
             raise ValueError("not the results.json of `schedcmp run`")
         for entry in document["runs"]:
+            if not isinstance(entry, dict):
+                raise ValueError("a run is not an object")
             missing = [name for name in REQUIRED_RUN_FIELDS if name not in entry]
             if missing:
                 raise ValueError(f"run {entry.get('id', '?')} lacks {', '.join(missing)}")
@@ -367,6 +373,8 @@ def rebuild_report(folder: Path) -> Path:
         write_html(folder, document)
     except OSError as error:
         raise OutputError(f"cannot write the report into {folder}: {error.strerror or error}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # a hand-edited results.json
+        raise OutputError(f"cannot build a report from {path}: a field has an unexpected value ({type(error).__name__}: {error})") from None
     return folder / "report.html"
 
 

@@ -25,9 +25,14 @@ from schedcmp.schedulers import SchedulerChoice, parse_entry, resolve_entry, sho
 # Why config.DEFAULT_REFERENCE is DPM++ 2M with Karras sigmas at 400 steps: Karras sigmas crowd the steps
 # where the noise is low, where uniform-in-t steps are coarsest (σ grows like √t there), so over the same
 # interval DPM++ 2M converges far faster with them. bench/reference_convergence.py measures it on the
-# default model: halving its 400 steps moves the final latent by 6.5e-4 RMSE, over a hundred times less
-# than the closest 20-step run is from it (docs/convergence.md has the table).
-FLOW_REFERENCE_STEPS = 400
+# default model: halving its 400 steps moves the final latent by 6.5e-4 RMSE, 67 times less than the
+# closest 20-step run is from it (docs/convergence.md has the table).
+
+FLOW_REFERENCE_STEPS = 400  # not measured on a real flow model: the tiny test one only
+
+# A reference that halving its steps moves by more than this share of the smallest distance it judges has
+# not converged enough to rank those runs: say so.
+SELF_CONVERGENCE_WARNING = 0.1
 
 # Runs whose first timestep differs from the reference's by more than this do not share its interval. One
 # training timestep: on flow models FlowMatchEuler starts at σ=1 (t=1000) and DPM++ on flow sigmas at
@@ -57,6 +62,8 @@ def reference_choice(text: str, accepted_params: dict[str, set[str]]) -> Schedul
     entry = parse_entry(text)
     if entry.steps is None:
         raise UsageError(f"--reference-spec {text!r} needs its steps, e.g. {entry.name}:200")
+    if entry.steps < 2:
+        raise UsageError(f"--reference-spec {text!r}: a reference needs at least 2 steps (it is also run at half of them)")
     if entry.name.lower() in ("all", "all+"):
         raise UsageError("--reference-spec names one scheduler, not all")
     return resolve_entry(entry, accepted_params)
@@ -67,12 +74,15 @@ def flow_reference(flow_shift: float) -> str:
     return f"DPMSolverMultistep(use_flow_sigmas=true,prediction_type=flow_prediction,flow_shift={flow_shift}):{FLOW_REFERENCE_STEPS}"
 
 
-def check_reference(choice: SchedulerChoice, compatible: list[str], allow_incompatible: bool) -> None:
-    """A reference must solve this model's ODE: a compatible class, or a flow solver set up for flow models."""
-    if choice.class_name in compatible or allow_incompatible or choice.overrides.get("use_flow_sigmas"):
-        return
-    raise UsageError(f"the reference {short_name(choice.class_name)} is not in this pipeline's compatibles; "
-                     "choose another --reference-spec or pass --allow-incompatible")
+def check_reference(choice: SchedulerChoice, compatible: list[str], allow_incompatible: bool, flow_model: bool,
+                    determinism: tuple[str, str]) -> None:
+    """A reference must solve this model's ODE: a compatible class (or a flow solver on a flow model), and no sampler."""
+    if not (choice.class_name in compatible or allow_incompatible or (flow_model and choice.overrides.get("use_flow_sigmas"))):
+        raise UsageError(f"the reference {short_name(choice.class_name)} is not in this pipeline's compatibles; "
+                         "choose another --reference-spec or pass --allow-incompatible")
+    if determinism[0] == STOCHASTIC:
+        raise UsageError(f"the reference {short_name(choice.class_name)} is stochastic (it adds noise as it goes): it would converge "
+                         "to another sample, not to the ODE's solution; choose a deterministic --reference-spec")
 
 
 def reference_group(spec: RunSpec) -> str:
@@ -98,9 +108,9 @@ def start_timestep(cls: type, config: Any, overrides: dict[str, Any], steps: int
 def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, classes: dict[str, type]) -> tuple[list[RunSpec], ReferencePlan]:
     """One reference per group of runs, and a common interval: each run starts where its reference starts.
 
-    With "leading" spacing and `steps_offset` (what Stable Diffusion 1.5's config gives DDIM, PNDM, DDPM and
-    others), 20 steps start at t=951 and 400 at t=998: such a run integrates over a shorter interval than
-    its reference and would be judged for it. Those runs, and only those, get "trailing" spacing, which
+    With "leading" spacing and `steps_offset` (what Stable Diffusion 1.5's config gives DDIM, PNDM and DDPM),
+    20 steps start at t=951 while the default reference starts at t=999: such a run integrates over a
+    shorter interval than its reference and would be judged for it. Those runs, and only those, get "trailing" spacing, which
     starts every step count at the last training timestep; runs already on the interval keep their own
     schedule, since forcing one on them changes what they are (Euler's Karras sigmas, for one, would then
     stop short of the lowest noise level).
@@ -116,8 +126,9 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
     for spec in runs:
         start = start_of(spec)
         if differs(start, reference_start) and accepts_spacing(spec):
-            spec = replace(spec, interval="trailing")
-            start = start_of(spec)
+            moved = replace(spec, interval="trailing")
+            if not differs(start_of(moved), reference_start):  # only a move that lands on the interval
+                spec, start = moved, start_of(moved)
         if differs(start, reference_start):
             off_interval[spec.id] = f"starts at t={start:.1f}, the reference at t={reference_start:.1f}: not on its interval"
         placed.append(spec)
@@ -139,7 +150,7 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
                  f"so {'it was' if len(moved) == 1 else 'they were'} run with trailing spacing")
     elsewhere = list(dict.fromkeys(short_name(spec.scheduler) for spec in placed if spec.id in off_interval))
     if elsewhere:
-        note += f"; {', '.join(elsewhere)} cannot be moved there and {'is' if len(elsewhere) == 1 else 'are'} not compared"
+        note += f"; {', '.join(elsewhere)} start{'s' if len(elsewhere) == 1 else ''} elsewhere and {'is' if len(elsewhere) == 1 else 'are'} not compared"
     text = f"{short_name(choice.class_name)}" + (f"({', '.join(f'{k}={v}' for k, v in choice.overrides.items())})" if choice.overrides else "") + f":{choice.steps}"
     interval = {"spacing": "trailing" if moved else None, "forced": bool(moved), "moved": moved, "start_timestep": reference_start, "note": note}
     return placed, ReferencePlan(text, specs, half_specs, of_run, interval, off_interval)
@@ -343,6 +354,19 @@ def fit_orders(entries: list[dict[str, Any]]) -> None:
             }
         for entry in group:
             entry["order"] = dict(found)
+
+
+def convergence_warnings(references: list[dict[str, Any]], entries: list[dict[str, Any]]) -> list[str]:
+    """References whose own self-convergence is not well below the smallest distance they judge: one line each."""
+    lines = []
+    for reference in references:
+        moved = (reference.get("self_convergence") or {}).get("latent_rmse")
+        distances = [entry["distance"]["latent_rmse"] for entry in entries if ranked(entry) and entry.get("reference") == reference["id"]]
+        if moved is not None and distances and moved > SELF_CONVERGENCE_WARNING * min(distances):
+            reference["warning"] = (f"halving its steps moves it by {moved:.2g}, more than {SELF_CONVERGENCE_WARNING:g} of the smallest "
+                                    f"distance it judges ({min(distances):.2g}): give it more steps")
+            lines.append(f"reference {reference['spec']} has not converged enough: {reference['warning']}")
+    return lines
 
 
 def mark_pareto(entries: list[dict[str, Any]]) -> None:

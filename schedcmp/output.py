@@ -110,15 +110,17 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
                 "" if row["latent_rmse"] is None else f"{row['latent_rmse']:.3g}",
                 "" if row["psnr"] is None else f"{row['psnr']:.1f}",
                 "" if row["ssim"] is None else f"{row['ssim']:.4f}",
-                row["order"] or "", row["pareto"] or "",
+                (f"{row['order']:.2f} ({row['order_note']})" if row["order"] is not None else row["order_note"] or ""),
+                row["pareto"] or "",
             ]
         else:
             values += [
                 "" if row["ms_per_nfe"] is None else f"{row['ms_per_nfe']:.1f}",
                 "" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}",
             ]
+        status = row["status"] + (f" ({row['note']})" if measured and row.get("note") else "")
         table.add_row(
-            *values, row["status"], end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,
+            *values, status, end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,
             style="bold" if row["id"] == "total" else None,
         )
     error_console.print(table)

@@ -96,27 +96,27 @@ def sorted_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 TABLE_COLUMNS = ["id", "scheduler", "steps", "nfe", "seconds", "seconds_min", "seconds_max", "ms_per_nfe", "peak_memory_mb", "status"]
 # With --reference: each run's distance to the converged reference, and its order of convergence.
-CONVERGENCE_COLUMNS = ["latent_rmse", "psnr", "ssim", "order", "pareto"]
+CONVERGENCE_COLUMNS = ["latent_rmse", "psnr", "ssim", "order", "order_note", "pareto", "note"]
 
 
 PARETO_NAMES = {"seconds": "time", "nfe": "NFE"}
 
 
 def has_distances(rows: list[dict[str, Any]]) -> bool:
-    return any(row.get("latent_rmse") is not None or row.get("order") is not None for row in rows)
+    return any(row.get(name) is not None for row in rows for name in ("latent_rmse", "order_note", "note"))
 
 
 def table_columns(rows: list[dict[str, Any]]) -> list[str]:
     return TABLE_COLUMNS + CONVERGENCE_COLUMNS if has_distances(rows) else TABLE_COLUMNS
 
 
-def order_text(order: dict[str, Any] | None) -> str | None:
-    """`1.96 (10-40 steps)`, or the reason there is no fit; None outside a steps sweep."""
+def order_note(order: dict[str, Any] | None) -> str | None:
+    """`10-40 steps` where the order was fitted, or why there is no fit; None outside a steps sweep."""
     if not order:
         return None
     if order.get("order") is None:
         return f"no fit: {order.get('reason')}"
-    return f"{order['order']:.2f} ({order['steps'][0]}-{order['steps'][1]} steps)"
+    return f"{order['steps'][0]}-{order['steps'][1]} steps"
 
 
 def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,8 +127,9 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         peak = entry.get("peak_memory_bytes")
         distance = entry.get("distance") or {}
         status = entry["status"] if not entry.get("reason") else f"{entry['status']}: {entry['reason']}"
+        note = None  # why a run measured against a reference has no distance
         if entry.get("reference") and not distance and entry.get("distance_note"):
-            status += " (stochastic: not ranked)" if entry.get("determinism") == "stochastic" else f" ({entry['distance_note']})"
+            note = "stochastic: not ranked" if entry.get("determinism") == "stochastic" else entry["distance_note"]
         rows.append(
             {
                 "id": entry["id"],
@@ -144,8 +145,10 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "latent_rmse": distance.get("latent_rmse"),
                 "psnr": distance.get("psnr"),
                 "ssim": distance.get("ssim"),
-                "order": order_text(entry.get("order")),
+                "order": (entry.get("order") or {}).get("order"),
+                "order_note": order_note(entry.get("order")),
                 "pareto": ", ".join(PARETO_NAMES[cost] for cost, on in (entry.get("pareto") or {}).items() if on) or None,
+                "note": note,
             }
         )
     rows.append(

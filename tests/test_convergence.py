@@ -224,11 +224,54 @@ def test_report_errors_are_one_line(cli, tmp_path):
     assert cli("report", tmp_path / "bad").exit_code == 2
 
 
-@pytest.mark.parametrize("spec, message", [("DDIM", "needs its steps"), ("all:50", "one scheduler"), ("Eulr:50", "unknown scheduler")])
+@pytest.mark.parametrize("spec, message", [("DDIM", "needs its steps"), ("all:50", "one scheduler"), ("Eulr:50", "unknown scheduler"),
+                                           ("DDIM:1", "at least 2 steps")])
 def test_bad_reference_spec_is_a_usage_error(cli, spec, message, tmp_path):
     result = cli("run", "x", "--reference-spec", spec, "--out", tmp_path / "o")
     assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_stochastic_reference_is_refused(cli, sd15_model, tmp_path):
+    result = cli("run", "x", "--model", sd15_model, "--schedulers", "euler", "--steps", "2", "--out", tmp_path / "o",
+                 "--reference-spec", "Euler a:20")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("schedcmp: error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "is stochastic" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_a_malformed_results_file_is_one_line(cli, tmp_path):
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "results.json").write_text('{"kind": "run", "runs": ["not a run"]}')
+    result = cli("report", tmp_path / "odd")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr and "a run is not an object" in result.stderr
+
+
+def test_an_unconverged_reference_is_flagged():
+    references = [{"id": "ref-1", "spec": "DPMSolverMultistep:8", "self_convergence": {"latent_rmse": 0.05}}]
+    entries = [entry("e20", 20, 20, 1.0, 0.2), entry("e40", 40, 40, 2.0, 0.1)]
+    [line] = convergence.convergence_warnings(references, entries)
+    assert "DPMSolverMultistep:8" in line and "0.1" in references[0]["warning"]
+    references[0]["self_convergence"]["latent_rmse"] = 0.001
+    del references[0]["warning"]
+    assert convergence.convergence_warnings(references, entries) == [] and "warning" not in references[0]
+
+
+def test_csv_columns_with_distances():
+    from schedcmp import report
+
+    entries = [entry(f"e{n}", n, n, n / 10, 1.0 / n) for n in (10, 20, 40)]
+    entries.append(entry("a20", 20, 20, 2.0, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler"))
+    entries[-1]["distance_note"] = "stochastic: converges to another sample"
+    for e in entries:
+        e.update(alias=None, seconds_all=[e["seconds"]], peak_memory_bytes=None, ms_per_nfe=None, reason=None, interval=None)
+    convergence.fit_orders(entries)
+    convergence.mark_pareto(entries)
+    rows = list(__import__("csv").DictReader(report.to_csv(report.table_rows(entries)).splitlines()))
+    assert list(rows[0])[-7:] == report.CONVERGENCE_COLUMNS
+    euler = next(row for row in rows if row["id"] == "e10")
+    assert float(euler["order"]) == pytest.approx(1.0) and euler["order_note"] == "10-40 steps" and euler["status"] == "ok"
+    stochastic = next(row for row in rows if row["id"] == "a20")
+    assert stochastic["note"] == "stochastic: not ranked" and stochastic["latent_rmse"] == "" and stochastic["status"] == "ok"
 
 
 def test_without_reference_runs_are_still_labelled(cli, sd15_model, tmp_path):
