@@ -157,6 +157,30 @@ def test_resume_continues_to_the_same_weights(handful, tmp_path: Path):
         assert torch.equal(a, b), name
 
 
+def test_extra_unet_steps_restart_the_learning_rate_cycle():
+    config = replace(SMALL, unet_steps=30, unet_extra_steps=20, unet_extra_learning_rate=3e-4)
+    first = [train.unet_learning_rate(step, config) for step in range(30)]
+    assert first == [train.learning_rate(step, 30, config.unet_learning_rate, 10) for step in range(30)]
+    second = [train.unet_learning_rate(step, config) for step in range(30, 50)]
+    assert second[0] == pytest.approx(3e-4 / 10)  # warmed up again, over 10 steps
+    assert max(second) == pytest.approx(3e-4) and second[-1] < second[10]
+
+
+def test_extra_unet_steps_continue_a_finished_checkpoint(handful, tmp_path: Path):
+    images = train.images_to_tensor(handful.images)
+    config = replace(SMALL, vae_steps=2, unet_steps=4, unet_batch_size=4, log_every=1, threads=1)
+    latents = train.encode_latents(train.train_vae(images, config), images)
+    names = [item.name for item in handful.emoji]
+    tokenizer = build_clip_tokenizer([c for name in names for c in data.caption_variants(name)])
+    token_ids, empty_ids = train.tokenize_captions(tokenizer, names)
+    checkpoint, log = tmp_path / "unet.pt", train.LossLog()
+    train.train_denoiser(latents, token_ids, empty_ids, len(tokenizer), config, checkpoint)
+    extended = replace(config, unet_extra_steps=3)
+    train.train_denoiser(latents, token_ids, empty_ids, len(tokenizer), extended, checkpoint, resume=True, log=log)
+    assert [row[1] for row in log.rows] == [1, 2, 3, 4, 5, 6, 7]
+    assert torch.load(checkpoint, weights_only=False)["step"] == 7
+
+
 def test_evaluation_list_is_fixed_and_excludes_flags():
     names = _candidate_order()
     captions = evaluate.evaluation_captions(names)

@@ -43,6 +43,11 @@ class TrainConfig:
     # Stop the UNet stage early at this step, keeping the schedule of `unet_steps` (the shipped model was
     # cut short by a deadline; this reproduces it exactly). None runs the whole schedule.
     unet_stop_at: int | None = None
+    # A second learning-rate cycle (warm restart: warm-up, then cosine) of this many steps after `unet_steps`,
+    # continuing from the first cycle's checkpoint with the same batch size and EMA; `unet_stop_at` counts
+    # steps over both cycles.
+    unet_extra_steps: int = 0
+    unet_extra_learning_rate: float = 3e-4
     # Decoder-only fine-tuning on the cached latents: the short first stage leaves colours off, and a
     # frozen encoder keeps the latents the UNet learnt unchanged.
     decoder_steps: int = 400
@@ -72,6 +77,13 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def unet_learning_rate(step: int, config: TrainConfig) -> float:
+    """The first cycle over `unet_steps`, then the warm restart over `unet_extra_steps`, if any."""
+    if step < config.unet_steps:
+        return learning_rate(step, config.unet_steps, config.unet_learning_rate, config.warmup_steps)
+    return learning_rate(step - config.unet_steps, config.unet_extra_steps, config.unet_extra_learning_rate, config.warmup_steps)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -313,16 +325,17 @@ def train_denoiser(
         generator.set_state(state["generator"])
         log.restore("unet", state["log"])
         start = state["step"]
-    progress = ProgressReporter("unet", config.unet_steps, start, report)
+    total = config.unet_steps + config.unet_extra_steps
+    progress = ProgressReporter("unet", total, start, report)
     variants = token_ids.shape[1]
     governor = ThreadGovernor(config.threads)
     running: list[float] = []
     unet.train()
     text_encoder.train()
-    last_step = config.unet_steps if config.unet_stop_at is None else min(config.unet_steps, config.unet_stop_at)
+    last_step = total if config.unet_stop_at is None else min(total, config.unet_stop_at)
     for step in range(start, last_step):
         governor.update()
-        lr = learning_rate(step, config.unet_steps, config.unet_learning_rate, config.warmup_steps)
+        lr = unet_learning_rate(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
         index = torch.randint(0, len(latents), (config.unet_batch_size,), generator=generator)
@@ -453,6 +466,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vae-steps", type=int, default=defaults.vae_steps)
     parser.add_argument("--unet-steps", type=int, default=defaults.unet_steps)
     parser.add_argument("--unet-stop-at", type=int, default=None, help="end the UNet stage early at this step")
+    parser.add_argument(
+        "--extra-unet-steps",
+        type=int,
+        default=defaults.unet_extra_steps,
+        help="a second learning-rate cycle of this many UNet steps after --unet-steps (with --resume: continues a finished run)",
+    )
+    parser.add_argument("--extra-unet-learning-rate", type=float, default=defaults.unet_extra_learning_rate)
     parser.add_argument("--decoder-steps", type=int, default=defaults.decoder_steps)
     parser.add_argument("--threads", type=int, default=None, help="most torch threads to use (default: all cores)")
     parser.add_argument("--limit", nargs="*", default=None, metavar="CAPTION", help="train on these captions only")
@@ -467,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         unet_steps=args.unet_steps,
         decoder_steps=args.decoder_steps,
         unet_stop_at=args.unet_stop_at,
+        unet_extra_steps=args.extra_unet_steps,
+        unet_extra_learning_rate=args.extra_unet_learning_rate,
         limit_to=tuple(args.limit) if args.limit else None,
         threads=args.threads,
     )
