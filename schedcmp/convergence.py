@@ -25,7 +25,7 @@ from schedcmp.schedulers import SchedulerChoice, parse_entry, resolve_entry, sho
 # Why config.DEFAULT_REFERENCE is DPM++ 2M with Karras sigmas at 400 steps: Karras sigmas crowd the steps
 # where the noise is low, where uniform-in-t steps are coarsest (σ grows like √t there), so over the same
 # interval DPM++ 2M converges far faster with them. bench/reference_convergence.py measures it on the
-# default model: halving its 400 steps moves the final latent by 3.6e-4 RMSE, about 100 times less than
+# default model: halving its 400 steps moves the final latent by 2.2e-4 RMSE, about 190 times less than
 # the closest 20-step run is from it (docs/convergence.md has the table).
 
 FLOW_REFERENCE_STEPS = 400  # not measured on a real flow model: the tiny test one only
