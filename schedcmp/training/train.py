@@ -135,14 +135,40 @@ class LossLog:
             writer.writerows(self.rows)
 
 
-class ProgressReporter:
-    """Turns step counts into progress lines with a rate and an ETA."""
+def due(step: int, every: int, last: int) -> bool:
+    """After 0-based `step`: has a multiple of `every` steps been done, or the stage's last one?"""
+    return (step + 1) % every == 0 or step + 1 == last
 
-    def __init__(self, stage: str, total: int, start: int, report: Report | None):
+
+def optimiser_step(optimizer, parameters, loss: torch.Tensor, lr: float) -> None:
+    """One step at this learning rate, every stage alike: gradients of `loss`, clipped to norm 1."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+
+
+class ProgressReporter:
+    """A stage's running loss: every `log_every` steps (and at its last) the mean goes to the loss log and,
+    with a rate and an ETA, to the report."""
+
+    def __init__(self, stage: str, total: int, start: int, report: Report | None, log: LossLog, log_every: int, last: int | None = None):
         self.stage, self.total, self.start, self.report = stage, total, start, report
+        self.log, self.log_every, self.last = log, log_every, total if last is None else last
+        self.running: list[float] = []
         self.began = time.monotonic()
 
-    def __call__(self, step: int, loss: float, lr: float) -> None:
+    def add(self, step: int, loss: float, lr: float) -> None:
+        self.running.append(loss)
+        if due(step, self.log_every, self.last):
+            mean = float(np.mean(self.running))
+            self.log.rows.append((self.stage, step + 1, mean, lr))
+            self.running.clear()
+            self.show(step, mean, lr)
+
+    def show(self, step: int, loss: float, lr: float) -> None:
         if self.report is None:
             return
         elapsed = time.monotonic() - self.began
@@ -169,31 +195,21 @@ def train_vae(
     generator = torch.Generator().manual_seed(config.seed)
     log = log if log is not None else LossLog()
     start = load_vae_checkpoint(checkpoint, "vae", vae, optimizer, generator, log) if resume else 0
-    progress = ProgressReporter("vae", config.vae_steps, start, report)
+    progress = ProgressReporter("vae", config.vae_steps, start, report, log, config.log_every)
     governor = ThreadGovernor(config.threads)
-    running: list[float] = []
     vae.train()
     for step in range(start, config.vae_steps):
         governor.update()
         lr = learning_rate(step, config.vae_steps, config.vae_learning_rate, config.warmup_steps // 2)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         index = torch.randint(0, len(images), (config.vae_batch_size,), generator=generator)
         batch = images[index]  # (B, 3, H, W)
         posterior = vae.encode(batch).latent_dist
         latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         reconstruction = vae.decode(latents).sample
         loss = F.l1_loss(reconstruction, batch) + config.kl_weight * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        running.append(loss.item())
-        if (step + 1) % config.log_every == 0 or step + 1 == config.vae_steps:
-            log.rows.append(("vae", step + 1, float(np.mean(running)), lr))
-            progress(step, float(np.mean(running)), lr)
-            running.clear()
-        if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.vae_steps):
+        optimiser_step(optimizer, vae.parameters(), loss, lr)
+        progress.add(step, loss.item(), lr)
+        if checkpoint is not None and due(step, config.checkpoint_every, config.vae_steps):
             save_vae_checkpoint(checkpoint, step + 1, vae, optimizer, generator, log)
     vae.eval()
     return vae
@@ -225,30 +241,20 @@ def refine_decoder(
     generator = torch.Generator().manual_seed(config.seed + 2)
     log = log if log is not None else LossLog()
     start = load_vae_checkpoint(checkpoint, "decoder", vae, optimizer, generator, log) if resume else 0
-    progress = ProgressReporter("decoder", config.decoder_steps, start, report)
+    progress = ProgressReporter("decoder", config.decoder_steps, start, report, log, config.log_every)
     governor = ThreadGovernor(config.threads)
     scaling_factor = vae.config.scaling_factor
-    running: list[float] = []
     vae.decoder.train()
     for step in range(start, config.decoder_steps):
         governor.update()
         lr = learning_rate(step, config.decoder_steps, config.decoder_learning_rate, config.warmup_steps // 2)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         index = torch.randint(0, len(images), (config.decoder_batch_size,), generator=generator)
         noise = torch.randn(latents[index].shape, generator=generator) * config.decoder_latent_noise
         reconstruction = vae.decode((latents[index] + noise) / scaling_factor).sample
         loss = F.l1_loss(reconstruction, images[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(decoder_parameters, 1.0)
-        optimizer.step()
-        running.append(loss.item())
-        if (step + 1) % config.log_every == 0 or step + 1 == config.decoder_steps:
-            log.rows.append(("decoder", step + 1, float(np.mean(running)), lr))
-            progress(step, float(np.mean(running)), lr)
-            running.clear()
-        if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.decoder_steps):
+        optimiser_step(optimizer, decoder_parameters, loss, lr)
+        progress.add(step, loss.item(), lr)
+        if checkpoint is not None and due(step, config.checkpoint_every, config.decoder_steps):
             save_vae_checkpoint(checkpoint, step + 1, vae, optimizer, generator, log)
     vae.eval()
     return vae
@@ -326,18 +332,15 @@ def train_denoiser(
         log.restore("unet", state["log"])
         start = state["step"]
     total = config.unet_steps + config.unet_extra_steps
-    progress = ProgressReporter("unet", total, start, report)
+    last_step = total if config.unet_stop_at is None else min(total, config.unet_stop_at)
+    progress = ProgressReporter("unet", total, start, report, log, config.log_every, last_step)
     variants = token_ids.shape[1]
     governor = ThreadGovernor(config.threads)
-    running: list[float] = []
     unet.train()
     text_encoder.train()
-    last_step = total if config.unet_stop_at is None else min(total, config.unet_stop_at)
     for step in range(start, last_step):
         governor.update()
         lr = unet_learning_rate(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         index = torch.randint(0, len(latents), (config.unet_batch_size,), generator=generator)
         variant = torch.randint(0, variants, (config.unet_batch_size,), generator=generator)
         ids = token_ids[index, variant]  # (B, L)
@@ -346,20 +349,13 @@ def train_denoiser(
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (config.unet_batch_size,), generator=generator)
         noise = torch.randn(latents[index].shape, generator=generator)
         loss = denoising_loss(unet, text_encoder, latents[index], ids, timesteps, noise, noise_scheduler, config.min_snr_gamma)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
+        optimiser_step(optimizer, parameters, loss, lr)
         # Warm-up of the EMA decay, so that a short run's average is not dominated by the initial weights.
         decay = min(config.ema_decay, (1 + step) / (10 + step))
         update_ema(ema_unet, unet, decay)
         update_ema(ema_text_encoder, text_encoder, decay)
-        running.append(loss.item())
-        if (step + 1) % config.log_every == 0 or step + 1 == last_step:
-            log.rows.append(("unet", step + 1, float(np.mean(running)), lr))
-            progress(step, float(np.mean(running)), lr)
-            running.clear()
-        if checkpoint is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == last_step):
+        progress.add(step, loss.item(), lr)
+        if checkpoint is not None and due(step, config.checkpoint_every, last_step):
             save_atomically(
                 {
                     "step": step + 1,
