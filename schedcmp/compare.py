@@ -18,8 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from schedcmp import convergence, output, render, report
-from schedcmp.config import AXES, DEFAULT_REFERENCE, RunSpec, Settings, batches, check_settings, effective_overrides, plan_runs, slug
+from schedcmp import chart, convergence, html_report, output, render, report
+from schedcmp.config import AXES, DEFAULT_REFERENCE, RUN_SETTINGS, RunSpec, Settings, batches, check_settings, effective_overrides, plan_runs, slug
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
 from schedcmp.sample import FAILED, RunResult, Sampler
 from schedcmp.schedulers import ALIASES, accepted_params_of, choose, display_label, init_params, ordered, scheduler_classes
@@ -125,9 +125,6 @@ def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str
     return params
 
 
-RESUME_FIELDS = ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "call_args", "interval")
-
-
 def previous_runs(folder: Path) -> dict[str, dict[str, Any]]:
     """--resume: the cells a folder's results.json lists whose image is there with the recorded pixel hash."""
     import numpy as np
@@ -157,7 +154,7 @@ def previous_runs(folder: Path) -> dict[str, dict[str, Any]]:
 
 def matches(entry: dict[str, Any], spec: RunSpec, reference: str | None) -> bool:
     """A resumed cell counts only if it was made with exactly this cell's settings, and measured against the same reference."""
-    return all(entry.get(name) == getattr(spec, name) for name in RESUME_FIELDS) and entry.get("reference") == reference
+    return all(entry.get(name) == getattr(spec, name) for name in RUN_SETTINGS) and entry.get("reference") == reference
 
 
 class Events:
@@ -229,7 +226,7 @@ def run_comparison(
         choice = convergence.reference_choice(text, params)
         convergence.check_reference(choice, model.compatible, settings.allow_incompatible, model.flow_shift is not None,
                                     convergence.probe_determinism(classes[choice.class_name], model.original_config, choice.overrides,
-                                                                  convergence.step_arguments(dict(settings.call_args))))
+                                                                  convergence.step_arguments(settings.call_args)))
         runs, plan = convergence.plan_references(runs, choice, model.original_config, classes)
     determinism: dict[str, tuple[str, str]] = {}
     for spec in runs:
@@ -329,21 +326,11 @@ def run_comparison(
     document = save_results()  # first without the sheets: drawing them must not put the results at risk
     sheets = [] if options.no_sheet or not document["runs"] else write_sheets(out_dir, document, options)
     header["sheets"] = [str(path.relative_to(out_dir)) for path in sheets]
-    document = save_results()
     if options.html:
-        document = write_html(out_dir, document)
+        header["charts"], header["report"] = chart.write_charts(out_dir, document), html_report.REPORT_NAME
+        html_report.write_report(out_dir, report.results_document(header, document["runs"]))
+    document = save_results()  # last: it names the sheets, charts and page only once they exist
     return Outcome(document, out_dir, sheets, exit_code(document, options.strict), model)
-
-
-def write_html(out_dir: Path, document: dict[str, Any]) -> dict[str, Any]:
-    """The quality charts and report.html, from the saved results alone (what `schedcmp report` rebuilds)."""
-    from schedcmp import chart, html_report
-
-    document["charts"] = chart.write_charts(out_dir, document)
-    document["report"] = "report.html"
-    report.write_atomic(out_dir / "results.json", report.to_json(document))
-    html_report.write_report(out_dir, document)
-    return document
 
 
 REQUIRED_RUN_FIELDS = ("id", "scheduler", "status", "steps", "seed", "prompt")
@@ -370,12 +357,14 @@ def rebuild_report(folder: Path) -> Path:
     for name, empty in (("references", []), ("interval", None), ("charts", []), ("report", None), ("sheets", [])):
         document.setdefault(name, empty)
     try:
-        write_html(folder, document)
+        document["charts"], document["report"] = chart.write_charts(folder, document), html_report.REPORT_NAME
+        page = html_report.write_report(folder, document)
+        report.write_atomic(path, report.to_json(document))  # last: it names the charts and the page only once they exist
     except OSError as error:
         raise OutputError(f"cannot write the report into {folder}: {error.strerror or error}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as error:  # a hand-edited results.json
         raise OutputError(f"cannot build a report from {path}: a field has an unexpected value ({type(error).__name__}: {error})") from None
-    return folder / "report.html"
+    return page
 
 
 def reference_identity(sampler: Sampler) -> dict[str, Any]:

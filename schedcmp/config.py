@@ -70,6 +70,11 @@ class RunSpec:
     interval: str | None = None
 
 
+# Everything that decides what a run produces (not its id or batch): a resumed cell and a cached reference
+# count only when every one of these is the same.
+RUN_SETTINGS = ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "call_args", "interval")
+
+
 def effective_overrides(spec: RunSpec) -> dict[str, Any]:
     """The scheduler overrides a run is built with: its own, and the spacing that puts it on its reference's interval."""
     return {**spec.overrides, **({"timestep_spacing": spec.interval} if spec.interval else {})}

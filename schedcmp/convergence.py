@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from schedcmp import metrics
-from schedcmp.config import RunSpec, effective_overrides
+from schedcmp.config import RUN_SETTINGS, RunSpec, effective_overrides
 from schedcmp.errors import UsageError
-from schedcmp.schedulers import SchedulerChoice, parse_entry, resolve_entry, short_name
+from schedcmp.schedulers import SchedulerChoice, init_params, parse_entry, resolve_entry, short_name
 
 # Why config.DEFAULT_REFERENCE is DPM++ 2M with Karras sigmas at 400 steps: Karras sigmas crowd the steps
 # where the noise is low, where uniform-in-t steps are coarsest (σ grows like √t there), so over the same
@@ -160,10 +160,6 @@ def differs(start: float | None, reference_start: float | None) -> bool:
     return start is not None and reference_start is not None and abs(start - reference_start) > INTERVAL_SLACK
 
 
-def init_params(cls: type) -> set[str]:
-    return set(inspect.signature(cls.__init__).parameters)
-
-
 # -- stochastic or not, found by running the scheduler ------------------------------------------------
 
 
@@ -252,8 +248,7 @@ def weights_fingerprint(pipe: Any) -> str:
 
 def cache_key(identity: dict[str, Any], spec: RunSpec) -> str:
     """The cache entry of one reference: what `identity` says of the model and machine, and the run's every setting."""
-    fields = {name: getattr(spec, name) for name in ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "steps",
-                                                     "guidance_scale", "width", "height", "call_args", "interval")}
+    fields = {name: getattr(spec, name) for name in RUN_SETTINGS}
     text = json.dumps({"identity": identity, "run": fields}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

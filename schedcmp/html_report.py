@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from schedcmp.check_report import data_uri
-from schedcmp.report import label, write_atomic
+from schedcmp.report import PARETO_NAMES, label, write_atomic
 
+REPORT_NAME = "report.html"
 STOCHASTIC_NOTE = "stochastic: not ranked against the ODE reference"
 STATUS_COLOURS = {"ok": "#1a7f37", "failed": "#cf222e", "suspect": "#bc4c00", "filtered": "#57606a"}
-COST_NAMES = {"seconds": "time", "nfe": "NFE"}
 
 # (key, header text, how the column sorts: "number", "text" or None for not at all)
 COLUMNS = [
@@ -96,7 +96,7 @@ def cells(entry: dict[str, Any], folder: Path) -> dict[str, tuple[str, Any]]:
     """Each column's (inner HTML, sort value) for one run."""
     name = label(entry)
     front = pareto_costs(entry)
-    badge = f' <span class="pareto">Pareto: {" · ".join(COST_NAMES.get(c, c) for c in front)}</span>' if front else ""
+    badge = f' <span class="pareto">Pareto: {" · ".join(PARETO_NAMES.get(c, c) for c in front)}</span>' if front else ""
     distance = entry.get("distance") or {}
     stochastic = entry.get("determinism") == "stochastic"
     order_html, order_value = order_cell(entry.get("order"))
@@ -263,7 +263,7 @@ def page(document: dict[str, Any], folder: Path) -> str:
 
 def write_report(folder: Path, document: dict[str, Any]) -> Path:
     """folder/report.html, written atomically; returns its path."""
-    path = Path(folder) / "report.html"
+    path = Path(folder) / REPORT_NAME
     write_atomic(path, page(document, folder))
     return path
 
