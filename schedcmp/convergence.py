@@ -20,7 +20,7 @@ from typing import Any
 from schedcmp import metrics
 from schedcmp.config import RUN_SETTINGS, RunSpec, effective_overrides
 from schedcmp.errors import UsageError
-from schedcmp.schedulers import SchedulerChoice, init_params, parse_entry, resolve_entry, short_name
+from schedcmp.schedulers import SchedulerChoice, display_label, init_params, parse_entry, resolve_entry, short_name
 
 # Why config.DEFAULT_REFERENCE is DPM++ 2M with Karras sigmas at 400 steps: Karras sigmas crowd the steps
 # where the noise is low, where uniform-in-t steps are coarsest (σ grows like √t there), so over the same
@@ -110,10 +110,10 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
 
     With "leading" spacing and `steps_offset` (what Stable Diffusion 1.5's config gives DDIM, PNDM and DDPM),
     20 steps start at t=951 while the default reference starts at t=999: such a run integrates over a
-    shorter interval than its reference and would be judged for it. Those runs, and only those, get "trailing" spacing, which
-    starts every step count at the last training timestep; runs already on the interval keep their own
-    schedule, since forcing one on them changes what they are (Euler's Karras sigmas, for one, would then
-    stop short of the lowest noise level).
+    shorter interval than its reference and would be judged for it. Those runs, and only those, get
+    "trailing" spacing, which starts every step count at the last training timestep; runs already on the
+    interval keep their own schedule, since forcing one on them changes what they are (Euler's Karras
+    sigmas, for one, would then stop short of the lowest noise level).
     """
     def start_of(spec: RunSpec) -> float | None:
         return start_timestep(classes[spec.scheduler], config, effective_overrides(spec), spec.steps)
@@ -127,8 +127,9 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
         start = start_of(spec)
         if differs(start, reference_start) and accepts_spacing(spec):
             moved = replace(spec, interval="trailing")
-            if not differs(start_of(moved), reference_start):  # only a move that lands on the interval
-                spec, start = moved, start_of(moved)
+            moved_start = start_of(moved)
+            if not differs(moved_start, reference_start):  # only a move that lands on the interval
+                spec, start = moved, moved_start
         if differs(start, reference_start):
             off_interval[spec.id] = f"starts at t={start:.1f}, the reference at t={reference_start:.1f}: not on its interval"
         placed.append(spec)
@@ -151,7 +152,7 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
     elsewhere = list(dict.fromkeys(short_name(spec.scheduler) for spec in placed if spec.id in off_interval))
     if elsewhere:
         note += f"; {', '.join(elsewhere)} start{'s' if len(elsewhere) == 1 else ''} elsewhere and {'is' if len(elsewhere) == 1 else 'are'} not compared"
-    text = f"{short_name(choice.class_name)}" + (f"({', '.join(f'{k}={v}' for k, v in choice.overrides.items())})" if choice.overrides else "") + f":{choice.steps}"
+    text = f"{display_label(choice.class_name, None, choice.overrides)}:{choice.steps}"
     interval = {"spacing": "trailing" if moved else None, "forced": bool(moved), "moved": moved, "start_timestep": reference_start, "note": note}
     return placed, ReferencePlan(text, specs, half_specs, of_run, interval, off_interval)
 
