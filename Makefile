@@ -30,6 +30,7 @@ system-deps:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq fonts-noto-color-emoji libfribidi0 chromium; }
 
 test: install system-deps
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: install

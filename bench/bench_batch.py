@@ -19,7 +19,9 @@ def sweep(model, settings, folder: Path) -> tuple[float, int | None]:
     from schedcmp import compare
 
     started = time.perf_counter()
-    outcome = compare.run_comparison(settings, compare.ModelOptions(), compare.OutputOptions(out=folder, format="json", no_sheet=True), loaded=model)
+    outcome = compare.run_comparison(
+        settings, compare.ModelOptions(), compare.OutputOptions(out=folder, format="json", no_sheet=True), loaded=model
+    )
     seconds = time.perf_counter() - started
     peaks = [r["peak_memory_bytes"] for r in outcome.document["runs"] if r["peak_memory_bytes"]]
     return seconds, max(peaks) if peaks else None
@@ -40,8 +42,16 @@ def main() -> None:
     from schedcmp.config import Settings
 
     pipeline.quiet_libraries()
-    model = pipeline.load(args.model, pipeline.resolve_device("auto"), pipeline.resolve_dtype("auto", pipeline.resolve_device("auto")))
-    batched = Settings(prompts=("astronaut",), schedulers=args.schedulers, seeds=tuple(range(args.seeds)), steps=(args.steps,), batch_size=args.batch_size)
+    model = pipeline.load(
+        args.model, pipeline.resolve_device("auto"), pipeline.resolve_dtype("auto", pipeline.resolve_device("auto"))
+    )
+    batched = Settings(
+        prompts=("astronaut",),
+        schedulers=args.schedulers,
+        seeds=tuple(range(args.seeds)),
+        steps=(args.steps,),
+        batch_size=args.batch_size,
+    )
     single = replace(batched, batch_size=1)
     times: dict[str, list[float]] = {"batched": [], "single": []}
     peaks: dict[str, int | None] = {}
@@ -50,13 +60,23 @@ def main() -> None:
             seconds, peak = sweep(model, settings, Path(scratch) / str(number))
             times[name].append(seconds)
             peaks[name] = max(peaks.get(name) or 0, peak or 0) or None
-            print(f"{name:8s} {seconds:7.2f} s  peak memory {peak / 2**20 if peak else float('nan'):.0f} MiB", flush=True)
+            print(
+                f"{name:8s} {seconds:7.2f} s  peak memory {peak / 2**20 if peak else float('nan'):.0f} MiB", flush=True
+            )
     batched_seconds = min(times["batched"])
     single_seconds = times["single"][0]
     print()
-    print(f"model: {model.name} on {model.device} {model.dtype}; {args.seeds} seeds x all schedulers, {args.steps} steps")
-    print(f"one call per image   {single_seconds:7.2f} s  peak {peaks['single'] / 2**20 if peaks['single'] else float('nan'):.0f} MiB")
-    print(f"batched (<= {args.batch_size})      {batched_seconds:7.2f} s  peak {peaks['batched'] / 2**20 if peaks['batched'] else float('nan'):.0f} MiB  (faster of two runs)")
+    print(
+        f"model: {model.name} on {model.device} {model.dtype}; {args.seeds} seeds x all schedulers, {args.steps} steps"
+    )
+    print(
+        f"one call per image   {single_seconds:7.2f} s  "
+        f"peak {peaks['single'] / 2**20 if peaks['single'] else float('nan'):.0f} MiB"
+    )
+    print(
+        f"batched (<= {args.batch_size})      {batched_seconds:7.2f} s  "
+        f"peak {peaks['batched'] / 2**20 if peaks['batched'] else float('nan'):.0f} MiB  (faster of two runs)"
+    )
     print(f"speed-up             {single_seconds / batched_seconds:.2f}x  (target: >= 1.5x on CPU)")
 
 

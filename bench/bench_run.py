@@ -75,7 +75,10 @@ def main() -> None:
             decode_totals["decode"] = 0.0
             started = time.perf_counter()
             outcome = compare.run_comparison(
-                settings, compare.ModelOptions(), compare.OutputOptions(out=Path(scratch) / f"run{round_number}", format="json"), loaded=model
+                settings,
+                compare.ModelOptions(),
+                compare.OutputOptions(out=Path(scratch) / f"run{round_number}", format="json"),
+                loaded=model,
             )
             total_schedcmp = time.perf_counter() - started  # everything but the load: warm-up, files, sheet
             runs = outcome.document["runs"]
@@ -98,17 +101,32 @@ def main() -> None:
             denoiser_times.append(denoiser)
             decode_times.append(decode)
             outside_shares.append(1 - (denoiser + decode) / schedcmp_seconds)
-            print(f"round {round_number}: plain loop {plain:.2f} s, schedcmp {total_schedcmp:.2f} s "
-                  f"(pipeline calls {schedcmp_seconds:.2f} s), denoiser {denoiser:.2f} s, decode {decode:.2f} s", flush=True)
+            print(
+                f"round {round_number}: plain loop {plain:.2f} s, schedcmp {total_schedcmp:.2f} s "
+                f"(pipeline calls {schedcmp_seconds:.2f} s), denoiser {denoiser:.2f} s, decode {decode:.2f} s",
+                flush=True,
+            )
 
     plain, ours = statistics.median(plain_times), statistics.median(schedcmp_times)
     print()
-    print(f"model: {model.name} ({type(pipe).__name__}), {len(runs)} schedulers x {args.steps} steps, {args.rounds} rounds, CPU")
+    print(
+        f"model: {model.name} ({type(pipe).__name__}), "
+        f"{len(runs)} schedulers x {args.steps} steps, {args.rounds} rounds, CPU"
+    )
     print(f"(a) guide's plain loop        median {plain:.2f} s")
-    print(f"(b) schedcmp run              median {ours:.2f} s  (wall time of the whole run but the model load: warm-up, images, results.json, sheet)")
-    print(f"(c) denoiser time in (b)      median {statistics.median(denoiser_times):.2f} s; VAE decode {statistics.median(decode_times):.2f} s")
+    print(
+        f"(b) schedcmp run              median {ours:.2f} s  "
+        "(wall time of the whole run but the model load: warm-up, images, results.json, sheet)"
+    )
+    print(
+        f"(c) denoiser time in (b)      median {statistics.median(denoiser_times):.2f} s; "
+        f"VAE decode {statistics.median(decode_times):.2f} s"
+    )
     print(f"schedcmp / plain loop         {ours / plain:.3f}  (target: <= 1)")
-    print(f"share of schedcmp's pipeline-call time outside denoiser and decode: {100 * statistics.median(outside_shares):.1f} %")
+    print(
+        "share of schedcmp's pipeline-call time outside denoiser and decode: "
+        f"{100 * statistics.median(outside_shares):.1f} %"
+    )
     print(f"schedcmp --help               {help_seconds:.3f} s  (target: < 0.3 s, fresh process)")
 
 

@@ -35,7 +35,20 @@ def main() -> None:
     width, height = model.defaults.width, model.defaults.height
 
     def spec(name, overrides=None, seed=8):
-        return RunSpec("m", name, None, overrides or {}, True, args.prompt, None, seed, args.steps, model.defaults.guidance_scale, width, height)
+        return RunSpec(
+            "m",
+            name,
+            None,
+            overrides or {},
+            True,
+            args.prompt,
+            None,
+            seed,
+            args.steps,
+            model.defaults.guidance_scale,
+            width,
+            height,
+        )
 
     def distance(a, b):
         a, b = compact(a), compact(b)
@@ -70,7 +83,10 @@ def main() -> None:
             continue
         for index, label in ((0, "max_abs"), (1, "cosine")):
             column = [v[index] for v in values]
-            print(f"  {condition:15s} {label:8s} {min(column):.4g} .. {statistics.median(column):.4g} .. {max(column):.4g}")
+            print(
+                f"  {condition:15s} {label:8s} "
+                f"{min(column):.4g} .. {statistics.median(column):.4g} .. {max(column):.4g}"
+            )
 
 
 if __name__ == "__main__":

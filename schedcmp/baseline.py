@@ -31,7 +31,15 @@ EXIT_NONDETERMINISTIC = 4
 EXIT_NO_CASES = 5
 
 # Config keys that say where or when a component was saved, not what it is.
-VOLATILE_CONFIG_KEYS = {"_name_or_path", "_diffusers_version", "transformers_version", "_commit_hash", "torch_dtype", "dtype", "_use_default_values"}
+VOLATILE_CONFIG_KEYS = {
+    "_name_or_path",
+    "_diffusers_version",
+    "transformers_version",
+    "_commit_hash",
+    "torch_dtype",
+    "dtype",
+    "_use_default_values",
+}
 
 # Measured on the default model with bench/measure_tolerances.py (15 schedulers, 20 steps): a rerun is
 # identical; another CPU thread count moves the float16 outputs by at most 0.00049 (one float16 step) and
@@ -112,7 +120,11 @@ def identity_difference(expected: dict[str, Any], actual: dict[str, Any]) -> str
             continue
         if old is None or new is None or old["class"] != new["class"]:
             return f"component {name}: {new and new['class']} != baseline's {old and old['class']}"
-        keys = sorted(k for k in set(old["config"] or {}) | set(new["config"] or {}) if (old["config"] or {}).get(k) != (new["config"] or {}).get(k))
+        keys = sorted(
+            k
+            for k in set(old["config"] or {}) | set(new["config"] or {})
+            if (old["config"] or {}).get(k) != (new["config"] or {}).get(k)
+        )
         return f"component {name}: config differs in {', '.join(keys[:5])}"
     return None
 
@@ -148,8 +160,24 @@ def load_array(path: Path):
 
 def case_entry(run: dict[str, Any], array) -> dict[str, Any]:
     """A manifest case: the run's settings and where its files are, with hashes of their content."""
-    settings = {key: run[key] for key in ("id", "scheduler", "alias", "overrides", "compatible", "prompt", "negative_prompt",
-                                          "seed", "steps", "guidance_scale", "width", "height", "call_args")}
+    settings = {
+        key: run[key]
+        for key in (
+            "id",
+            "scheduler",
+            "alias",
+            "overrides",
+            "compatible",
+            "prompt",
+            "negative_prompt",
+            "seed",
+            "steps",
+            "guidance_scale",
+            "width",
+            "height",
+            "call_args",
+        )
+    }
     return {
         **settings,
         "batch": run["batch"],  # cells made by one pipeline call are regenerated together, in this order
@@ -167,7 +195,9 @@ def case_entry(run: dict[str, Any], array) -> dict[str, Any]:
 # -- create ----------------------------------------------------------------------------------------------
 
 
-def create(folder: Path, settings: Settings, model_options: ModelOptions, overwrite: bool) -> tuple[Path, dict[str, Any], int]:
+def create(
+    folder: Path, settings: Settings, model_options: ModelOptions, overwrite: bool
+) -> tuple[Path, dict[str, Any], int]:
     """Run the comparison into FOLDER/<device class>/ and write its manifest. -> (folder, manifest, exit code)."""
     from schedcmp import pipeline
 
@@ -181,7 +211,9 @@ def create(folder: Path, settings: Settings, model_options: ModelOptions, overwr
         (target / "arrays").mkdir(exist_ok=True)
         save_array(target / "arrays" / f"{result.spec.id}.npz", arrays[result.spec.id])
 
-    outcome = run_comparison(settings, model_options, OutputOptions(out=target, overwrite=overwrite, format="json"), keep_output=keep)
+    outcome = run_comparison(
+        settings, model_options, OutputOptions(out=target, overwrite=overwrite, format="json"), keep_output=keep
+    )
     document = outcome.document
     stored = [run for run in document["runs"] if run["id"] in arrays]
     skipped = [run["id"] for run in document["runs"] if run["id"] not in arrays]
@@ -191,7 +223,11 @@ def create(folder: Path, settings: Settings, model_options: ModelOptions, overwr
         "kind": "baseline",
         "schema_version": SCHEMA_VERSION,
         "created": now(),
-        "model": {"source": model_options.model, "name": document["model"], "identity": model_identity(outcome.model.pipe)},
+        "model": {
+            "source": model_options.model,
+            "name": document["model"],
+            "identity": model_identity(outcome.model.pipe),
+        },
         "environment": environment(document["device"], document["dtype"], document["generator_device"]),
         "cases": [],
     }
@@ -225,14 +261,18 @@ def find_manifest(folder: Path, running_class: str, profile: str | None) -> tupl
     """-> (the device-class folder to check against, the tolerance profile), with a notice when crossing devices."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise BaselineError(f"baseline folder {folder} does not exist (make one with `schedcmp baseline create {folder}`)")
+        raise BaselineError(
+            f"baseline folder {folder} does not exist (make one with `schedcmp baseline create {folder}`)"
+        )
     classes = sorted(p.name for p in folder.iterdir() if (p / MANIFEST).is_file())
     if not classes:
         raise BaselineError(f"baseline folder {folder} holds no cases (no */{MANIFEST})", exit_code=EXIT_NO_CASES)
     if running_class in classes:
         return folder / running_class, profile or "same-device"
     chosen = classes[0]
-    output.info(f"notice: no {running_class} baseline in {folder}; checking against {chosen} with cross-device tolerances")
+    output.info(
+        f"notice: no {running_class} baseline in {folder}; checking against {chosen} with cross-device tolerances"
+    )
     return folder / chosen, profile or "cross-device"
 
 
@@ -245,7 +285,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or not required <= set(manifest) or manifest.get("kind") != "baseline":
         raise BaselineError(f"corrupt manifest {path / MANIFEST}: not a schedcmp baseline manifest")
     if manifest["schema_version"] != SCHEMA_VERSION:
-        raise BaselineError(f"manifest {path / MANIFEST} has schema_version {manifest['schema_version']}; this schedcmp reads {SCHEMA_VERSION}")
+        raise BaselineError(
+            f"manifest {path / MANIFEST} has schema_version {manifest['schema_version']}; "
+            f"this schedcmp reads {SCHEMA_VERSION}"
+        )
     if not manifest["cases"]:
         raise BaselineError(f"baseline {path} holds no cases", exit_code=EXIT_NO_CASES)
     return manifest
@@ -286,9 +329,18 @@ def tolerance_for(case: dict[str, Any], profile: str, overrides: dict[str, dict[
 
 def spec_of(case: dict[str, Any]) -> RunSpec:
     return RunSpec(
-        id=case["id"], scheduler=case["scheduler"], alias=case["alias"], overrides=case["overrides"],
-        compatible=case["compatible"], prompt=case["prompt"], negative_prompt=case["negative_prompt"], seed=case["seed"],
-        steps=case["steps"], guidance_scale=case["guidance_scale"], width=case["width"], height=case["height"],
+        id=case["id"],
+        scheduler=case["scheduler"],
+        alias=case["alias"],
+        overrides=case["overrides"],
+        compatible=case["compatible"],
+        prompt=case["prompt"],
+        negative_prompt=case["negative_prompt"],
+        seed=case["seed"],
+        steps=case["steps"],
+        guidance_scale=case["guidance_scale"],
+        width=case["width"],
+        height=case["height"],
         call_args=case.get("call_args") or {},
     )
 
@@ -349,7 +401,9 @@ def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]
     try:
         with Sampler(model, generator_device) as sampler:
             for group in groups.values():
-                progress.started(len(results) + 1, group[0]["id"] + (f" ×{len(group)}" if len(group) > 1 else ""), group[0]["steps"])
+                progress.started(
+                    len(results) + 1, group[0]["id"] + (f" ×{len(group)}" if len(group) > 1 else ""), group[0]["steps"]
+                )
                 started = time.perf_counter()
                 made = sampler.run_batch([spec_of(case) for case in group], repeat=2 if options.preflight else 1)
                 seconds = (time.perf_counter() - started) / len(group)
@@ -366,11 +420,25 @@ def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]
     return document, results, check_exit_code(results)
 
 
-def judge_case(folder: Path, case: dict[str, Any], result, rgb, float_output, tolerance: metrics.Tolerance, preflight: bool, seconds: float) -> CaseResult:
+def judge_case(
+    folder: Path,
+    case: dict[str, Any],
+    result,
+    rgb,
+    float_output,
+    tolerance: metrics.Tolerance,
+    preflight: bool,
+    seconds: float,
+) -> CaseResult:
     """One regenerated case against its stored files: error, nondeterministic, missing, or the metrics' verdict."""
     from schedcmp.sample import pixel_sha256
 
-    outcome = CaseResult(case=case, status=metrics.ERROR, tolerance={"max_abs": tolerance.max_abs, "cosine": tolerance.cosine}, seconds=seconds)
+    outcome = CaseResult(
+        case=case,
+        status=metrics.ERROR,
+        tolerance={"max_abs": tolerance.max_abs, "cosine": tolerance.cosine},
+        seconds=seconds,
+    )
     if rgb is None:
         outcome.error = result.reason
         return outcome
@@ -385,14 +453,19 @@ def judge_case(folder: Path, case: dict[str, Any], result, rgb, float_output, to
         return outcome
     outcome.baseline_rgb, baseline_array = stored
     same = pixel_sha256(rgb) == case["pixel_sha256"] and array_sha256(outcome.array) == case["array_sha256"]
-    outcome.status, outcome.metrics = metrics.compare(baseline_array, outcome.array, outcome.baseline_rgb, rgb, same, tolerance)
+    outcome.status, outcome.metrics = metrics.compare(
+        baseline_array, outcome.array, outcome.baseline_rgb, rgb, same, tolerance
+    )
     return outcome
 
 
 def write_updates(folder: Path, manifest: dict[str, Any], results: list[CaseResult], mode: str) -> None:
     """The explicit way to write into a baseline: `--update missing|changed|all`."""
-    wanted = {"missing": {metrics.MISSING}, "changed": {metrics.MISSING, metrics.DRIFT, metrics.WITHIN},
-              "all": {metrics.MISSING, metrics.DRIFT, metrics.WITHIN, metrics.MATCH}}[mode]
+    wanted = {
+        "missing": {metrics.MISSING},
+        "changed": {metrics.MISSING, metrics.DRIFT, metrics.WITHIN},
+        "all": {metrics.MISSING, metrics.DRIFT, metrics.WITHIN, metrics.MATCH},
+    }[mode]
     from schedcmp.sample import pixel_sha256
 
     for outcome in results:
@@ -410,7 +483,12 @@ def write_updates(folder: Path, manifest: dict[str, Any], results: list[CaseResu
     report.write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
-SEVERITY = [(metrics.ERROR, EXIT_GENERATION_ERROR), (metrics.DRIFT, EXIT_DRIFT), (metrics.MISSING, EXIT_DRIFT), (metrics.NONDETERMINISTIC, EXIT_NONDETERMINISTIC)]
+SEVERITY = [
+    (metrics.ERROR, EXIT_GENERATION_ERROR),
+    (metrics.DRIFT, EXIT_DRIFT),
+    (metrics.MISSING, EXIT_DRIFT),
+    (metrics.NONDETERMINISTIC, EXIT_NONDETERMINISTIC),
+]
 
 
 def check_exit_code(results: list[CaseResult]) -> int:
@@ -422,7 +500,9 @@ def check_exit_code(results: list[CaseResult]) -> int:
     return 0
 
 
-def check_document(root: Path, folder: Path, manifest: dict[str, Any], profile: str, device: str, results: list[CaseResult]) -> dict[str, Any]:
+def check_document(
+    root: Path, folder: Path, manifest: dict[str, Any], profile: str, device: str, results: list[CaseResult]
+) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "check",
@@ -468,7 +548,9 @@ def write_artifacts(results_dir: Path, document: dict[str, Any], results: list[C
             report.write_atomic(case_dir / "baseline.png", render.png_bytes(outcome.baseline_rgb))
             entry["baseline_image"] = f"{outcome.case['id']}/baseline.png"
             if outcome.baseline_rgb.shape == outcome.rgb.shape:
-                report.write_atomic(case_dir / "diff.png", render.png_bytes(metrics.diff_heatmap(outcome.baseline_rgb, outcome.rgb)))
+                report.write_atomic(
+                    case_dir / "diff.png", render.png_bytes(metrics.diff_heatmap(outcome.baseline_rgb, outcome.rgb))
+                )
                 entry["diff_image"] = f"{outcome.case['id']}/diff.png"
     report.write_atomic(results_dir / "results.json", report.to_json(document))
     report.write_atomic(results_dir / "report.html", check_report.html(document, results_dir))

@@ -202,7 +202,9 @@ def place_labels(
 
 
 def chart_points(document: dict[str, Any], cost: str) -> list[Point]:
-    """The runs a chart can rank: ok, deterministic, with a distance to the first reference and a cost. Steps join the label in sweeps."""
+    """The runs a chart can rank: ok, deterministic, with a distance to the first reference and a cost.
+
+    Steps join the label in sweeps."""
     from schedcmp.report import label
 
     # Distances to different references (other prompts, seeds or guidance) do not share a scale or a front:
@@ -267,12 +269,19 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
         y = y_axis.position(value)
         draw.line([(plot.left, y), (plot.right, y)], fill=GRID_COLOUR)
         width, _ = text_size(draw, tick_text(value), text_font)
-        draw.text((plot.left - 8 - width, y - text_middle(draw, tick_text(value), text_font)), tick_text(value), fill=TEXT_COLOUR, font=text_font)
+        draw.text(
+            (plot.left - 8 - width, y - text_middle(draw, tick_text(value), text_font)),
+            tick_text(value),
+            fill=TEXT_COLOUR,
+            font=text_font,
+        )
     draw.rectangle([plot.left, plot.top, plot.right, plot.bottom], outline=TEXT_COLOUR)
 
     x_title = CHARTS[cost][1] + (" (log scale)" if x_axis.log else "")
     width, _ = text_size(draw, x_title, title_font)
-    draw.text(((plot.left + plot.right - width) / 2, HEIGHT - MARGIN_BOTTOM / 2), x_title, fill=TEXT_COLOUR, font=title_font)
+    draw.text(
+        ((plot.left + plot.right - width) / 2, HEIGHT - MARGIN_BOTTOM / 2), x_title, fill=TEXT_COLOUR, font=title_font
+    )
     y_title = Y_TITLE + (" (log scale)" if y_axis.log else "")
     width, height = text_size(draw, y_title, title_font)
     turned = Image.new("RGBA", (width + 4, height + 8), (255, 255, 255, 0))
@@ -296,7 +305,12 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
     # The front's labels are placed first: they are the ones a reader looks for.
     order = sorted(range(len(points)), key=lambda i: not points[i].on_front)
     sizes = [text_size(draw, points[i].label, text_font) for i in order]
-    boxes = place_labels([anchors[i] for i in order], [(w + 2, h + 4) for w, h in sizes], plot, obstacles=tuple(segment_boxes(front_line)))
+    boxes = place_labels(
+        [anchors[i] for i in order],
+        [(w + 2, h + 4) for w, h in sizes],
+        plot,
+        obstacles=tuple(segment_boxes(front_line)),
+    )
     for index, box in zip(order, boxes):
         colour = FRONT_COLOUR if points[index].on_front else TEXT_COLOUR
         middle = (box.top + box.bottom) / 2 - text_middle(draw, points[index].label, text_font)
@@ -319,7 +333,9 @@ def draw_legend(draw, text_font, title_font, cost: str) -> None:
         draw.text((x, 44), text, fill=TEXT_COLOUR, font=text_font)
         x -= 2 * MARKER_RADIUS + 6
         marker = [x, 44 + 2, x + 2 * MARKER_RADIUS, 44 + 2 + 2 * MARKER_RADIUS]
-        draw.ellipse(marker, fill=FRONT_COLOUR if filled else "white", outline=FRONT_COLOUR if filled else OTHER_COLOUR, width=2)
+        draw.ellipse(
+            marker, fill=FRONT_COLOUR if filled else "white", outline=FRONT_COLOUR if filled else OTHER_COLOUR, width=2
+        )
         x -= 24
 
 

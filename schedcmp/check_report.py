@@ -13,7 +13,14 @@ from xml.etree import ElementTree
 
 from schedcmp.metrics import DRIFT, ERROR, MATCH, MISSING, NONDETERMINISTIC, WITHIN
 
-STATUS_COLOURS = {MATCH: "#1a7f37", WITHIN: "#4d7c0f", DRIFT: "#cf222e", MISSING: "#cf222e", ERROR: "#8250df", NONDETERMINISTIC: "#bc4c00"}
+STATUS_COLOURS = {
+    MATCH: "#1a7f37",
+    WITHIN: "#4d7c0f",
+    DRIFT: "#cf222e",
+    MISSING: "#cf222e",
+    ERROR: "#8250df",
+    NONDETERMINISTIC: "#bc4c00",
+}
 
 
 def metric_text(case: dict[str, Any]) -> str:
@@ -52,7 +59,8 @@ img {{ image-rendering: pixelated; width: 256px; border: 1px solid #d0d7de; }}
 <body>
 <h1>schedcmp check</h1>
 <p>{summary}</p>
-<table><thead><tr><th>case</th><th>scheduler</th><th>status</th><th>metrics (tolerance)</th><th>seconds</th></tr></thead>
+<table><thead><tr><th>case</th><th>scheduler</th><th>status</th><th>metrics (tolerance)</th><th>seconds</th></tr>
+</thead>
 <tbody>
 {rows}
 </tbody></table>
@@ -92,7 +100,8 @@ def html(document: dict[str, Any], results_dir: Path) -> str:
             f"<td>{escape(detail)}</td><td>{seconds}</td></tr>"
         )
         figures = [
-            f'<figure><img alt="{label} of {escape(case["id"])}" src="{data_uri(results_dir / case[key])}"><figcaption>{label}</figcaption></figure>'
+            f'<figure><img alt="{label} of {escape(case["id"])}" src="{data_uri(results_dir / case[key])}">'
+            f"<figcaption>{label}</figcaption></figure>"
             for key, label in (("baseline_image", "baseline"), ("result_image", "result"), ("diff_image", "difference"))
             if case.get(key) and (results_dir / case[key]).is_file()
         ]
@@ -101,7 +110,9 @@ def html(document: dict[str, Any], results_dir: Path) -> str:
                 f'<div class="case" id="{escape(case["id"])}"><h3>{escape(case["id"])}: {escape(case["status"])}</h3>'
                 f'<div class="images">{"".join(figures)}</div></div>'
             )
-    return PAGE.format(title=escape(document["baseline"]), summary=summary, rows="\n".join(rows), cases="\n".join(sections))
+    return PAGE.format(
+        title=escape(document["baseline"]), summary=summary, rows="\n".join(rows), cases="\n".join(sections)
+    )
 
 
 def junit_xml(document: dict[str, Any]) -> str:
@@ -111,11 +122,20 @@ def junit_xml(document: dict[str, Any]) -> str:
     errors = sum(c["status"] == ERROR for c in cases)
     seconds = sum(c.get("seconds") or 0.0 for c in cases)
     suite = ElementTree.Element(
-        "testsuite", name="schedcmp check", tests=str(len(cases)), failures=str(failures), errors=str(errors), time=f"{seconds:.3f}"
+        "testsuite",
+        name="schedcmp check",
+        tests=str(len(cases)),
+        failures=str(failures),
+        errors=str(errors),
+        time=f"{seconds:.3f}",
     )
     for case in cases:
         element = ElementTree.SubElement(
-            suite, "testcase", classname=f"schedcmp.{document['baseline_device_class']}", name=case["id"], time=f"{case.get('seconds') or 0.0:.3f}"
+            suite,
+            "testcase",
+            classname=f"schedcmp.{document['baseline_device_class']}",
+            name=case["id"],
+            time=f"{case.get('seconds') or 0.0:.3f}",
         )
         properties = ElementTree.SubElement(element, "properties")
         ElementTree.SubElement(properties, "property", name="status", value=case["status"])
@@ -129,7 +149,9 @@ def junit_xml(document: dict[str, Any]) -> str:
             message = f"{case['status']}: {case.get('error') or metric_text(case)}"
             ElementTree.SubElement(element, "failure", message=message, type=case["status"]).text = message
         elif case["status"] == ERROR:
-            ElementTree.SubElement(element, "error", message=case.get("error") or "generation failed", type="error").text = case.get("error")
+            ElementTree.SubElement(
+                element, "error", message=case.get("error") or "generation failed", type="error"
+            ).text = case.get("error")
     ElementTree.indent(suite)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(suite, encoding="unicode") + "\n"
 

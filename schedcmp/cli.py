@@ -13,7 +13,14 @@ from typing import List, Optional
 import typer
 
 from schedcmp import __version__
-from schedcmp.config import DEFAULT_BATCH_SIZE, DEFAULT_REFERENCE, Settings, load_config_file, parse_call_args, parse_numbers
+from schedcmp.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_REFERENCE,
+    Settings,
+    load_config_file,
+    parse_call_args,
+    parse_numbers,
+)
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_USAGE, SchedcmpError
 
 app = typer.Typer(
@@ -64,30 +71,69 @@ Exit codes: 0 ok; 1 a run failed (with --strict: or is suspect/filtered); 2 usag
 
 # The flags of a comparison, shared by `run` and `baseline create`. Defaults are None so that a --config
 # file's value shows through wherever the command line says nothing; DEFAULTS below fill the rest.
-SCHEDULERS = typer.Option(None, "--schedulers", "-s", help="Which schedulers: all, all+ or a list (grammar above). [default: all]")
-MODEL = typer.Option(None, "--model", "-m", help="Diffusers folder, hub id or .safetensors file. Default: the embedded model.")
-MODEL_CONFIG = typer.Option(None, "--model-config", help="For a single-file checkpoint: a diffusers folder or hub id holding its configs.")
+SCHEDULERS = typer.Option(
+    None, "--schedulers", "-s", help="Which schedulers: all, all+ or a list (grammar above). [default: all]"
+)
+MODEL = typer.Option(
+    None, "--model", "-m", help="Diffusers folder, hub id or .safetensors file. Default: the embedded model."
+)
+MODEL_CONFIG = typer.Option(
+    None, "--model-config", help="For a single-file checkpoint: a diffusers folder or hub id holding its configs."
+)
 SEED = typer.Option(None, "--seed", help="Seed(s) of the fresh generator each cell gets: 8, 1-4, 1,5,9. [default: 0]")
-STEPS = typer.Option(None, "--steps", help="Denoising steps: 20, 10,20,30, 10-50:10 or 10-50/5 (default: the pipeline's own).")
-GUIDANCE = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale(s): 7.5 or 5,7.5 or 3-9:1.5 (default: the pipeline's own).")
+STEPS = typer.Option(
+    None, "--steps", help="Denoising steps: 20, 10,20,30, 10-50:10 or 10-50/5 (default: the pipeline's own)."
+)
+GUIDANCE = typer.Option(
+    None,
+    "--guidance-scale",
+    help="Classifier-free guidance scale(s): 7.5 or 5,7.5 or 3-9:1.5 (default: the pipeline's own).",
+)
 WIDTH = typer.Option(None, "--width", help="Image width in pixels (default: the model's native size).")
 HEIGHT = typer.Option(None, "--height", help="Image height in pixels (default: the model's native size).")
 NEGATIVE = typer.Option(None, "--negative-prompt", help="Negative prompt.")
 CALL_ARG = typer.Option(None, "--call-arg", help="KEY=VALUE passed to the pipeline call, e.g. eta=0.3 (repeatable).")
 DEVICE = typer.Option(None, "--device", help="auto|cpu|cuda|mps (auto: cuda, then mps, then cpu). [default: auto]")
 DTYPE = typer.Option(None, "--dtype", help="auto|fp32|fp16|bf16 (auto: fp16 on cuda, fp32 otherwise). [default: auto]")
-GENERATOR_DEVICE = typer.Option(None, "--generator-device", help="cpu (default, same images on every machine) or device (the run device's RNG, as the guide does on cuda).")
-PROMPTS_FILE = typer.Option(None, "--prompts-file", help="Prompts, one per line (- for stdin); the PROMPT argument is then optional.")
+GENERATOR_DEVICE = typer.Option(
+    None,
+    "--generator-device",
+    help="cpu (default, same images on every machine) or device (the run device's RNG, as the guide does on cuda).",
+)
+PROMPTS_FILE = typer.Option(
+    None, "--prompts-file", help="Prompts, one per line (- for stdin); the PROMPT argument is then optional."
+)
 CONFIG = typer.Option(None, "--config", help="A preset (configs/*.toml); flags on the command line override it.")
-SEED_MODE = typer.Option(None, "--seed-mode", help="same: every cell of a row gets the same seed; index: seed + the cell's index in its row. [default: same]")
-BATCH_SIZE = typer.Option(None, "--batch-size", help="Cells that differ only in seed or prompt share one pipeline call, up to N images (1: no batching). [default: 8]")
+SEED_MODE = typer.Option(
+    None,
+    "--seed-mode",
+    help="same: every cell of a row gets the same seed; index: seed + the cell's index in its row. [default: same]",
+)
+BATCH_SIZE = typer.Option(
+    None,
+    "--batch-size",
+    help="Cells that differ only in seed or prompt share one pipeline call, up to N images (1: no batching). "
+    "[default: 8]",
+)
 OVERWRITE = typer.Option(False, "--overwrite", help="Write into a non-empty output folder.")
-ALLOW_INCOMPATIBLE = typer.Option(False, "--allow-incompatible", help="Run schedulers outside the pipeline's compatibles.")
-ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Load pickle weights (.bin/.ckpt): only for models you trust.")
+ALLOW_INCOMPATIBLE = typer.Option(
+    False, "--allow-incompatible", help="Run schedulers outside the pipeline's compatibles."
+)
+ALLOW_PICKLE = typer.Option(
+    False, "--allow-pickle", help="Load pickle weights (.bin/.ckpt): only for models you trust."
+)
 
 DEFAULTS = {
-    "schedulers": "all", "seed": "0", "device": "auto", "dtype": "auto", "generator_device": "cpu", "repeat": 1,
-    "format": "table", "seed_mode": "same", "batch_size": DEFAULT_BATCH_SIZE, "call_arg": [],
+    "schedulers": "all",
+    "seed": "0",
+    "device": "auto",
+    "dtype": "auto",
+    "generator_device": "cpu",
+    "repeat": 1,
+    "format": "table",
+    "seed_mode": "same",
+    "batch_size": DEFAULT_BATCH_SIZE,
+    "call_arg": [],
 }
 
 
@@ -125,19 +171,34 @@ def comparison_from(values: dict):
         schedulers=values["schedulers"],
         seeds=parse_numbers(values["seed"], "--seed"),
         steps=parse_numbers(values["steps"], "--steps") if values.get("steps") is not None else (),
-        guidance_scales=parse_numbers(values["guidance_scale"], "--guidance-scale", integers=False) if values.get("guidance_scale") is not None else (),
-        width=values.get("width"), height=values.get("height"), negative_prompt=values.get("negative_prompt"),
-        call_args=parse_call_args(values["call_arg"]), allow_incompatible=bool(values.get("allow_incompatible")),
-        repeat=values["repeat"], generator_device=values["generator_device"], seed_mode=values["seed_mode"],
+        guidance_scales=parse_numbers(values["guidance_scale"], "--guidance-scale", integers=False)
+        if values.get("guidance_scale") is not None
+        else (),
+        width=values.get("width"),
+        height=values.get("height"),
+        negative_prompt=values.get("negative_prompt"),
+        call_args=parse_call_args(values["call_arg"]),
+        allow_incompatible=bool(values.get("allow_incompatible")),
+        repeat=values["repeat"],
+        generator_device=values["generator_device"],
+        seed_mode=values["seed_mode"],
         batch_size=values["batch_size"],
     )
-    model_options = compare.ModelOptions(values.get("model"), values.get("model_config"), bool(values.get("allow_pickle")), values["device"], values["dtype"])
+    model_options = compare.ModelOptions(
+        values.get("model"),
+        values.get("model_config"),
+        bool(values.get("allow_pickle")),
+        values["device"],
+        values["dtype"],
+    )
     return settings, model_options
 
 
 @app.command("run", help=RUN_HELP.replace("{reference}", DEFAULT_REFERENCE), no_args_is_help=True)
 def run_command(
-    prompt: Optional[str] = typer.Argument(None, help="The prompt every scheduler gets (or use --prompts-file / --config)."),
+    prompt: Optional[str] = typer.Argument(
+        None, help="The prompt every scheduler gets (or use --prompts-file / --config)."
+    ),
     schedulers: Optional[str] = SCHEDULERS,
     model: Optional[str] = MODEL,
     model_config: Optional[str] = MODEL_CONFIG,
@@ -151,40 +212,74 @@ def run_command(
     device: Optional[str] = DEVICE,
     dtype: Optional[str] = DTYPE,
     generator_device: Optional[str] = GENERATOR_DEVICE,
-    repeat: Optional[int] = typer.Option(None, "--repeat", help="Time each cell N times (same image); report median, min and max. [default: 1]"),
+    repeat: Optional[int] = typer.Option(
+        None, "--repeat", help="Time each cell N times (same image); report median, min and max. [default: 1]"
+    ),
     prompts_file: Optional[str] = PROMPTS_FILE,
     config: Optional[str] = CONFIG,
-    x: Optional[str] = typer.Option(None, "--x", help="The grid's columns: steps|seed|guidance_scale|prompt (default: the first that varies)."),
-    z: Optional[str] = typer.Option(None, "--z", help="A grid of grids in one image: one grid per value of this axis, one under the other."),
+    x: Optional[str] = typer.Option(
+        None, "--x", help="The grid's columns: steps|seed|guidance_scale|prompt (default: the first that varies)."
+    ),
+    z: Optional[str] = typer.Option(
+        None, "--z", help="A grid of grids in one image: one grid per value of this axis, one under the other."
+    ),
     seed_mode: Optional[str] = SEED_MODE,
     batch_size: Optional[int] = BATCH_SIZE,
     no_sheet: bool = typer.Option(False, "--no-sheet", help="No images and no sheet: a pure timing sweep."),
-    events: Optional[str] = typer.Option(None, "--events", help="Write one NDJSON line per finished cell to this file (- for stdout)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted sweep in this folder: verified cells are skipped."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: ./schedcmp-runs/<timestamp>-<prompt>/)."),
+    events: Optional[str] = typer.Option(
+        None, "--events", help="Write one NDJSON line per finished cell to this file (- for stdout)."
+    ),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue an interrupted sweep in this folder: verified cells are skipped."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Output folder (default: ./schedcmp-runs/<timestamp>-<prompt>/)."
+    ),
     overwrite: bool = OVERWRITE,
-    output_format: Optional[str] = typer.Option(None, "--format", "-f", help="table|json|csv|markdown: json/csv/markdown go to stdout alone. [default: table]"),
+    output_format: Optional[str] = typer.Option(
+        None, "--format", "-f", help="table|json|csv|markdown: json/csv/markdown go to stdout alone. [default: table]"
+    ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on suspect or filtered runs too."),
     allow_incompatible: bool = ALLOW_INCOMPATIBLE,
     allow_pickle: bool = ALLOW_PICKLE,
-    reference: bool = typer.Option(False, "--reference", help="Measure each run's distance to a converged reference run (cached)."),
-    reference_spec: Optional[str] = typer.Option(None, "--reference-spec", help="The reference: one entry with :STEPS, e.g. DPMSolverMultistep:200 (implies --reference)."),
-    html: bool = typer.Option(False, "--html", help="Also write report.html (self-contained); with --reference, the quality-vs-cost charts too."),
+    reference: bool = typer.Option(
+        False, "--reference", help="Measure each run's distance to a converged reference run (cached)."
+    ),
+    reference_spec: Optional[str] = typer.Option(
+        None,
+        "--reference-spec",
+        help="The reference: one entry with :STEPS, e.g. DPMSolverMultistep:200 (implies --reference).",
+    ),
+    html: bool = typer.Option(
+        False,
+        "--html",
+        help="Also write report.html (self-contained); with --reference, the quality-vs-cost charts too.",
+    ),
 ) -> None:
     given = dict(locals())  # first: only the flags
     from schedcmp import compare, output, report
 
-    values = merged_values({k: v for k, v in given.items() if k not in ("config", "prompt", "output_format")} |
-                           {"prompt": [prompt] if prompt is not None else None, "format": output_format}, config)
+    values = merged_values(
+        {k: v for k, v in given.items() if k not in ("config", "prompt", "output_format")}
+        | {"prompt": [prompt] if prompt is not None else None, "format": output_format},
+        config,
+    )
     settings, model_options = comparison_from(values)
     output_format = values["format"]
     outcome = compare.run_comparison(
         settings,
         model_options,
         compare.OutputOptions(
-            out=Path(values["out"]) if values.get("out") else None, overwrite=bool(values.get("overwrite")), format=output_format,
-            strict=bool(values.get("strict")), x=values.get("x"), z=values.get("z"), no_sheet=bool(values.get("no_sheet")),
-            events=values.get("events"), resume=resume, html=bool(values.get("html")),
+            out=Path(values["out"]) if values.get("out") else None,
+            overwrite=bool(values.get("overwrite")),
+            format=output_format,
+            strict=bool(values.get("strict")),
+            x=values.get("x"),
+            z=values.get("z"),
+            no_sheet=bool(values.get("no_sheet")),
+            events=values.get("events"),
+            resume=resume,
+            html=bool(values.get("html")),
             reference=values.get("reference_spec") or (DEFAULT_REFERENCE if values.get("reference") else None),
         ),
     )
@@ -196,7 +291,9 @@ def run_command(
     elif output_format == "markdown":
         output.data(report.to_markdown(rows))
     else:
-        output.print_table(rows, f"{outcome.document['pipeline']} · {outcome.document['device']} {outcome.document['dtype']}")
+        output.print_table(
+            rows, f"{outcome.document['pipeline']} · {outcome.document['device']} {outcome.document['dtype']}"
+        )
         for sheet in outcome.sheets:
             output.info(f"contact sheet: {sheet}")
         if outcome.document.get("report"):
@@ -223,8 +320,12 @@ app.add_typer(baseline_app, name="baseline")
 
 @baseline_app.command("create", no_args_is_help=True)
 def baseline_create_command(
-    folder: Path = typer.Argument(..., help="Baseline folder; the cases go into FOLDER/<device class>/ (cpu, cuda-sm90, mps)."),
-    prompt: Optional[str] = typer.Argument(None, help="The prompt every scheduler gets (or use --prompts-file / --config)."),
+    folder: Path = typer.Argument(
+        ..., help="Baseline folder; the cases go into FOLDER/<device class>/ (cpu, cuda-sm90, mps)."
+    ),
+    prompt: Optional[str] = typer.Argument(
+        None, help="The prompt every scheduler gets (or use --prompts-file / --config)."
+    ),
     schedulers: Optional[str] = SCHEDULERS,
     model: Optional[str] = MODEL,
     model_config: Optional[str] = MODEL_CONFIG,
@@ -246,12 +347,17 @@ def baseline_create_command(
     allow_incompatible: bool = ALLOW_INCOMPATIBLE,
     allow_pickle: bool = ALLOW_PICKLE,
 ) -> None:
-    """Run a comparison (the flags of `run`, or --config) and store it as a baseline: images, float outputs, manifest.json."""
+    """Run a comparison (the flags of `run`, or --config) and store it as a baseline.
+
+    It stores images, float outputs and manifest.json."""
     given = dict(locals())  # first: only the flags
     from schedcmp import baseline, output
 
-    values = merged_values({k: v for k, v in given.items() if k not in ("config", "prompt", "folder")} |
-                           {"prompt": [prompt] if prompt is not None else None}, config)
+    values = merged_values(
+        {k: v for k, v in given.items() if k not in ("config", "prompt", "folder")}
+        | {"prompt": [prompt] if prompt is not None else None},
+        config,
+    )
     settings, model_options = comparison_from(values)
     target, manifest, code = baseline.create(folder, settings, model_options, bool(values.get("overwrite")))
     output.info(f"baseline: {len(manifest['cases'])} cases in {target}")
@@ -274,13 +380,27 @@ apply: 3, then 1, then 4.
 @app.command("check", help=CHECK_HELP, no_args_is_help=True)
 def check_command(
     folder: Path = typer.Argument(..., help="A folder made by `schedcmp baseline create`."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Check another copy or version of the baseline's model (same architecture)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Check another copy or version of the baseline's model (same architecture)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps (auto: cuda, then mps, then cpu)."),
-    tolerance: Optional[str] = typer.Option(None, "--tolerance", help="same-device|cross-device (default: same-device when the baseline's device class is this one)."),
-    tolerance_for: List[str] = typer.Option([], "--tolerance-for", help='Per-scheduler thresholds, e.g. "euler a(max_abs=0.2,cosine=0.01)" (repeatable).'),
-    preflight: bool = typer.Option(False, "--preflight", help="Generate each case twice; cases that differ are nondeterministic, not drift."),
-    update: Optional[str] = typer.Option(None, "--update", help="missing|changed|all: write those cases into the baseline."),
-    results: Optional[Path] = typer.Option(None, "--results", help="Write results.json, report.html and baseline/result/diff PNGs of failing cases here."),
+    tolerance: Optional[str] = typer.Option(
+        None,
+        "--tolerance",
+        help="same-device|cross-device (default: same-device when the baseline's device class is this one).",
+    ),
+    tolerance_for: List[str] = typer.Option(
+        [], "--tolerance-for", help='Per-scheduler thresholds, e.g. "euler a(max_abs=0.2,cosine=0.01)" (repeatable).'
+    ),
+    preflight: bool = typer.Option(
+        False, "--preflight", help="Generate each case twice; cases that differ are nondeterministic, not drift."
+    ),
+    update: Optional[str] = typer.Option(
+        None, "--update", help="missing|changed|all: write those cases into the baseline."
+    ),
+    results: Optional[Path] = typer.Option(
+        None, "--results", help="Write results.json, report.html and baseline/result/diff PNGs of failing cases here."
+    ),
     junit_xml: Optional[Path] = typer.Option(None, "--junit-xml", help="Write a JUnit XML report here."),
     output_format: str = typer.Option("table", "--format", "-f", help="table|json (the results document on stdout)."),
     allow_pickle: bool = ALLOW_PICKLE,
@@ -292,8 +412,13 @@ def check_command(
     if output_format not in ("table", "json"):
         raise SchedcmpError(f"unknown --format {output_format!r}; choose table or json")
     options = baseline.CheckOptions(
-        folder=folder, model=model, device=device, profile=tolerance,
-        tolerance_overrides=baseline.parse_tolerance_overrides(tolerance_for), preflight=preflight, update=update,
+        folder=folder,
+        model=model,
+        device=device,
+        profile=tolerance,
+        tolerance_overrides=baseline.parse_tolerance_overrides(tolerance_for),
+        preflight=preflight,
+        update=update,
         allow_pickle=allow_pickle,
     )
     document, case_results, code = baseline.check(options)
@@ -314,8 +439,12 @@ def check_command(
 
 @app.command("list")
 def list_command(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Diffusers folder, hub id or .safetensors file. Default: the embedded model."),
-    model_config: Optional[str] = typer.Option(None, "--model-config", help="For a single-file checkpoint: a folder or hub id with its configs."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Diffusers folder, hub id or .safetensors file. Default: the embedded model."
+    ),
+    model_config: Optional[str] = typer.Option(
+        None, "--model-config", help="For a single-file checkpoint: a folder or hub id with its configs."
+    ),
     output_format: str = typer.Option("table", "--format", "-f", help="table|json"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load pickle weights: only for models you trust."),
 ) -> None:

@@ -19,10 +19,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from schedcmp import chart, convergence, html_report, output, render, report
-from schedcmp.config import AXES, DEFAULT_REFERENCE, RUN_SETTINGS, RunSpec, Settings, batches, check_settings, effective_overrides, plan_runs, slug
+from schedcmp.config import (
+    AXES,
+    DEFAULT_REFERENCE,
+    RUN_SETTINGS,
+    RunSpec,
+    Settings,
+    batches,
+    check_settings,
+    effective_overrides,
+    plan_runs,
+    slug,
+)
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
 from schedcmp.sample import FAILED, RunResult, Sampler
-from schedcmp.schedulers import ALIASES, accepted_params_of, choose, display_label, init_params, ordered, scheduler_classes
+from schedcmp.schedulers import (
+    ALIASES,
+    accepted_params_of,
+    choose,
+    display_label,
+    init_params,
+    ordered,
+    scheduler_classes,
+)
 
 if TYPE_CHECKING:
     from schedcmp.pipeline import LoadedModel
@@ -153,7 +172,7 @@ def previous_runs(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def matches(entry: dict[str, Any], spec: RunSpec, reference: str | None) -> bool:
-    """A resumed cell counts only if it was made with exactly this cell's settings, and measured against the same reference."""
+    """A resumed cell counts only if made with exactly this cell's settings and measured against the same reference."""
     return all(entry.get(name) == getattr(spec, name) for name in RUN_SETTINGS) and entry.get("reference") == reference
 
 
@@ -206,11 +225,18 @@ def run_comparison(
         device = pipeline.resolve_device(model_options.device)
         dtype = pipeline.resolve_dtype(model_options.dtype, device)
         output.info(f"loading {model_options.model or pipeline.DEFAULT_MODEL_NAME} on {device} ({dtype}) ...")
-        loaded = pipeline.load(model_options.model, device, dtype, model_options.allow_pickle, model_options.model_config)
+        loaded = pipeline.load(
+            model_options.model, device, dtype, model_options.allow_pickle, model_options.model_config
+        )
     model = loaded
     device, dtype = model.device, model.dtype
     generator_device = device if settings.generator_device == "device" else settings.generator_device
-    runs = plan_runs(choose(settings.schedulers, model.compatible, params, model.flow_shift), set(model.compatible), settings, model.defaults)
+    runs = plan_runs(
+        choose(settings.schedulers, model.compatible, params, model.flow_shift),
+        set(model.compatible),
+        settings,
+        model.defaults,
+    )
     if not runs:
         raise UsageError(f"{type(model.pipe).__name__} lists no compatible schedulers; name some with --schedulers")
     check_size(runs[0].width, model.size_multiple, "--width")
@@ -219,21 +245,36 @@ def run_comparison(
     plan = None
     if options.reference is not None:
         if "callback_on_step_end" not in inspect.signature(model.pipe.__call__).parameters:
-            raise UsageError(f"--reference needs the final latents, and {type(model.pipe).__name__} offers no callback_on_step_end")
+            raise UsageError(
+                f"--reference needs the final latents, and {type(model.pipe).__name__} offers no callback_on_step_end"
+            )
         text = options.reference
         if text == DEFAULT_REFERENCE and model.flow_shift is not None:
             text = convergence.flow_reference(model.flow_shift)
         choice = convergence.reference_choice(text, params)
-        convergence.check_reference(choice, model.compatible, settings.allow_incompatible, model.flow_shift is not None,
-                                    convergence.probe_determinism(classes[choice.class_name], model.original_config, choice.overrides,
-                                                                  convergence.step_arguments(settings.call_args)))
+        convergence.check_reference(
+            choice,
+            model.compatible,
+            settings.allow_incompatible,
+            model.flow_shift is not None,
+            convergence.probe_determinism(
+                classes[choice.class_name],
+                model.original_config,
+                choice.overrides,
+                convergence.step_arguments(settings.call_args),
+            ),
+        )
         runs, plan = convergence.plan_references(runs, choice, model.original_config, classes)
     determinism: dict[str, tuple[str, str]] = {}
     for spec in runs:
         key = convergence.determinism_key(spec)
         if key not in determinism:
-            determinism[key] = convergence.probe_determinism(classes[spec.scheduler], model.original_config, effective_overrides(spec),
-                                                             convergence.step_arguments(spec.call_args))
+            determinism[key] = convergence.probe_determinism(
+                classes[spec.scheduler],
+                model.original_config,
+                effective_overrides(spec),
+                convergence.step_arguments(spec.call_args),
+            )
 
     header: dict[str, Any] = {
         "model": model.name,
@@ -256,7 +297,11 @@ def run_comparison(
         "report": None,
     }
     entries: dict[str, dict[str, Any]] = {}
-    resumed = [spec for spec in runs if spec.id in done and matches(done[spec.id], spec, plan.of_run.get(spec.id) if plan else None)]
+    resumed = [
+        spec
+        for spec in runs
+        if spec.id in done and matches(done[spec.id], spec, plan.of_run.get(spec.id) if plan else None)
+    ]
     for spec in resumed:
         entries[spec.id] = done[spec.id]
     if resumed:
@@ -283,7 +328,9 @@ def run_comparison(
             if plan is not None:
                 identity = reference_identity(sampler)
                 for ref_id in dict.fromkeys(plan.of_run.values()):  # all, also for resumed cells: the cache has them
-                    references[ref_id], summary = reference_run(sampler, plan, ref_id, identity, None if options.no_sheet else out_dir, progress)
+                    references[ref_id], summary = reference_run(
+                        sampler, plan, ref_id, identity, None if options.no_sheet else out_dir, progress
+                    )
                     header["references"].append(summary)
                     save_results()
             for number, batch in enumerate(batches(todo, settings.batch_size)):
@@ -302,12 +349,25 @@ def run_comparison(
                     entry["determinism"], determinism_reason = determinism[convergence.determinism_key(result.spec)]
                     if plan is not None:
                         entry["reference"] = plan.of_run[result.spec.id]
-                        entry["distance"], entry["distance_note"] = measure(result.spec, rgb, float_output, latent, entry["determinism"],
-                                                                            determinism_reason, references.get(entry["reference"]), plan)
+                        entry["distance"], entry["distance_note"] = measure(
+                            result.spec,
+                            rgb,
+                            float_output,
+                            latent,
+                            entry["determinism"],
+                            determinism_reason,
+                            references.get(entry["reference"]),
+                            plan,
+                        )
                     finished += 1
                     events.cell(entries[result.spec.id])
-                    progress.finished(finished, display_label(result.spec.scheduler, result.spec.alias, result.spec.overrides),
-                                      result.status, result.seconds, result.reason)
+                    progress.finished(
+                        finished,
+                        display_label(result.spec.scheduler, result.spec.alias, result.spec.overrides),
+                        result.status,
+                        result.seconds,
+                        result.reason,
+                    )
                 header["shared_seconds"]["prompt_encoding"] = sampler.encoding_seconds
                 save_results()
     except KeyboardInterrupt:
@@ -341,7 +401,11 @@ def rebuild_report(folder: Path) -> Path:
     path = folder / "results.json"
     try:
         document = json.loads(path.read_text())
-        if not isinstance(document, dict) or document.get("kind") != "run" or not isinstance(document.get("runs"), list):
+        if (
+            not isinstance(document, dict)
+            or document.get("kind") != "run"
+            or not isinstance(document.get("runs"), list)
+        ):
             raise ValueError("not the results.json of `schedcmp run`")
         for entry in document["runs"]:
             if not isinstance(entry, dict):
@@ -350,20 +414,37 @@ def rebuild_report(folder: Path) -> Path:
             if missing:
                 raise ValueError(f"run {entry.get('id', '?')} lacks {', '.join(missing)}")
     except (OSError, ValueError, TypeError, AttributeError) as error:
-        raise OutputError(f"cannot build a report from {folder}: {path} is missing or not a run's results ({error})") from None
+        raise OutputError(
+            f"cannot build a report from {folder}: {path} is missing or not a run's results ({error})"
+        ) from None
     for entry in document["runs"]:  # results written before convergence was measured lack these fields
-        for name in ("determinism", "reference", "distance", "distance_note", "order", "pareto", "interval", "image", "nfe", "seconds"):
+        for name in (
+            "determinism",
+            "reference",
+            "distance",
+            "distance_note",
+            "order",
+            "pareto",
+            "interval",
+            "image",
+            "nfe",
+            "seconds",
+        ):
             entry.setdefault(name, None)
     for name, empty in (("references", []), ("interval", None), ("charts", []), ("report", None), ("sheets", [])):
         document.setdefault(name, empty)
     try:
         document["charts"], document["report"] = chart.write_charts(folder, document), html_report.REPORT_NAME
         page = html_report.write_report(folder, document)
-        report.write_atomic(path, report.to_json(document))  # last: it names the charts and the page only once they exist
+        report.write_atomic(
+            path, report.to_json(document)
+        )  # last: it names the charts and the page only once they exist
     except OSError as error:
         raise OutputError(f"cannot write the report into {folder}: {error.strerror or error}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as error:  # a hand-edited results.json
-        raise OutputError(f"cannot build a report from {path}: a field has an unexpected value ({type(error).__name__}: {error})") from None
+        raise OutputError(
+            f"cannot build a report from {path}: a field has an unexpected value ({type(error).__name__}: {error})"
+        ) from None
     return page
 
 
@@ -372,12 +453,24 @@ def reference_identity(sampler: Sampler) -> dict[str, Any]:
     from schedcmp import baseline
 
     model = sampler.model
-    return {"model": baseline.model_identity(model.pipe), "weights": convergence.weights_fingerprint(model.pipe),
-            "device": model.device, "dtype": model.dtype, "generator_device": sampler.generator_device,
-            "versions": {k: v for k, v in versions().items() if k != "schedcmp"}}
+    return {
+        "model": baseline.model_identity(model.pipe),
+        "weights": convergence.weights_fingerprint(model.pipe),
+        "device": model.device,
+        "dtype": model.dtype,
+        "generator_device": sampler.generator_device,
+        "versions": {k: v for k, v in versions().items() if k != "schedcmp"},
+    }
 
 
-def reference_run(sampler: Sampler, plan: "convergence.ReferencePlan", ref_id: str, identity: dict[str, Any], out_dir: Path | None, progress) -> tuple:
+def reference_run(
+    sampler: Sampler,
+    plan: "convergence.ReferencePlan",
+    ref_id: str,
+    identity: dict[str, Any],
+    out_dir: Path | None,
+    progress,
+) -> tuple:
     """A reference and its half-steps twin, from the cache or computed (and cached); and its results.json summary.
 
     Its image goes to `out_dir`/reference/ (None: --no-sheet, no images at all).
@@ -389,8 +482,10 @@ def reference_run(sampler: Sampler, plan: "convergence.ReferencePlan", ref_id: s
         key = convergence.cache_key(identity, this)
         found = convergence.load_cached(key)
         if found is None:
-            progress.note(f"{which} run: {display_label(this.scheduler, this.alias, this.overrides)} at {this.steps} steps "
-                          f"(cached for the next run) ...")
+            progress.note(
+                f"{which} run: {display_label(this.scheduler, this.alias, this.overrides)} at {this.steps} steps "
+                f"(cached for the next run) ..."
+            )
             result, rgb, float_output, latent = sampler.run(this, 1, progress.step)
             if result.status != "ok" or latent is None:
                 failure = result.reason or "the pipeline gave no final latent"
@@ -423,16 +518,23 @@ def reference_run(sampler: Sampler, plan: "convergence.ReferencePlan", ref_id: s
             report.write_atomic(out_dir / summary["image"], render.png_bytes(reference.rgb))
         half = made["half"]
         # The same settings but the steps: the shapes match, so there is always a distance.
-        summary["self_convergence"] = {"half_steps": half_spec.steps, **convergence.distances(half.latent, half.output, half.rgb, reference)}
+        summary["self_convergence"] = {
+            "half_steps": half_spec.steps,
+            **convergence.distances(half.latent, half.output, half.rgb, reference),
+        }
         cost = "from the cache" if reference.cached else f"{reference.seconds:.2f} s, {reference.nfe} NFE"
-        progress.note(f"reference {plan.text}: {cost}; halving its steps moves its latent by "
-                      f"{summary['self_convergence']['latent_rmse']:.2g} RMSE")
+        progress.note(
+            f"reference {plan.text}: {cost}; halving its steps moves its latent by "
+            f"{summary['self_convergence']['latent_rmse']:.2g} RMSE"
+        )
     else:
         progress.note(f"reference {plan.text} failed: {failure}; no distances for its runs")
     return reference, summary
 
 
-def measure(spec: RunSpec, rgb, float_output, latent, determinism: str, determinism_reason: str, reference, plan) -> tuple:
+def measure(
+    spec: RunSpec, rgb, float_output, latent, determinism: str, determinism_reason: str, reference, plan
+) -> tuple:
     """(distance, note): the run's distance to its reference, or None and why it has none."""
     if rgb is None:
         return None, "no image"
@@ -496,8 +598,15 @@ def write_sheets(out_dir: Path, document: dict[str, Any], options: OutputOptions
     header = sheet_header(document)
     plans = render.plan_sheets(entries, options.x, options.z)
     if plans is None:
-        tiles = [render.Tile(render.read_png(out_dir / e["image"]) if e.get("image") else None, render.tile_lines(e), e["status"], e.get("reason"))
-                 for e in entries]
+        tiles = [
+            render.Tile(
+                render.read_png(out_dir / e["image"]) if e.get("image") else None,
+                render.tile_lines(e),
+                e["status"],
+                e.get("reason"),
+            )
+            for e in entries
+        ]
         path = out_dir / "contact_sheet.png"
         report.write_atomic(path, render.render_contact_sheet(header, tiles, width, height))
         return [path]
@@ -512,15 +621,32 @@ def write_sheets(out_dir: Path, document: dict[str, Any], options: OutputOptions
         page_ranges = render.pages(len(plan.rows), len(plan.columns), width, height, len(header) + 2)
         for page, (rows, columns) in enumerate(page_ranges, start=1):
             cells = [
-                render.GridCell(r - rows.start, c - columns.start, render.read_png(out_dir / e["image"]) if e.get("image") else None,
-                                render.cell_lines(e), e["status"], e.get("reason"))
-                for r, c, e in plan.cells if r in rows and c in columns
+                render.GridCell(
+                    r - rows.start,
+                    c - columns.start,
+                    render.read_png(out_dir / e["image"]) if e.get("image") else None,
+                    render.cell_lines(e),
+                    e["status"],
+                    e.get("reason"),
+                )
+                for r, c, e in plan.cells
+                if r in rows and c in columns
             ]
             title = [plan.title] if plan.title else []
             if len(page_ranges) > 1:
-                title.append(f"page {page} of {len(page_ranges)} (rows {rows.start + 1}-{rows.stop}, columns {columns.start + 1}-{columns.stop}): the grid was too big for one image")
+                title.append(
+                    f"page {page} of {len(page_ranges)} (rows {rows.start + 1}-{rows.stop}, "
+                    f"columns {columns.start + 1}-{columns.stop}): the grid was too big for one image"
+                )
             path = out_dir / (name + (f"-part{page}" if len(page_ranges) > 1 else "") + ".png")
-            png = render.render_grid(header + title, plan.rows[rows.start:rows.stop], plan.columns[columns.start:columns.stop], cells, width, height)
+            png = render.render_grid(
+                header + title,
+                plan.rows[rows.start : rows.stop],
+                plan.columns[columns.start : columns.stop],
+                cells,
+                width,
+                height,
+            )
             report.write_atomic(path, png)
             written.append(path)
         if len(page_ranges) > 1:
@@ -535,9 +661,22 @@ def grid_of_grids(out_dir: Path, header: list[str], plans: list, width: int, hei
         return None
     grids = []
     for number, plan in enumerate(plans):
-        cells = [render.GridCell(r, c, render.read_png(out_dir / e["image"]) if e.get("image") else None, render.cell_lines(e), e["status"], e.get("reason"))
-                 for r, c, e in plan.cells]
-        grids.append(render.render_grid((header if number == 0 else []) + [plan.title], plan.rows, plan.columns, cells, width, height))
+        cells = [
+            render.GridCell(
+                r,
+                c,
+                render.read_png(out_dir / e["image"]) if e.get("image") else None,
+                render.cell_lines(e),
+                e["status"],
+                e.get("reason"),
+            )
+            for r, c, e in plan.cells
+        ]
+        grids.append(
+            render.render_grid(
+                (header if number == 0 else []) + [plan.title], plan.rows, plan.columns, cells, width, height
+            )
+        )
     stacked = render.stack_vertically(grids)
     if stacked is None:
         return None
@@ -567,7 +706,9 @@ def list_document(model_options: ModelOptions) -> dict[str, Any]:
             }
             for name in ordered(model.compatible)
         ],
-        "aliases": [{"name": alias, "class": cls, "overrides": overrides} for alias, (cls, overrides) in ALIASES.items()],
+        "aliases": [
+            {"name": alias, "class": cls, "overrides": overrides} for alias, (cls, overrides) in ALIASES.items()
+        ],
     }
 
 

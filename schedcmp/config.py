@@ -72,11 +72,23 @@ class RunSpec:
 
 # Everything that decides what a run produces (not its id or batch): a resumed cell and a cached reference
 # count only when every one of these is the same.
-RUN_SETTINGS = ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "call_args", "interval")
+RUN_SETTINGS = (
+    "scheduler",
+    "overrides",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance_scale",
+    "width",
+    "height",
+    "call_args",
+    "interval",
+)
 
 
 def effective_overrides(spec: RunSpec) -> dict[str, Any]:
-    """The scheduler overrides a run is built with: its own, and the spacing that puts it on its reference's interval."""
+    """A run's scheduler overrides: its own, and the spacing that puts it on its reference's interval."""
     return {**spec.overrides, **({"timestep_spacing": spec.interval} if spec.interval else {})}
 
 
@@ -116,7 +128,9 @@ def parse_numbers(text: str, flag: str, integers: bool = True) -> tuple:
         if match is None:
             raise UsageError(f"{flag}: {item!r} is not a number, A-B, A-B:STEP or A-B/COUNT")
         start, end, separator, amount = match.groups()
-        if integers and any(part is not None and "." in part for part in (start, end, amount if separator == ":" else None)):
+        if integers and any(
+            part is not None and "." in part for part in (start, end, amount if separator == ":" else None)
+        ):
             raise UsageError(f"{flag}: {item!r} must be whole numbers")
         if end is None:
             values.append(convert(start))
@@ -209,7 +223,9 @@ def plan_runs(
                     for seed_value in settings.seeds:
                         seed = seed_value + cell if settings.seed_mode == "index" else seed_value
                         cell += 1
-                        extra = (f"-g{guidance}" if len(guidance_axis) > 1 else "") + (f"-p{prompt_index}" if len(settings.prompts) > 1 else "")
+                        extra = (f"-g{guidance}" if len(guidance_axis) > 1 else "") + (
+                            f"-p{prompt_index}" if len(settings.prompts) > 1 else ""
+                        )
                         identifier = base = run_id(choice.class_name, choice.overrides, steps, seed, extra)
                         counter = 2
                         while identifier in seen:
@@ -238,8 +254,17 @@ def plan_runs(
 
 def batch_key(run: RunSpec) -> tuple:
     """Cells with equal keys differ only in seed or prompt, and may share one pipeline call."""
-    return (run.scheduler, repr(sorted(run.overrides.items())), run.steps, run.guidance_scale, run.width, run.height,
-            run.negative_prompt, repr(sorted(run.call_args.items())), run.interval)
+    return (
+        run.scheduler,
+        repr(sorted(run.overrides.items())),
+        run.steps,
+        run.guidance_scale,
+        run.width,
+        run.height,
+        run.negative_prompt,
+        repr(sorted(run.call_args.items())),
+        run.interval,
+    )
 
 
 def batches(runs: list[RunSpec], batch_size: int) -> list[list[RunSpec]]:
@@ -258,12 +283,36 @@ def batches(runs: list[RunSpec], batch_size: int) -> list[list[RunSpec]]:
 
 NUMBER_LIST = (int, float, str, list)
 CONFIG_KEYS: dict[str, tuple[type, ...]] = {
-    "prompt": (str, list), "prompts_file": (str,), "schedulers": (str, list), "model": (str,), "model_config": (str,),
-    "seed": NUMBER_LIST, "steps": NUMBER_LIST, "guidance_scale": NUMBER_LIST, "width": (int,), "height": (int,),
-    "negative_prompt": (str,), "call_arg": (list, dict), "device": (str,), "dtype": (str,), "generator_device": (str,),
-    "repeat": (int,), "out": (str,), "overwrite": (bool,), "format": (str,), "strict": (bool,),
-    "allow_incompatible": (bool,), "allow_pickle": (bool,), "x": (str,), "z": (str,), "seed_mode": (str,),
-    "batch_size": (int,), "no_sheet": (bool,), "events": (str,), "reference": (bool,), "reference_spec": (str,),
+    "prompt": (str, list),
+    "prompts_file": (str,),
+    "schedulers": (str, list),
+    "model": (str,),
+    "model_config": (str,),
+    "seed": NUMBER_LIST,
+    "steps": NUMBER_LIST,
+    "guidance_scale": NUMBER_LIST,
+    "width": (int,),
+    "height": (int,),
+    "negative_prompt": (str,),
+    "call_arg": (list, dict),
+    "device": (str,),
+    "dtype": (str,),
+    "generator_device": (str,),
+    "repeat": (int,),
+    "out": (str,),
+    "overwrite": (bool,),
+    "format": (str,),
+    "strict": (bool,),
+    "allow_incompatible": (bool,),
+    "allow_pickle": (bool,),
+    "x": (str,),
+    "z": (str,),
+    "seed_mode": (str,),
+    "batch_size": (int,),
+    "no_sheet": (bool,),
+    "events": (str,),
+    "reference": (bool,),
+    "reference_spec": (str,),
     "html": (bool,),
 }
 
@@ -300,13 +349,19 @@ def load_config_file(path: str) -> dict[str, Any]:
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             expected = " or ".join("list" if t is list else "table" if t is dict else t.__name__ for t in types)
             raise UsageError(f"{where}: {key} must be {expected}, got {type(value).__name__} {value!r}")
-        if isinstance(value, list) and not all(isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value):
+        if isinstance(value, list) and not all(
+            isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value
+        ):
             raise UsageError(f"{where}: {key} must be a list of strings or numbers")
         if key == "prompt":
             value = [value] if isinstance(value, str) else [str(item) for item in value]
         elif key in ("seed", "steps", "guidance_scale", "schedulers"):
             value = ",".join(str(item) for item in value) if isinstance(value, list) else str(value)
         elif key == "call_arg":
-            value = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()] if isinstance(value, dict) else [str(v) for v in value]
+            value = (
+                [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()]
+                if isinstance(value, dict)
+                else [str(v) for v in value]
+            )
         values[key] = value
     return values

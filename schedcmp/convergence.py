@@ -63,7 +63,9 @@ def reference_choice(text: str, accepted_params: dict[str, set[str]]) -> Schedul
     if entry.steps is None:
         raise UsageError(f"--reference-spec {text!r} needs its steps, e.g. {entry.name}:200")
     if entry.steps < 2:
-        raise UsageError(f"--reference-spec {text!r}: a reference needs at least 2 steps (it is also run at half of them)")
+        raise UsageError(
+            f"--reference-spec {text!r}: a reference needs at least 2 steps (it is also run at half of them)"
+        )
     if entry.name.lower() in ("all", "all+"):
         raise UsageError("--reference-spec names one scheduler, not all")
     return resolve_entry(entry, accepted_params)
@@ -71,18 +73,35 @@ def reference_choice(text: str, accepted_params: dict[str, set[str]]) -> Schedul
 
 def flow_reference(flow_shift: float) -> str:
     """The default reference on a flow-matching model: DPM++ 2M on flow sigmas, the solver `all+` adds there."""
-    return f"DPMSolverMultistep(use_flow_sigmas=true,prediction_type=flow_prediction,flow_shift={flow_shift}):{FLOW_REFERENCE_STEPS}"
+    return (
+        "DPMSolverMultistep(use_flow_sigmas=true,prediction_type=flow_prediction,"
+        f"flow_shift={flow_shift}):{FLOW_REFERENCE_STEPS}"
+    )
 
 
-def check_reference(choice: SchedulerChoice, compatible: list[str], allow_incompatible: bool, flow_model: bool,
-                    determinism: tuple[str, str]) -> None:
-    """A reference must solve this model's ODE: a compatible class (or a flow solver on a flow model), and no sampler."""
-    if not (choice.class_name in compatible or allow_incompatible or (flow_model and choice.overrides.get("use_flow_sigmas"))):
-        raise UsageError(f"the reference {short_name(choice.class_name)} is not in this pipeline's compatibles; "
-                         "choose another --reference-spec or pass --allow-incompatible")
+def check_reference(
+    choice: SchedulerChoice,
+    compatible: list[str],
+    allow_incompatible: bool,
+    flow_model: bool,
+    determinism: tuple[str, str],
+) -> None:
+    """A reference must solve this model's ODE: a compatible class (or a flow solver on a flow model), no sampler."""
+    if not (
+        choice.class_name in compatible
+        or allow_incompatible
+        or (flow_model and choice.overrides.get("use_flow_sigmas"))
+    ):
+        raise UsageError(
+            f"the reference {short_name(choice.class_name)} is not in this pipeline's compatibles; "
+            "choose another --reference-spec or pass --allow-incompatible"
+        )
     if determinism[0] == STOCHASTIC:
-        raise UsageError(f"the reference {short_name(choice.class_name)} is stochastic (it adds noise as it goes): it would converge "
-                         "to another sample, not to the ODE's solution; choose a deterministic --reference-spec")
+        raise UsageError(
+            f"the reference {short_name(choice.class_name)} is stochastic (it adds noise as it goes): "
+            "it would converge "
+            "to another sample, not to the ODE's solution; choose a deterministic --reference-spec"
+        )
 
 
 def reference_group(spec: RunSpec) -> str:
@@ -91,7 +110,9 @@ def reference_group(spec: RunSpec) -> str:
 
 
 def reference_id(choice: SchedulerChoice, spec: RunSpec) -> str:
-    digest = hashlib.sha256((reference_group(spec) + repr(sorted(choice.overrides.items())) + str(choice.steps)).encode()).hexdigest()
+    digest = hashlib.sha256(
+        (reference_group(spec) + repr(sorted(choice.overrides.items())) + str(choice.steps)).encode()
+    ).hexdigest()
     return f"ref-{short_name(choice.class_name).lower()}-s{choice.steps}-{digest[:8]}"
 
 
@@ -105,7 +126,9 @@ def start_timestep(cls: type, config: Any, overrides: dict[str, Any], steps: int
         return None
 
 
-def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, classes: dict[str, type]) -> tuple[list[RunSpec], ReferencePlan]:
+def plan_references(
+    runs: list[RunSpec], choice: SchedulerChoice, config: Any, classes: dict[str, type]
+) -> tuple[list[RunSpec], ReferencePlan]:
     """One reference per group of runs, and a common interval: each run starts where its reference starts.
 
     With "leading" spacing and `steps_offset` (what Stable Diffusion 1.5's config gives DDIM, PNDM and DDPM),
@@ -115,6 +138,7 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
     interval keep their own schedule, since forcing one on them changes what they are (Euler's Karras
     sigmas, for one, would then stop short of the lowest noise level).
     """
+
     def start_of(spec: RunSpec) -> float | None:
         return start_timestep(classes[spec.scheduler], config, effective_overrides(spec), spec.steps)
 
@@ -131,7 +155,9 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
             if not differs(moved_start, reference_start):  # only a move that lands on the interval
                 spec, start = moved, moved_start
         if differs(start, reference_start):
-            off_interval[spec.id] = f"starts at t={start:.1f}, the reference at t={reference_start:.1f}: not on its interval"
+            off_interval[spec.id] = (
+                f"starts at t={start:.1f}, the reference at t={reference_start:.1f}: not on its interval"
+            )
         placed.append(spec)
     specs: dict[str, RunSpec] = {}
     half_specs: dict[str, RunSpec] = {}
@@ -140,20 +166,40 @@ def plan_references(runs: list[RunSpec], choice: SchedulerChoice, config: Any, c
         ref_id = reference_id(choice, spec)
         of_run[spec.id] = ref_id
         if ref_id not in specs:
-            specs[ref_id] = replace(spec, id=ref_id, scheduler=choice.class_name, alias=choice.alias, overrides=dict(choice.overrides),
-                                    compatible=True, steps=choice.steps, batch=None, interval=None)
+            specs[ref_id] = replace(
+                spec,
+                id=ref_id,
+                scheduler=choice.class_name,
+                alias=choice.alias,
+                overrides=dict(choice.overrides),
+                compatible=True,
+                steps=choice.steps,
+                batch=None,
+                interval=None,
+            )
             half_specs[ref_id] = replace(specs[ref_id], id=ref_id + "-half", steps=max(1, choice.steps // 2))
     moved = list(dict.fromkeys(short_name(spec.scheduler) for spec in placed if spec.interval))
     where = f"t={reference_start:.0f}" if reference_start is not None else "the reference's first timestep"
     note = f"the compared runs start at {where}, as the reference does"
     if moved:
-        note += (f"; {', '.join(moved)} start{'s' if len(moved) == 1 else ''} later with the model's timestep spacing, "
-                 f"so {'it was' if len(moved) == 1 else 'they were'} run with trailing spacing")
+        note += (
+            f"; {', '.join(moved)} start{'s' if len(moved) == 1 else ''} later with the model's timestep spacing, "
+            f"so {'it was' if len(moved) == 1 else 'they were'} run with trailing spacing"
+        )
     elsewhere = list(dict.fromkeys(short_name(spec.scheduler) for spec in placed if spec.id in off_interval))
     if elsewhere:
-        note += f"; {', '.join(elsewhere)} start{'s' if len(elsewhere) == 1 else ''} elsewhere and {'is' if len(elsewhere) == 1 else 'are'} not compared"
+        one = len(elsewhere) == 1
+        note += (
+            f"; {', '.join(elsewhere)} start{'s' if one else ''} elsewhere and {'is' if one else 'are'} not compared"
+        )
     text = f"{display_label(choice.class_name, None, choice.overrides)}:{choice.steps}"
-    interval = {"spacing": "trailing" if moved else None, "forced": bool(moved), "moved": moved, "start_timestep": reference_start, "note": note}
+    interval = {
+        "spacing": "trailing" if moved else None,
+        "forced": bool(moved),
+        "moved": moved,
+        "start_timestep": reference_start,
+        "note": note,
+    }
     return placed, ReferencePlan(text, specs, half_specs, of_run, interval, off_interval)
 
 
@@ -173,7 +219,9 @@ def step_arguments(call_args: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in call_args.items() if key == "eta"}
 
 
-def probe_determinism(cls: type, config: Any, overrides: dict[str, Any], step_kwargs: dict[str, Any], steps: int = 6) -> tuple[str, str]:
+def probe_determinism(
+    cls: type, config: Any, overrides: dict[str, Any], step_kwargs: dict[str, Any], steps: int = 6
+) -> tuple[str, str]:
     """Run the scheduler twice from the same start latents with two different noise generators.
 
     Outputs that differ mean the scheduler injects noise (ancestral, SDE, DDPM, DDIM with eta > 0, ...):
@@ -187,7 +235,11 @@ def probe_determinism(cls: type, config: Any, overrides: dict[str, Any], step_kw
         try:
             outputs.append(probe_run(cls, config, overrides, step_kwargs, steps, noise_seed))
         except Exception as error:  # a scheduler this loop cannot drive (inpainting, discrete tokens, ...)
-            return UNKNOWN, f"could not be probed: {type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}".rstrip(": ")
+            return (
+                UNKNOWN,
+                f"could not be probed: {type(error).__name__}: "
+                f"{str(error).splitlines()[0][:120] if str(error) else ''}".rstrip(": "),
+            )
     if not all(torch.isfinite(output).all() for output in outputs):
         return UNKNOWN, "the probe gave non-finite values"
     if torch.equal(outputs[0], outputs[1]):
@@ -195,7 +247,9 @@ def probe_determinism(cls: type, config: Any, overrides: dict[str, Any], step_kw
     return STOCHASTIC, "two noise generators gave different results: it samples, converging to another sample"
 
 
-def probe_run(cls: type, config: Any, overrides: dict[str, Any], step_kwargs: dict[str, Any], steps: int, noise_seed: int):
+def probe_run(
+    cls: type, config: Any, overrides: dict[str, Any], step_kwargs: dict[str, Any], steps: int, noise_seed: int
+):
     """A plain denoising loop as pipelines run it, on 1×4×8×8 latents, with a generator seeded `noise_seed`."""
     import torch
 
@@ -215,7 +269,9 @@ def probe_run(cls: type, config: Any, overrides: dict[str, Any], step_kwargs: di
     if "generator" in step_parameters:
         kwargs["generator"] = noise
     for timestep in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(latents, timestep) if hasattr(scheduler, "scale_model_input") else latents
+        model_input = (
+            scheduler.scale_model_input(latents, timestep) if hasattr(scheduler, "scale_model_input") else latents
+        )
         model_output = 0.5 * model_input  # any fixed smooth function: the question is only what the scheduler adds
         stepped = scheduler.step(model_output, timestep, latents, **kwargs)
         latents = stepped.prev_sample if hasattr(stepped, "prev_sample") else stepped[0]
@@ -243,7 +299,10 @@ def weights_fingerprint(pipe: Any) -> str:
             with torch.no_grad():
                 for key, tensor in component.state_dict().items():
                     values = tensor.detach().float()
-                    digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{float(values.sum()):.9g}:{float((values * values).sum()):.9g}".encode())
+                    digest.update(
+                        f"{name}.{key}:{tuple(tensor.shape)}:"
+                        f"{float(values.sum()):.9g}:{float((values * values).sum()):.9g}".encode()
+                    )
     return digest.hexdigest()
 
 
@@ -273,7 +332,9 @@ def load_cached(key: str) -> ReferenceOutput | None:
     try:
         with np.load(path) as stored:
             meta = json.loads(str(stored["meta"]))
-            return ReferenceOutput(stored["latent"], stored["output"], stored["rgb"], meta["nfe"], meta["seconds"], cached=True)
+            return ReferenceOutput(
+                stored["latent"], stored["output"], stored["rgb"], meta["nfe"], meta["seconds"], cached=True
+            )
     except Exception:  # absent, truncated or not ours: the cache only saves time, so compute it again
         return None
 
@@ -301,7 +362,11 @@ def distances(latent, output, rgb, reference: ReferenceOutput) -> dict[str, floa
     """Latent RMSE, PSNR and SSIM of one run to its reference; None when a shape differs."""
     import numpy as np
 
-    if latent is None or np.shape(latent) != np.shape(reference.latent) or np.shape(output) != np.shape(reference.output):
+    if (
+        latent is None
+        or np.shape(latent) != np.shape(reference.latent)
+        or np.shape(output) != np.shape(reference.output)
+    ):
         return None
     return {
         "latent_rmse": metrics.latent_rmse(latent, reference.latent),
@@ -313,7 +378,18 @@ def distances(latent, output, rgb, reference: ReferenceOutput) -> dict[str, floa
 # -- pure: orders and Pareto fronts over results.json entries ------------------------------------------
 
 
-SWEEP_FIELDS = ("scheduler", "overrides", "prompt", "negative_prompt", "seed", "guidance_scale", "width", "height", "call_args", "reference")
+SWEEP_FIELDS = (
+    "scheduler",
+    "overrides",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "guidance_scale",
+    "width",
+    "height",
+    "call_args",
+    "reference",
+)
 
 
 def ranked(entry: dict[str, Any]) -> bool:
@@ -332,14 +408,18 @@ def fit_orders(entries: list[dict[str, Any]]) -> None:
             for entry in group:
                 entry["order"] = None
             continue
-        points = sorted((entry for entry in group if ranked(entry) and entry.get("nfe")), key=lambda entry: entry["nfe"])
+        points = sorted(
+            (entry for entry in group if ranked(entry) and entry.get("nfe")), key=lambda entry: entry["nfe"]
+        )
         if any(entry.get("determinism") == STOCHASTIC for entry in group):
             found = {"order": None, "steps": None, "nfe": None, "r_squared": None, "reason": "stochastic: no ODE order"}
         elif not points:
             why = next((entry["distance_note"] for entry in group if entry.get("distance_note")), "no run finished ok")
             found = {"order": None, "steps": None, "nfe": None, "r_squared": None, "reason": f"no distances: {why}"}
         else:
-            fit = metrics.fit_order([entry["nfe"] for entry in points], [entry["distance"]["latent_rmse"] for entry in points])
+            fit = metrics.fit_order(
+                [entry["nfe"] for entry in points], [entry["distance"]["latent_rmse"] for entry in points]
+            )
             fitted = fit.order is not None
             found = {
                 "order": fit.order,
@@ -357,16 +437,22 @@ def convergence_warnings(references: list[dict[str, Any]], entries: list[dict[st
     lines = []
     for reference in references:
         moved = (reference.get("self_convergence") or {}).get("latent_rmse")
-        distances = [entry["distance"]["latent_rmse"] for entry in entries if ranked(entry) and entry.get("reference") == reference["id"]]
+        distances = [
+            entry["distance"]["latent_rmse"]
+            for entry in entries
+            if ranked(entry) and entry.get("reference") == reference["id"]
+        ]
         if moved is not None and distances and moved > SELF_CONVERGENCE_WARNING * min(distances):
-            reference["warning"] = (f"halving its steps moves it by {moved:.2g}, more than {SELF_CONVERGENCE_WARNING:g} of the smallest "
-                                    f"distance it judges ({min(distances):.2g}): give it more steps")
+            reference["warning"] = (
+                f"halving its steps moves it by {moved:.2g}, more than {SELF_CONVERGENCE_WARNING:g} of the smallest "
+                f"distance it judges ({min(distances):.2g}): give it more steps"
+            )
             lines.append(f"reference {reference['spec']} has not converged enough: {reference['warning']}")
     return lines
 
 
 def mark_pareto(entries: list[dict[str, Any]]) -> None:
-    """`pareto` in every entry: on the front of distance against seconds, and against NFE, among its reference's runs."""
+    """`pareto` in every entry: on the front of distance against seconds and against NFE, in its reference's runs."""
     for entry in entries:
         entry["pareto"] = None
     by_reference: dict[str, list[dict[str, Any]]] = {}

@@ -70,7 +70,10 @@ def zoomable(folder: Path, relative: str | None, caption: str) -> str:
     tag = image_tag(folder, relative, caption, "thumb")
     if not tag.startswith("<img"):
         return tag
-    return f'<button type="button" class="zoom" data-caption="{escape(caption)}" aria-label="full size: {escape(caption)}">{tag}</button>'
+    return (
+        f'<button type="button" class="zoom" data-caption="{escape(caption)}" '
+        f'aria-label="full size: {escape(caption)}">{tag}</button>'
+    )
 
 
 def order_cell(order: dict[str, Any] | None) -> tuple[str, float | None]:
@@ -101,20 +104,30 @@ def cells(entry: dict[str, Any], folder: Path) -> dict[str, tuple[str, Any]]:
     stochastic = entry.get("determinism") == "stochastic"
     order_html, order_value = order_cell(entry.get("order"))
     status = entry["status"]
-    status_html = f'<span class="status" style="background:{STATUS_COLOURS.get(status, "#57606a")}">{escape(status)}</span>'
+    status_html = (
+        f'<span class="status" style="background:{STATUS_COLOURS.get(status, "#57606a")}">{escape(status)}</span>'
+    )
     if entry.get("reason"):
         status_html += f' <span class="note">{escape(entry["reason"])}</span>'
     return {
-        "image": (zoomable(folder, entry.get("image"), f"{name} · {entry['steps']} steps · seed {entry['seed']}"), None),
-        "scheduler": (f'{escape(name)}{badge}<br><span class="note">{escape(entry["id"])}'
-                      f'{" · trailing spacing" if entry.get("interval") else ""}</span>', name),
+        "image": (
+            zoomable(folder, entry.get("image"), f"{name} · {entry['steps']} steps · seed {entry['seed']}"),
+            None,
+        ),
+        "scheduler": (
+            f'{escape(name)}{badge}<br><span class="note">{escape(entry["id"])}'
+            f"{' · trailing spacing' if entry.get('interval') else ''}</span>",
+            name,
+        ),
         "steps": (number(entry.get("steps")), entry.get("steps")),
         "nfe": (number(entry.get("nfe")), entry.get("nfe")),
         "seconds": (number(entry.get("seconds")), entry.get("seconds")),
         "ms_per_nfe": (number(entry.get("ms_per_nfe")), entry.get("ms_per_nfe")),
         "latent_rmse": (
-            f'<span class="note">{STOCHASTIC_NOTE}</span>' if stochastic
-            else number(distance.get("latent_rmse")) if distance or not entry.get("distance_note")
+            f'<span class="note">{STOCHASTIC_NOTE}</span>'
+            if stochastic
+            else number(distance.get("latent_rmse"))
+            if distance or not entry.get("distance_note")
             else f'<span class="note">{escape(entry["distance_note"])}</span>',
             distance.get("latent_rmse"),
         ),
@@ -132,7 +145,8 @@ def table_row(entry: dict[str, Any], folder: Path) -> str:
     marked = ' class="pareto-row"' if front else ""
     row_cells = cells(entry, folder)
     tds = "".join(
-        f'<td data-column="{key}" data-value="{escape(sort_value(row_cells[key][1]))}">{row_cells[key][0]}</td>' for key, _, _ in COLUMNS
+        f'<td data-column="{key}" data-value="{escape(sort_value(row_cells[key][1]))}">{row_cells[key][0]}</td>'
+        for key, _, _ in COLUMNS
     )
     return (
         f'<tr data-id="{escape(entry["id"])}" data-status="{escape(entry["status"])}" data-pareto="{" ".join(front)}"'
@@ -147,7 +161,10 @@ def table_header() -> str:
         if kind is None:
             headers.append(f'<th data-column="{key}">{escape(text)}</th>')
         else:
-            headers.append(f'<th data-column="{key}" data-type="{kind}" aria-sort="none"><button type="button">{escape(text)}</button></th>')
+            headers.append(
+                f'<th data-column="{key}" data-type="{kind}" aria-sort="none">'
+                f'<button type="button">{escape(text)}</button></th>'
+            )
     return "<tr>" + "".join(headers) + "</tr>"
 
 
@@ -167,11 +184,18 @@ def header_items(document: dict[str, Any]) -> list[tuple[str, str]]:
         ("negative prompt", "<br>".join(escape(p) for p in distinct([r.get("negative_prompt") for r in runs]))),
         ("seed", ", ".join(escape(s) for s in distinct([r["seed"] for r in runs]))),
         ("model", escape(document.get("model"))),
-        ("pipeline", f"{escape(document.get('pipeline'))} (its own scheduler: {escape(document.get('original_scheduler'))})"),
+        (
+            "pipeline",
+            f"{escape(document.get('pipeline'))} (its own scheduler: {escape(document.get('original_scheduler'))})",
+        ),
         ("device", device),
         ("repeat", f"{escape(document.get('repeat'))} (seeds: {escape(document.get('seed_mode'))})"),
         ("versions", ", ".join(f"{escape(name)} {escape(version)}" for name, version in versions.items())),
-        ("started", escape(document.get("started")) + (f" · finished {escape(document['finished'])}" if document.get("finished") else "")),
+        (
+            "started",
+            escape(document.get("started"))
+            + (f" · finished {escape(document['finished'])}" if document.get("finished") else ""),
+        ),
     ]
     if document.get("interrupted"):
         items.append(("interrupted", "yes: the runs below are the ones that finished"))
@@ -185,23 +209,35 @@ def reference_section(document: dict[str, Any], folder: Path) -> str:
         return ""
     parts = []
     for reference in references:
-        cost = f"{number(reference.get('seconds'))} s · {number(reference.get('nfe'))} NFE" if reference.get("seconds") is not None else f"{number(reference.get('nfe'))} NFE"
-        lines = [f"<b>{escape(reference.get('label'))}</b>, {escape(reference.get('steps'))} steps (<code>{escape(reference.get('spec'))}</code>)"]
+        cost = (
+            f"{number(reference.get('seconds'))} s · {number(reference.get('nfe'))} NFE"
+            if reference.get("seconds") is not None
+            else f"{number(reference.get('nfe'))} NFE"
+        )
+        lines = [
+            f"<b>{escape(reference.get('label'))}</b>, {escape(reference.get('steps'))} steps "
+            f"(<code>{escape(reference.get('spec'))}</code>)"
+        ]
         if reference.get("status") == "failed":
-            lines.append(f'<span class="status" style="background:{STATUS_COLOURS["failed"]}">failed</span> {escape(reference.get("reason"))}: '
-                         "no distances were measured against it")
+            lines.append(
+                f'<span class="status" style="background:{STATUS_COLOURS["failed"]}">failed</span> '
+                f"{escape(reference.get('reason'))}: "
+                "no distances were measured against it"
+            )
         else:
             lines.append(cost + (" · from the cache" if reference.get("cached") else " · computed for this run"))
         convergence = reference.get("self_convergence")
         if convergence and convergence.get("latent_rmse") is not None:
             lines.append(
-                f"against itself at {escape(convergence.get('half_steps'))} steps: latent RMSE {number(convergence['latent_rmse'])} "
+                f"against itself at {escape(convergence.get('half_steps'))} steps: "
+                f"latent RMSE {number(convergence['latent_rmse'])} "
                 "(distances much below this are noise)"
             )
         caption = f"reference {reference.get('label')} · {reference.get('steps')} steps"
         parts.append(
-            f'<div class="reference" data-id="{escape(reference.get("id"))}">{zoomable(folder, reference.get("image"), caption)}'
-            f'<p>{"<br>".join(lines)}</p></div>'
+            f'<div class="reference" data-id="{escape(reference.get("id"))}">'
+            f"{zoomable(folder, reference.get('image'), caption)}"
+            f"<p>{'<br>'.join(lines)}</p></div>"
         )
     return "<h2>Reference</h2>" + "".join(parts)
 
@@ -213,7 +249,7 @@ def failure_section(document: dict[str, Any]) -> str:
         return '<h2>Failures</h2><p id="failures">None: every run finished ok.</p>'
     items = "".join(
         f'<li data-id="{escape(e["id"])}"><b>{escape(label(e))}</b> ({escape(e["id"])}): {escape(e["status"])}: '
-        f'{escape(e.get("reason") or "no reason recorded")}</li>'
+        f"{escape(e.get('reason') or 'no reason recorded')}</li>"
         for e in failing
     )
     return f'<h2>Failures</h2><ul id="failures">{items}</ul>'
@@ -225,8 +261,10 @@ def charts_note(document: dict[str, Any]) -> str:
     if len(references) < 2:
         return ""
     first = references[0]
-    return (f'<p class="note">The charts show the runs measured against the first of {len(references)} references '
-            f"(prompt {escape(first.get('prompt'))}, seed {escape(first.get('seed'))}); the table has them all.</p>")
+    return (
+        f'<p class="note">The charts show the runs measured against the first of {len(references)} references '
+        f"(prompt {escape(first.get('prompt'))}, seed {escape(first.get('seed'))}); the table has them all.</p>"
+    )
 
 
 def figures(folder: Path, names: list[str], alt: str) -> str:
@@ -240,7 +278,11 @@ def page(document: dict[str, Any], folder: Path) -> str:
     title = distinct([r["prompt"] for r in runs])
     header = "".join(f"<dt>{escape(term)}</dt><dd>{text}</dd>" for term, text in header_items(document))
     interval = document.get("interval") or {}
-    note = f'<p class="interval"><b>Common interval:</b> {escape(interval.get("note"))}</p>' if interval.get("note") else ""
+    note = (
+        f'<p class="interval"><b>Common interval:</b> {escape(interval.get("note"))}</p>'
+        if interval.get("note")
+        else ""
+    )
     sheets = figures(folder, document.get("sheets") or [], "contact sheet")
     charts = figures(folder, document.get("charts") or [], "chart")
     counts: dict[str, int] = {}
@@ -313,7 +355,8 @@ figure {{ margin: 0 0 1em 0; }}
 </tbody></table>
 {charts}
 {failures}
-<div id="overlay" hidden role="dialog" aria-modal="true" aria-label="full-size image"><img id="overlay-image" alt=""><p id="overlay-caption"></p></div>
+<div id="overlay" hidden role="dialog" aria-modal="true" aria-label="full-size image">
+<img id="overlay-image" alt=""><p id="overlay-caption"></p></div>
 <script>
 // Count the images that really decoded, so a browser test can tell a page that shows them.
 window.addEventListener("load", function () {{
@@ -330,7 +373,9 @@ function sortBy(header) {{
   var numeric = header.getAttribute("data-type") === "number";
   var ascending = header.getAttribute("aria-sort") !== "ascending";
   var rows = Array.prototype.slice.call(body.rows);
-  var value = function (row) {{ return row.querySelector('td[data-column="' + column + '"]').getAttribute("data-value"); }};
+  var value = function (row) {{
+    return row.querySelector('td[data-column="' + column + '"]').getAttribute("data-value");
+  }};
   rows.forEach(function (row, index) {{ row.sortIndex = index; }});
   rows.sort(function (a, b) {{
     var x = value(a), y = value(b);
@@ -339,7 +384,9 @@ function sortBy(header) {{
     return (ascending ? order : -order) || a.sortIndex - b.sortIndex;
   }});
   rows.forEach(function (row) {{ body.appendChild(row); }});
-  document.querySelectorAll("#runs th[aria-sort]").forEach(function (other) {{ other.setAttribute("aria-sort", "none"); }});
+  document.querySelectorAll("#runs th[aria-sort]").forEach(function (other) {{
+    other.setAttribute("aria-sort", "none");
+  }});
   header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
 }}
 document.querySelectorAll("#runs th[aria-sort] button").forEach(function (button) {{

@@ -72,7 +72,9 @@ def ssim(rgb_a, rgb_b, window: int = 7) -> float:
     return float(index.mean())
 
 
-def compare(baseline_output, result_output, baseline_rgb, result_rgb, same_hashes: bool, tolerance: Tolerance) -> tuple[str, dict]:
+def compare(
+    baseline_output, result_output, baseline_rgb, result_rgb, same_hashes: bool, tolerance: Tolerance
+) -> tuple[str, dict]:
     """The verdict and the metrics: identical hashes match; else the tolerance decides; shape or dtype drifts."""
     import numpy as np
 
@@ -80,7 +82,10 @@ def compare(baseline_output, result_output, baseline_rgb, result_rgb, same_hashe
     if same_hashes:
         return MATCH, {"max_abs": 0.0, "cosine": 0.0, "ssim": 1.0, "changed_pixels": 0.0}
     if baseline_output.shape != result_output.shape or baseline_output.dtype != result_output.dtype:
-        return DRIFT, {"reason": f"shape/dtype {result_output.shape} {result_output.dtype} != baseline {baseline_output.shape} {baseline_output.dtype}"}
+        return DRIFT, {
+            "reason": f"shape/dtype {result_output.shape} {result_output.dtype} "
+            f"!= baseline {baseline_output.shape} {baseline_output.dtype}"
+        }
     metrics = {
         "max_abs": max_abs_difference(baseline_output, result_output),
         "cosine": cosine_distance(baseline_output, result_output),

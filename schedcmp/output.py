@@ -51,8 +51,12 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self.bar = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=error_console, transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=error_console,
+                transient=True,
             )
             self.bar.start()
 
@@ -99,7 +103,13 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
         columns += [("ms/NFE", "right"), ("peak MiB", "right")]
     for column, justify in columns + [("status", "left")]:
         wraps = column in ("scheduler", "status", "order")
-        table.add_column(column, justify=justify, no_wrap=not wraps, overflow="fold", ratio=3 if column in ("scheduler", "status") else None)
+        table.add_column(
+            column,
+            justify=justify,
+            no_wrap=not wraps,
+            overflow="fold",
+            ratio=3 if column in ("scheduler", "status") else None,
+        )
     for row in rows:
         seconds = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
         if row.get("seconds_min") is not None and row["seconds_max"] != row["seconds_min"]:
@@ -120,7 +130,9 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
             ]
         status = row["status"] + (f" ({row['note']})" if measured and row.get("note") else "")
         table.add_row(
-            *values, status, end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,
+            *values,
+            status,
+            end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,
             style="bold" if row["id"] == "total" else None,
         )
     error_console.print(table)
@@ -154,7 +166,14 @@ def print_check(document: dict[str, Any]) -> None:
     """`schedcmp check`'s verdicts, on stderr, and a one-line summary."""
     from schedcmp.check_report import metric_text
 
-    colours = {"match": "green", "within-tolerance": "green", "drift": "red", "missing-baseline": "red", "error": "magenta", "nondeterministic": "yellow"}
+    colours = {
+        "match": "green",
+        "within-tolerance": "green",
+        "drift": "red",
+        "missing-baseline": "red",
+        "error": "magenta",
+        "nondeterministic": "yellow",
+    }
     table = Table(title=f"check against {document['baseline']} ({document['tolerance_profile']})", title_justify="left")
     for column in ("case", "status", "metrics (tolerance)"):
         table.add_column(column, overflow="fold")
@@ -162,6 +181,8 @@ def print_check(document: dict[str, Any]) -> None:
     for case in document["cases"]:
         counts[case["status"]] = counts.get(case["status"], 0) + 1
         status = case["status"] + (" (updated)" if case.get("updated") else "")
-        table.add_row(case["id"], f"[{colours.get(case['status'], 'white')}]{status}[/]", case.get("error") or metric_text(case))
+        table.add_row(
+            case["id"], f"[{colours.get(case['status'], 'white')}]{status}[/]", case.get("error") or metric_text(case)
+        )
     error_console.print(table)
     info(", ".join(f"{count} {status}" for status, count in sorted(counts.items())) + f"; exit {document['exit_code']}")

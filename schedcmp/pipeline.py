@@ -126,7 +126,9 @@ def classify_source(model: str | None) -> tuple[str, str]:
         return "folder", str(path)
     if path.is_file():
         return "file", str(path)
-    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith(SAFE_WEIGHTS + PICKLE_WEIGHTS)
+    looks_like_path = (
+        model.startswith((".", "/", "~")) or model.count("/") != 1 or model.endswith(SAFE_WEIGHTS + PICKLE_WEIGHTS)
+    )
     if looks_like_path:
         raise ModelError(f"model {model!r} not found: no such folder or file (a hub id looks like owner/name)")
     return "hub", model
@@ -237,11 +239,14 @@ def load_pipeline_from_file(path: str, dtype, allow_pickle: bool, model_config: 
     except (OSError, ValueError) as error:
         raise ModelError(
             f"{path} ({model_type}) needs the config of {config!r}, which is not available offline: "
-            f"pass --model-config DIR (a diffusers folder or cached hub id of the same architecture) ({one_line(error)[:160]})"
+            "pass --model-config DIR (a diffusers folder or cached hub id of the same architecture) "
+            f"({one_line(error)[:160]})"
         ) from None
 
 
-def load(model: str | None, device: str, dtype_name: str, allow_pickle: bool = False, model_config: str | None = None) -> LoadedModel:
+def load(
+    model: str | None, device: str, dtype_name: str, allow_pickle: bool = False, model_config: str | None = None
+) -> LoadedModel:
     """Load the pipeline once, move it to the device, and collect what the runs need."""
     quiet_libraries()
     kind, where = classify_source(model)
@@ -263,7 +268,9 @@ def describe(pipe: Any, model: str | None, device: str, dtype_name: str, load_se
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None:
         raise ModelError(f"{type(pipe).__name__} has no scheduler to swap")
-    denoiser = next((getattr(pipe, name) for name in DENOISER_ATTRIBUTES if getattr(pipe, name, None) is not None), None)
+    denoiser = next(
+        (getattr(pipe, name) for name in DENOISER_ATTRIBUTES if getattr(pipe, name, None) is not None), None
+    )
     if denoiser is None:
         raise ModelError(f"{type(pipe).__name__} has no denoiser (unet or transformer) schedcmp can count calls of")
     config = scheduler.config

@@ -108,7 +108,9 @@ def font(size: int = FONT_SIZE):
         return ImageFont.load_default()
 
 
-def paste_picture(sheet, draw, png: bytes | None, status: str, reason: str | None, x: int, y: int, width: int, height: int, text_font) -> None:
+def paste_picture(
+    sheet, draw, png: bytes | None, status: str, reason: str | None, x: int, y: int, width: int, height: int, text_font
+) -> None:
     """A run's image scaled into its box (crisp when enlarged), or a grey box saying why there is none."""
     from PIL import Image
 
@@ -145,7 +147,9 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
         draw.text((PADDING, PADDING // 2 + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
     for index, tile in enumerate(tiles):
         x, y = shape.origin(index)
-        paste_picture(sheet, draw, tile.image_png, tile.status, tile.reason, x, y, shape.tile_width, shape.tile_height, text_font)
+        paste_picture(
+            sheet, draw, tile.image_png, tile.status, tile.reason, x, y, shape.tile_width, shape.tile_height, text_font
+        )
         label_lines = [wrapped for line in tile.lines for wrapped in wrap(line, fits(shape.tile_width))]
         if len(label_lines) > LABEL_LINES:
             label_lines = label_lines[: LABEL_LINES - 1] + [label_lines[LABEL_LINES - 1].rstrip() + " …"]
@@ -226,12 +230,19 @@ class GridShape:
 def grid_shape_for(rows: int, columns: int, image_width: int, image_height: int, header_lines: int) -> GridShape:
     cell_width, scaled_height = tile_size(image_width, image_height)
     return GridShape(
-        rows=rows, columns=columns, cell_width=cell_width, cell_height=scaled_height + GRID_CELL_LINES * LINE_HEIGHT + 4,
-        image_height=scaled_height, header_height=PADDING + header_lines * LINE_HEIGHT, column_label_height=2 * LINE_HEIGHT,
+        rows=rows,
+        columns=columns,
+        cell_width=cell_width,
+        cell_height=scaled_height + GRID_CELL_LINES * LINE_HEIGHT + 4,
+        image_height=scaled_height,
+        header_height=PADDING + header_lines * LINE_HEIGHT,
+        column_label_height=2 * LINE_HEIGHT,
     )
 
 
-def pages(rows: int, columns: int, image_width: int, image_height: int, header_lines: int, limit: int = MAX_SHEET_SIDE) -> list[tuple[range, range]]:
+def pages(
+    rows: int, columns: int, image_width: int, image_height: int, header_lines: int, limit: int = MAX_SHEET_SIDE
+) -> list[tuple[range, range]]:
     """Split a grid into pages no wider or taller than `limit` pixels: [(rows, columns), ...], row-major."""
     probe = grid_shape_for(1, 1, image_width, image_height, header_lines)
     fixed_width = PADDING + GRID_LABEL_WIDTH
@@ -245,7 +256,14 @@ def pages(rows: int, columns: int, image_width: int, image_height: int, header_l
     ]
 
 
-def render_grid(header: list[str], row_labels: list[str], column_labels: list[str], cells: list[GridCell], image_width: int, image_height: int) -> bytes:
+def render_grid(
+    header: list[str],
+    row_labels: list[str],
+    column_labels: list[str],
+    cells: list[GridCell],
+    image_width: int,
+    image_height: int,
+) -> bytes:
     """One grid sheet as PNG bytes: legend header, column labels on top, row labels at the left."""
     from PIL import Image, ImageDraw
 
@@ -273,7 +291,9 @@ def render_grid(header: list[str], row_labels: list[str], column_labels: list[st
             draw.text((PADDING, y + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
     for cell in cells:
         x, y = shape.cell_origin(cell.row, cell.column)
-        paste_picture(sheet, draw, cell.image_png, cell.status, cell.reason, x, y, shape.cell_width, shape.image_height, text_font)
+        paste_picture(
+            sheet, draw, cell.image_png, cell.status, cell.reason, x, y, shape.cell_width, shape.image_height, text_font
+        )
         lines = [w for line in cell.lines for w in wrap(line, fits(shape.cell_width))][:GRID_CELL_LINES]
         for number, line in enumerate(lines):
             colour = STATUS_COLOURS["ok"] if number == 0 else STATUS_COLOURS.get(cell.status, (0, 0, 0))

@@ -94,7 +94,18 @@ def sorted_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return timed + [e for e in entries if e.get("seconds") is None]
 
 
-TABLE_COLUMNS = ["id", "scheduler", "steps", "nfe", "seconds", "seconds_min", "seconds_max", "ms_per_nfe", "peak_memory_mb", "status"]
+TABLE_COLUMNS = [
+    "id",
+    "scheduler",
+    "steps",
+    "nfe",
+    "seconds",
+    "seconds_min",
+    "seconds_max",
+    "ms_per_nfe",
+    "peak_memory_mb",
+    "status",
+]
 # With --reference: each run's distance to the converged reference, and its order of convergence.
 CONVERGENCE_COLUMNS = ["latent_rmse", "psnr", "ssim", "order", "order_note", "pareto", "note"]
 
@@ -147,7 +158,8 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ssim": distance.get("ssim"),
                 "order": (entry.get("order") or {}).get("order"),
                 "order_note": order_note(entry.get("order")),
-                "pareto": ", ".join(PARETO_NAMES[cost] for cost, on in (entry.get("pareto") or {}).items() if on) or None,
+                "pareto": ", ".join(PARETO_NAMES[cost] for cost, on in (entry.get("pareto") or {}).items() if on)
+                or None,
                 "note": note,
             }
         )

@@ -261,7 +261,9 @@ class Sampler:
             self.timestep_low, self.timestep_high = float("inf"), float("-inf")
             self.reset_peak_memory()
             try:
-                self.model.pipe.scheduler = build(self.classes[specs[0].scheduler], self.model.original_config, self.scheduler_overrides(specs))
+                self.model.pipe.scheduler = build(
+                    self.classes[specs[0].scheduler], self.model.original_config, self.scheduler_overrides(specs)
+                )
                 kwargs = self.call_kwargs(specs, on_step)
                 self.synchronise()
                 started = time.perf_counter()

@@ -259,7 +259,9 @@ def ordered(class_names: list[str]) -> list[str]:
     return known + sorted(name for name in unique if name not in PREFERRED_ORDER)
 
 
-def expand_all(compatible: list[str], accepted_params: dict[str, set[str]], plus: bool, flow_shift: float | None) -> list[SchedulerChoice]:
+def expand_all(
+    compatible: list[str], accepted_params: dict[str, set[str]], plus: bool, flow_shift: float | None
+) -> list[SchedulerChoice]:
     """`all`: each compatible class with its defaults. `all+`: also the well-known variants.
 
     The variants are Karras sigmas for every class that takes them and, for flow-matching pipelines
@@ -285,7 +287,9 @@ def expand_all(compatible: list[str], accepted_params: dict[str, set[str]], plus
     return choices + variants
 
 
-def choose(text: str, compatible: list[str], accepted_params: dict[str, set[str]], flow_shift: float | None) -> list[SchedulerChoice]:
+def choose(
+    text: str, compatible: list[str], accepted_params: dict[str, set[str]], flow_shift: float | None
+) -> list[SchedulerChoice]:
     """The schedulers a `--schedulers` value asks for, in order."""
     entries = parse_entries(text)
     choices: list[SchedulerChoice] = []
@@ -293,7 +297,11 @@ def choose(text: str, compatible: list[str], accepted_params: dict[str, set[str]
         keyword = normalise(entry.name)
         if keyword in (ALL, ALL_PLUS) and not entry.overrides:
             for choice in expand_all(compatible, accepted_params, keyword == ALL_PLUS, flow_shift):
-                choices.append(SchedulerChoice(choice.class_name, choice.overrides, choice.alias, entry.steps, choice.known_to_work))
+                choices.append(
+                    SchedulerChoice(
+                        choice.class_name, choice.overrides, choice.alias, entry.steps, choice.known_to_work
+                    )
+                )
         else:
             choices.append(resolve_entry(entry, accepted_params))
     return choices

@@ -19,8 +19,16 @@ class GaussianDenoiser(ModelMixin, ConfigMixin):
     """The exact ε-prediction for Gaussian data, with UNet2DConditionModel's call signature."""
 
     @register_to_config
-    def __init__(self, in_channels: int = 4, out_channels: int = 4, sample_size: int = 16, num_train_timesteps: int = 1000,
-                 beta_start: float = 0.00085, beta_end: float = 0.012, time_cond_proj_dim: int | None = None):
+    def __init__(
+        self,
+        in_channels: int = 4,
+        out_channels: int = 4,
+        sample_size: int = 16,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.00085,
+        beta_end: float = 0.012,
+        time_cond_proj_dim: int | None = None,
+    ):
         super().__init__()
         # Stable Diffusion's scaled-linear schedule, the one the pipeline's scheduler config describes.
         betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
@@ -52,6 +60,8 @@ def swap_in(model):
     from dataclasses import replace
 
     unet = model.pipe.unet
-    analytic = GaussianDenoiser(in_channels=unet.config.in_channels, out_channels=unet.config.out_channels, sample_size=unet.config.sample_size)
+    analytic = GaussianDenoiser(
+        in_channels=unet.config.in_channels, out_channels=unet.config.out_channels, sample_size=unet.config.sample_size
+    )
     model.pipe.register_modules(unet=analytic)
     return replace(model, denoiser=analytic, name="Gaussian data (exact ε-prediction)")

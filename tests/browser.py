@@ -81,7 +81,14 @@ class Browser:
         try:
             target = self.call("Target.createTarget", url="about:blank")["targetId"]
             self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-            self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height, deviceScaleFactor=1, mobile=False)
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                session=True,
+                width=width,
+                height=height,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
         except BaseException:
             self.close()
             raise
@@ -122,7 +129,9 @@ class Browser:
         while b"\0" not in self.buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([self.replies], [], [], remaining)[0]:
-                raise BrowserError(f"no answer from chromium within {self.timeout:.0f} s while waiting for {waiting_for}")
+                raise BrowserError(
+                    f"no answer from chromium within {self.timeout:.0f} s while waiting for {waiting_for}"
+                )
             chunk = os.read(self.replies, 1 << 20)
             if not chunk:
                 log = self.log.read_text(errors="replace")[-2000:] if self.log.is_file() else ""
@@ -171,7 +180,9 @@ class Browser:
         """The value of a JavaScript expression in the page (promises are awaited)."""
         result = self.page("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in result:
-            raise BrowserError(f"{expression!r} threw: {result['exceptionDetails'].get('exception', {}).get('description')}")
+            raise BrowserError(
+                f"{expression!r} threw: {result['exceptionDetails'].get('exception', {}).get('description')}"
+            )
         return result["result"].get("value")
 
     def wait_for(self, expression: str) -> Any:

@@ -70,10 +70,17 @@ def test_manifest_records_what_check_needs(baseline):
     assert len(case["pixel_sha256"]) == 64 and len(case["array_sha256"]) == 64
     assert (baseline / "cpu" / case["image"]).is_file() and (baseline / "cpu" / case["array"]).is_file()
     identity = manifest["model"]["identity"]
-    assert identity["pipeline"] == "StableDiffusionPipeline" and identity["components"]["unet"]["class"] == "UNet2DConditionModel"
+    assert (
+        identity["pipeline"] == "StableDiffusionPipeline"
+        and identity["components"]["unet"]["class"] == "UNet2DConditionModel"
+    )
     assert "_name_or_path" not in identity["components"]["text_encoder"]["config"]
     env = manifest["environment"]
-    assert env["device_class"] == "cpu" and env["dtype"] == "fp32" and set(env["versions"]) >= {"schedcmp", "diffusers", "torch"}
+    assert (
+        env["device_class"] == "cpu"
+        and env["dtype"] == "fp32"
+        and set(env["versions"]) >= {"schedcmp", "diffusers", "torch"}
+    )
     assert "num_threads" in env["determinism"]
 
 
@@ -86,7 +93,10 @@ def test_unchanged_rerun_is_all_match_and_writes_nothing(cli, baseline):
 
 
 def test_karras_sigmas_on_one_scheduler_drifts_that_case_only(cli, baseline, patch_build):
-    patch_build("EulerDiscreteScheduler", lambda s, cls, config, overrides: cls.from_config(config, **overrides, use_karras_sigmas=True))
+    patch_build(
+        "EulerDiscreteScheduler",
+        lambda s, cls, config, overrides: cls.from_config(config, **overrides, use_karras_sigmas=True),
+    )
     before = tree_hash(baseline)
     result = cli("check", baseline, "--format", "json")
     assert result.exit_code == 1
@@ -210,7 +220,10 @@ def test_per_scheduler_tolerance(cli, baseline):
 
 
 def test_update_changed_writes_only_when_asked(cli, baseline, patch_build):
-    patch_build("EulerDiscreteScheduler", lambda s, cls, config, overrides: cls.from_config(config, **overrides, use_karras_sigmas=True))
+    patch_build(
+        "EulerDiscreteScheduler",
+        lambda s, cls, config, overrides: cls.from_config(config, **overrides, use_karras_sigmas=True),
+    )
     updated = cli("check", baseline, "--update", "changed", "--format", "json")
     assert updated.exit_code == 0 and [c["id"] for c in updated.json()["cases"] if c["updated"]] == [IDS[1]]
     again = cli("check", baseline, "--format", "json")
@@ -218,7 +231,10 @@ def test_update_changed_writes_only_when_asked(cli, baseline, patch_build):
 
 
 def test_ci_artifacts(cli, baseline, patch_build, tmp_path, monkeypatch):
-    patch_build("EulerDiscreteScheduler", lambda s, cls, config, overrides: cls.from_config(config, **overrides, use_karras_sigmas=True))
+    patch_build(
+        "EulerDiscreteScheduler",
+        lambda s, cls, config, overrides: cls.from_config(config, **overrides, use_karras_sigmas=True),
+    )
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
@@ -229,7 +245,9 @@ def test_ci_artifacts(cli, baseline, patch_build, tmp_path, monkeypatch):
     assert sorted(p.name for p in drifted.iterdir()) == ["baseline.png", "diff.png", "result.png"]
     assert not (results / IDS[0]).exists()  # matches leave no images
     document = json.loads((results / "results.json").read_text())
-    assert document["cases"][1]["diff_image"] == f"{IDS[1]}/diff.png" and document["cases"][1]["tolerance"]["max_abs"] > 0
+    assert (
+        document["cases"][1]["diff_image"] == f"{IDS[1]}/diff.png" and document["cases"][1]["tolerance"]["max_abs"] > 0
+    )
     suite = ElementTree.parse(junit).getroot()
     assert suite.get("tests") == "4" and suite.get("failures") == "1" and suite.get("errors") == "0"
     failing = [case for case in suite.iter("testcase") if case.find("failure") is not None]
@@ -242,17 +260,32 @@ def test_ci_artifacts(cli, baseline, patch_build, tmp_path, monkeypatch):
 
 def test_report_html_shows_the_three_images_in_chromium(cli, baseline, patch_build, tmp_path):
     """The page loads with no network in headless Chromium and decodes baseline, result and diff."""
-    patch_build("EulerDiscreteScheduler", lambda s, cls, config, overrides: cls.from_config(config, **overrides, use_karras_sigmas=True))
+    patch_build(
+        "EulerDiscreteScheduler",
+        lambda s, cls, config, overrides: cls.from_config(config, **overrides, use_karras_sigmas=True),
+    )
     results = tmp_path / "results"
     assert cli("check", baseline, "--results", results).exit_code == 1
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium is needed for this test: `make test` installs it"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+    ]
     page = (results / "report.html").as_uri()
     dom = subprocess.run([chromium, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
     assert 'data-images-shown="3"' in dom and 'data-images-total="3"' in dom, dom[-500:]
     artifact = Path(__file__).parent / "artifacts" / "check_report.png"
     artifact.parent.mkdir(exist_ok=True)
-    subprocess.run([chromium, *flags, f"--screenshot={artifact}", "--window-size=1000,700", page], capture_output=True, timeout=120)
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={artifact}", "--window-size=1000,700", page], capture_output=True, timeout=120
+    )
     assert artifact.is_file() and artifact.stat().st_size > 1000

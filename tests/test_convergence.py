@@ -43,16 +43,35 @@ def test_pareto_front_by_hand():
 
 
 def entry(run_id, steps, nfe, seconds, rmse, determinism="deterministic", scheduler="EulerDiscreteScheduler"):
-    return {"id": run_id, "scheduler": scheduler, "overrides": {}, "prompt": "p", "negative_prompt": None, "seed": 0,
-            "guidance_scale": 7.5, "width": 64, "height": 64, "call_args": {}, "reference": "ref-1", "steps": steps, "nfe": nfe,
-            "seconds": seconds, "status": "ok", "determinism": determinism,
-            "distance": None if rmse is None else {"latent_rmse": rmse, "psnr": 30.0, "ssim": 0.9}}
+    return {
+        "id": run_id,
+        "scheduler": scheduler,
+        "overrides": {},
+        "prompt": "p",
+        "negative_prompt": None,
+        "seed": 0,
+        "guidance_scale": 7.5,
+        "width": 64,
+        "height": 64,
+        "call_args": {},
+        "reference": "ref-1",
+        "steps": steps,
+        "nfe": nfe,
+        "seconds": seconds,
+        "status": "ok",
+        "determinism": determinism,
+        "distance": None if rmse is None else {"latent_rmse": rmse, "psnr": 30.0, "ssim": 0.9},
+    }
 
 
 def test_orders_and_fronts_over_results_entries():
     entries = [entry(f"e{n}", n, n, n / 10, 1.0 / n) for n in (10, 20, 40)]
-    entries += [entry(f"h{n}", n, 2 * n - 1, n / 5, 4.0 / n**2, scheduler="HeunDiscreteScheduler") for n in (10, 20, 40)]
-    entries.append(entry("a20", 20, 20, 2.0, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler"))
+    entries += [
+        entry(f"h{n}", n, 2 * n - 1, n / 5, 4.0 / n**2, scheduler="HeunDiscreteScheduler") for n in (10, 20, 40)
+    ]
+    entries.append(
+        entry("a20", 20, 20, 2.0, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler")
+    )
     convergence.fit_orders(entries)
     convergence.mark_pareto(entries)
     by_id = {e["id"]: e for e in entries}
@@ -70,27 +89,69 @@ def test_orders_and_fronts_over_results_entries():
 # ancestral and SDE samplers, DDPM, consistency-model and LCM/TCD multistep sampling add fresh noise each
 # step; ODE solvers do not. Classes the generic loop cannot drive are "unknown", with the reason.
 EXPECTED = {
-    "CMStochasticIterativeScheduler": "stochastic", "CogVideoXDDIMScheduler": "deterministic", "CosineDPMSolverMultistepScheduler": "stochastic",
-    "DDIMInverseScheduler": "deterministic", "DDIMParallelScheduler": "deterministic", "DDIMScheduler": "deterministic",
-    "DDPMParallelScheduler": "stochastic", "DDPMScheduler": "stochastic", "DEISMultistepScheduler": "deterministic",
-    "DPMSolverMultistepInverseScheduler": "deterministic", "DPMSolverMultistepScheduler": "deterministic",
-    "DPMSolverSDEScheduler": "stochastic", "DPMSolverSinglestepScheduler": "deterministic", "EDMDPMSolverMultistepScheduler": "deterministic",
-    "EDMEulerScheduler": "deterministic", "EulerAncestralDiscreteScheduler": "stochastic", "EulerDiscreteScheduler": "deterministic",
-    "FlowMapEulerDiscreteScheduler": "deterministic", "FlowMatchEulerDiscreteScheduler": "deterministic",
-    "FlowMatchHeunDiscreteScheduler": "deterministic", "FlowMatchLCMScheduler": "stochastic", "HeunDiscreteScheduler": "deterministic",
-    "IPNDMScheduler": "deterministic", "KDPM2AncestralDiscreteScheduler": "stochastic", "KDPM2DiscreteScheduler": "deterministic",
-    "LCMScheduler": "stochastic", "LMSDiscreteScheduler": "deterministic", "LTXEulerAncestralRFScheduler": "stochastic",
-    "MiniMaxH3Scheduler": "deterministic", "PNDMScheduler": "deterministic", "SASolverScheduler": "stochastic",
-    "TCDScheduler": "stochastic", "UniPCMultistepScheduler": "deterministic",
+    "CMStochasticIterativeScheduler": "stochastic",
+    "CogVideoXDDIMScheduler": "deterministic",
+    "CosineDPMSolverMultistepScheduler": "stochastic",
+    "DDIMInverseScheduler": "deterministic",
+    "DDIMParallelScheduler": "deterministic",
+    "DDIMScheduler": "deterministic",
+    "DDPMParallelScheduler": "stochastic",
+    "DDPMScheduler": "stochastic",
+    "DEISMultistepScheduler": "deterministic",
+    "DPMSolverMultistepInverseScheduler": "deterministic",
+    "DPMSolverMultistepScheduler": "deterministic",
+    "DPMSolverSDEScheduler": "stochastic",
+    "DPMSolverSinglestepScheduler": "deterministic",
+    "EDMDPMSolverMultistepScheduler": "deterministic",
+    "EDMEulerScheduler": "deterministic",
+    "EulerAncestralDiscreteScheduler": "stochastic",
+    "EulerDiscreteScheduler": "deterministic",
+    "FlowMapEulerDiscreteScheduler": "deterministic",
+    "FlowMatchEulerDiscreteScheduler": "deterministic",
+    "FlowMatchHeunDiscreteScheduler": "deterministic",
+    "FlowMatchLCMScheduler": "stochastic",
+    "HeunDiscreteScheduler": "deterministic",
+    "IPNDMScheduler": "deterministic",
+    "KDPM2AncestralDiscreteScheduler": "stochastic",
+    "KDPM2DiscreteScheduler": "deterministic",
+    "LCMScheduler": "stochastic",
+    "LMSDiscreteScheduler": "deterministic",
+    "LTXEulerAncestralRFScheduler": "stochastic",
+    "MiniMaxH3Scheduler": "deterministic",
+    "PNDMScheduler": "deterministic",
+    "SASolverScheduler": "stochastic",
+    "TCDScheduler": "stochastic",
+    "UniPCMultistepScheduler": "deterministic",
 }
 # Need inputs no image pipeline's loop gives (masks, token ids, protein frames, paired timesteps ...).
 UNPROBEABLE = {
-    "AmusedScheduler", "BlockRefinementScheduler", "CogVideoXDPMScheduler", "DDPMWuerstchenScheduler", "DiscreteDDIMScheduler",
-    "EntropyBoundScheduler", "HeliosDMDScheduler", "HeliosScheduler", "KarrasVeScheduler", "PiflowScheduler", "RFD4ProteinaScheduler",
-    "RePaintScheduler", "SCMScheduler", "ScoreSdeVeScheduler", "UnCLIPScheduler", "VQDiffusionScheduler",
+    "AmusedScheduler",
+    "BlockRefinementScheduler",
+    "CogVideoXDPMScheduler",
+    "DDPMWuerstchenScheduler",
+    "DiscreteDDIMScheduler",
+    "EntropyBoundScheduler",
+    "HeliosDMDScheduler",
+    "HeliosScheduler",
+    "KarrasVeScheduler",
+    "PiflowScheduler",
+    "RFD4ProteinaScheduler",
+    "RePaintScheduler",
+    "SCMScheduler",
+    "ScoreSdeVeScheduler",
+    "UnCLIPScheduler",
+    "VQDiffusionScheduler",
 }
-SD15_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-               "set_alpha_to_one": False, "steps_offset": 1, "clip_sample": False, "skip_prk_steps": True}
+SD15_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "skip_prk_steps": True,
+}
 
 
 def test_every_scheduler_class_is_labelled_by_running_it():
@@ -141,12 +202,22 @@ def test_fitted_orders_match_theory_on_gaussian_data(sd15_model, tmp_path, monke
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
     model = analytic.swap_in(pipeline.load(str(sd15_model), "cpu", "fp32"))
     outcome = compare.run_comparison(
-        Settings(prompts=("x",), schedulers="Euler,DDIM(set_alpha_to_one=true),Heun(use_karras_sigmas=true),DPM++ 2M Karras",
-                 seeds=(1,), steps=(8, 16, 32, 64), guidance_scales=(1.0,)),
-        compare.ModelOptions(), compare.OutputOptions(out=tmp_path / "out", reference="DPMSolverMultistep(use_karras_sigmas=true):400", no_sheet=True),
+        Settings(
+            prompts=("x",),
+            schedulers="Euler,DDIM(set_alpha_to_one=true),Heun(use_karras_sigmas=true),DPM++ 2M Karras",
+            seeds=(1,),
+            steps=(8, 16, 32, 64),
+            guidance_scales=(1.0,),
+        ),
+        compare.ModelOptions(),
+        compare.OutputOptions(
+            out=tmp_path / "out", reference="DPMSolverMultistep(use_karras_sigmas=true):400", no_sheet=True
+        ),
         loaded=model,
     )
-    orders = {(e["scheduler"], e["overrides"].get("use_karras_sigmas", False)): e["order"] for e in outcome.document["runs"]}
+    orders = {
+        (e["scheduler"], e["overrides"].get("use_karras_sigmas", False)): e["order"] for e in outcome.document["runs"]
+    }
     assert 0.75 <= orders["EulerDiscreteScheduler", False]["order"] <= 1.25
     assert 0.7 <= orders["DDIMScheduler", False]["order"] <= 1.3
     assert 1.7 <= orders["HeunDiscreteScheduler", True]["order"] <= 2.8
@@ -166,8 +237,21 @@ def reference_run(cli, sd15_model, tmp_path, monkeypatch):
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
 
     def run(out, *extra):
-        return cli("run", "a red apple", "--model", sd15_model, "--schedulers", "ddim,euler,euler a,dpm++ 2m", "--steps", "3",
-                   "--reference-spec", "DPMSolverMultistep:8", "--out", tmp_path / out, *extra)
+        return cli(
+            "run",
+            "a red apple",
+            "--model",
+            sd15_model,
+            "--schedulers",
+            "ddim,euler,euler a,dpm++ 2m",
+            "--steps",
+            "3",
+            "--reference-spec",
+            "DPMSolverMultistep:8",
+            "--out",
+            tmp_path / out,
+            *extra,
+        )
 
     return run
 
@@ -181,15 +265,24 @@ def test_reference_distances_labels_and_cache(reference_run, tmp_path):
     assert reference["self_convergence"]["half_steps"] == 4 and reference["self_convergence"]["latent_rmse"] > 0
     runs = {e["scheduler"]: e for e in document["runs"]}
     euler_a = runs["EulerAncestralDiscreteScheduler"]
-    assert euler_a["determinism"] == "stochastic" and euler_a["distance"] is None and "not ranked" in euler_a["distance_note"]
+    assert (
+        euler_a["determinism"] == "stochastic"
+        and euler_a["distance"] is None
+        and "not ranked" in euler_a["distance_note"]
+    )
     for name in ("DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler"):
         distance = runs[name]["distance"]
         assert distance["latent_rmse"] > 0 and 0 < distance["ssim"] <= 1 and distance["psnr"] > 0
     assert runs["DDIMScheduler"]["interval"] == "trailing" and "DDIM" in document["interval"]["note"]
     ranked = [e for e in document["runs"] if e["distance"]]
     for run in ranked:  # on the front exactly when no other run is both no slower and no farther, and better in one
-        beaten = any(o["seconds"] <= run["seconds"] and o["distance"]["latent_rmse"] <= run["distance"]["latent_rmse"] and o is not run
-                     and (o["seconds"] < run["seconds"] or o["distance"]["latent_rmse"] < run["distance"]["latent_rmse"]) for o in ranked)
+        beaten = any(
+            o["seconds"] <= run["seconds"]
+            and o["distance"]["latent_rmse"] <= run["distance"]["latent_rmse"]
+            and o is not run
+            and (o["seconds"] < run["seconds"] or o["distance"]["latent_rmse"] < run["distance"]["latent_rmse"])
+            for o in ranked
+        )
         assert run["pareto"]["seconds"] is not beaten
     assert document["charts"] == ["quality_vs_time.png", "quality_vs_nfe.png"] and document["report"] == "report.html"
     assert "quality_vs_time" in (tmp_path / "one" / "report.html").read_text()
@@ -224,8 +317,15 @@ def test_report_errors_are_one_line(cli, tmp_path):
     assert cli("report", tmp_path / "bad").exit_code == 2
 
 
-@pytest.mark.parametrize("spec, message", [("DDIM", "needs its steps"), ("all:50", "one scheduler"), ("Eulr:50", "unknown scheduler"),
-                                           ("DDIM:1", "at least 2 steps")])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("DDIM", "needs its steps"),
+        ("all:50", "one scheduler"),
+        ("Eulr:50", "unknown scheduler"),
+        ("DDIM:1", "at least 2 steps"),
+    ],
+)
 def test_bad_reference_spec_is_a_usage_error(cli, spec, message, tmp_path):
     result = cli("run", "x", "--reference-spec", spec, "--out", tmp_path / "o")
     assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -233,10 +333,24 @@ def test_bad_reference_spec_is_a_usage_error(cli, spec, message, tmp_path):
 
 
 def test_a_stochastic_reference_is_refused(cli, sd15_model, tmp_path):
-    result = cli("run", "x", "--model", sd15_model, "--schedulers", "euler", "--steps", "2", "--out", tmp_path / "o",
-                 "--reference-spec", "Euler a:20")
+    result = cli(
+        "run",
+        "x",
+        "--model",
+        sd15_model,
+        "--schedulers",
+        "euler",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "o",
+        "--reference-spec",
+        "Euler a:20",
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("schedcmp: error:")]
-    assert result.exit_code == 2 and len(errors) == 1 and "is stochastic" in errors[0] and "Traceback" not in result.stderr
+    assert (
+        result.exit_code == 2 and len(errors) == 1 and "is stochastic" in errors[0] and "Traceback" not in result.stderr
+    )
 
 
 def test_a_malformed_results_file_is_one_line(cli, tmp_path):
@@ -260,22 +374,45 @@ def test_csv_columns_with_distances():
     from schedcmp import report
 
     entries = [entry(f"e{n}", n, n, n / 10, 1.0 / n) for n in (10, 20, 40)]
-    entries.append(entry("a20", 20, 20, 2.0, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler"))
+    entries.append(
+        entry("a20", 20, 20, 2.0, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler")
+    )
     entries[-1]["distance_note"] = "stochastic: converges to another sample"
     for e in entries:
-        e.update(alias=None, seconds_all=[e["seconds"]], peak_memory_bytes=None, ms_per_nfe=None, reason=None, interval=None)
+        e.update(
+            alias=None, seconds_all=[e["seconds"]], peak_memory_bytes=None, ms_per_nfe=None, reason=None, interval=None
+        )
     convergence.fit_orders(entries)
     convergence.mark_pareto(entries)
     rows = list(__import__("csv").DictReader(report.to_csv(report.table_rows(entries)).splitlines()))
     assert list(rows[0])[-7:] == report.CONVERGENCE_COLUMNS
     euler = next(row for row in rows if row["id"] == "e10")
-    assert float(euler["order"]) == pytest.approx(1.0) and euler["order_note"] == "10-40 steps" and euler["status"] == "ok"
+    assert (
+        float(euler["order"]) == pytest.approx(1.0) and euler["order_note"] == "10-40 steps" and euler["status"] == "ok"
+    )
     stochastic = next(row for row in rows if row["id"] == "a20")
-    assert stochastic["note"] == "stochastic: not ranked" and stochastic["latent_rmse"] == "" and stochastic["status"] == "ok"
+    assert (
+        stochastic["note"] == "stochastic: not ranked"
+        and stochastic["latent_rmse"] == ""
+        and stochastic["status"] == "ok"
+    )
 
 
 def test_without_reference_runs_are_still_labelled(cli, sd15_model, tmp_path):
-    result = cli("run", "x", "--model", sd15_model, "--schedulers", "euler,euler a", "--steps", "2", "--out", tmp_path / "o", "--format", "json")
+    result = cli(
+        "run",
+        "x",
+        "--model",
+        sd15_model,
+        "--schedulers",
+        "euler,euler a",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+    )
     assert result.exit_code == 0
     document = result.json()
     assert document["references"] == [] and document["interval"] is None and not (tmp_path / "o" / "reference").exists()
@@ -287,11 +424,16 @@ def test_a_sweep_without_distances_says_why_it_has_no_order():
     for e in entries:
         e["distance_note"] = "starts at t=1.1, the reference at t=999.0: not on its interval"
     convergence.fit_orders(entries)
-    assert entries[0]["order"]["reason"] == "no distances: starts at t=1.1, the reference at t=999.0: not on its interval"
+    assert (
+        entries[0]["order"]["reason"] == "no distances: starts at t=1.1, the reference at t=999.0: not on its interval"
+    )
 
 
 def test_stochastic_runs_in_a_sweep_get_no_order():
-    entries = [entry(f"a{n}", n, n, n / 10, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler") for n in (10, 20, 40)]
+    entries = [
+        entry(f"a{n}", n, n, n / 10, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler")
+        for n in (10, 20, 40)
+    ]
     convergence.fit_orders(entries)
     assert all(e["order"]["order"] is None and e["order"]["reason"] == "stochastic: no ODE order" for e in entries)
 
@@ -305,8 +447,18 @@ def test_resume_keeps_measured_cells_and_reruns_unmeasured_ones(reference_run, c
     assert after["references"][0]["cached"] is True  # the summary is rebuilt from the cache
     assert [e["distance"] for e in after["runs"]] == [e["distance"] for e in before["runs"]]
 
-    plain = cli("run", "a red apple", "--model", sd15_model, "--schedulers", "ddim,euler,euler a,dpm++ 2m", "--steps", "3",
-                "--out", tmp_path / "plain")
+    plain = cli(
+        "run",
+        "a red apple",
+        "--model",
+        sd15_model,
+        "--schedulers",
+        "ddim,euler,euler a,dpm++ 2m",
+        "--steps",
+        "3",
+        "--out",
+        tmp_path / "plain",
+    )
     assert plain.exit_code == 0
     measured = reference_run("ignored", "--resume", tmp_path / "plain", "--format", "json")
     assert "resuming" not in measured.stderr  # cells made without a reference are not reused as measured ones
@@ -316,8 +468,23 @@ def test_resume_keeps_measured_cells_and_reruns_unmeasured_ones(reference_run, c
 def test_a_failing_reference_measures_nothing_and_exits_1(cli, sd15_model, tmp_path, monkeypatch):
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
     # diffusers refuses this combination when the scheduler is built: the reference run fails like any run.
-    result = cli("run", "x", "--model", sd15_model, "--schedulers", "euler", "--steps", "2", "--out", tmp_path / "o", "--format", "json",
-                 "--reference-spec", "DPMSolverMultistep(algorithm_type=sde-dpmsolver):4", "--html")
+    result = cli(
+        "run",
+        "x",
+        "--model",
+        sd15_model,
+        "--schedulers",
+        "euler",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+        "--reference-spec",
+        "DPMSolverMultistep(algorithm_type=sde-dpmsolver):4",
+        "--html",
+    )
     assert result.exit_code == 1, result.stderr
     document = result.json()
     assert document["references"][0]["status"] == "failed" and document["references"][0]["reason"]
@@ -327,8 +494,25 @@ def test_a_failing_reference_measures_nothing_and_exits_1(cli, sd15_model, tmp_p
 
 def test_a_seed_sweep_gets_one_reference_per_seed(cli, sd15_model, tmp_path, monkeypatch):
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
-    result = cli("run", "x", "--model", sd15_model, "--schedulers", "euler,ddim", "--steps", "2", "--seed", "1,2", "--out", tmp_path / "o",
-                 "--format", "json", "--reference-spec", "Euler:6", "--html")
+    result = cli(
+        "run",
+        "x",
+        "--model",
+        sd15_model,
+        "--schedulers",
+        "euler,ddim",
+        "--steps",
+        "2",
+        "--seed",
+        "1,2",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+        "--reference-spec",
+        "Euler:6",
+        "--html",
+    )
     assert result.exit_code == 0, result.stderr
     document = result.json()
     references = {r["id"]: r["seed"] for r in document["references"]}
@@ -341,16 +525,43 @@ def test_a_seed_sweep_gets_one_reference_per_seed(cli, sd15_model, tmp_path, mon
     assert "first of 2 references" in (tmp_path / "o" / "report.html").read_text()
 
 
-def test_flow_models_get_a_flow_reference_and_incompatible_references_are_refused(cli, sd3_model, sd15_model, tmp_path, monkeypatch):
+def test_flow_models_get_a_flow_reference_and_incompatible_references_are_refused(
+    cli, sd3_model, sd15_model, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
-    flow = cli("run", "x", "--model", sd3_model, "--schedulers", "FlowMatchEulerDiscrete", "--steps", "2,4,8", "--out", tmp_path / "o",
-               "--format", "json", "--reference")
+    flow = cli(
+        "run",
+        "x",
+        "--model",
+        sd3_model,
+        "--schedulers",
+        "FlowMatchEulerDiscrete",
+        "--steps",
+        "2,4,8",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+        "--reference",
+    )
     assert flow.exit_code == 0, flow.stderr
     [reference] = flow.json()["references"]
     assert reference["overrides"]["use_flow_sigmas"] is True and reference["status"] == "ok"
     assert all(e["distance"] is not None for e in flow.json()["runs"])
-    refused = cli("run", "x", "--model", sd15_model, "--schedulers", "euler", "--steps", "2", "--out", tmp_path / "p",
-                  "--reference-spec", "FlowMatchEulerDiscrete:8")
+    refused = cli(
+        "run",
+        "x",
+        "--model",
+        sd15_model,
+        "--schedulers",
+        "euler",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "p",
+        "--reference-spec",
+        "FlowMatchEulerDiscrete:8",
+    )
     assert refused.exit_code == 2 and "not in this pipeline's compatibles" in refused.stderr
 
 
@@ -363,9 +574,14 @@ def test_a_real_runs_report_in_chromium(reference_run, tmp_path):
     document = json.loads((folder / "results.json").read_text())
     with Browser(tmp_path / "profile") as browser:
         browser.page("Network.enable")
-        browser.page("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1)
+        browser.page(
+            "Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1
+        )
         browser.open((folder / "report.html").as_uri())
-        shown = browser.wait_for("document.body.dataset.imagesTotal && [document.body.dataset.imagesShown, document.body.dataset.imagesTotal]")
+        shown = browser.wait_for(
+            "document.body.dataset.imagesTotal"
+            " && [document.body.dataset.imagesShown, document.body.dataset.imagesTotal]"
+        )
         assert shown[0] == shown[1] and int(shown[0]) == 4 + 1 + 1 + 2  # runs, reference, sheet, charts
         rows = "[...document.querySelectorAll('#runs tbody tr')].map(row => row.dataset.id)"
         assert sorted(browser.evaluate(rows)) == sorted(e["id"] for e in document["runs"])

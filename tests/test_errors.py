@@ -26,7 +26,10 @@ MISSING_MODEL = "/nonexistent/model"
     "args, fragments",
     [
         (["run", "x", "-s", "eulr"], ["unknown scheduler 'eulr'", "did you mean"]),
-        (["run", "x", "-s", "euler(use_karras_sigma=true)"], ["unknown override 'use_karras_sigma'", "use_karras_sigmas"]),
+        (
+            ["run", "x", "-s", "euler(use_karras_sigma=true)"],
+            ["unknown override 'use_karras_sigma'", "use_karras_sigmas"],
+        ),
         (["run", "x", "-s", "euler(karras"], ["malformed scheduler list"]),
         (["run", "x", "-s", "euler:0"], ["steps must be at least 1"]),
         (["run", "x", "--steps", "0"], ["--steps must be at least 1"]),
@@ -74,17 +77,23 @@ def pickle_model(sd15_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pickled") / "model"
     shutil.copytree(sd15_model, folder)
     shutil.rmtree(folder / "unet")
-    UNet2DConditionModel.from_pretrained(sd15_model, subfolder="unet").save_pretrained(folder / "unet", safe_serialization=False)
+    UNet2DConditionModel.from_pretrained(sd15_model, subfolder="unet").save_pretrained(
+        folder / "unet", safe_serialization=False
+    )
     assert (folder / "unet" / "diffusion_pytorch_model.bin").is_file()
     return folder
 
 
 def test_pickle_only_weights_are_refused(cli, pickle_model, tmp_path):
-    assert_one_line_error(cli("run", "x", "--model", pickle_model, "--out", tmp_path / "o"), "only pickle weights", "--allow-pickle")
+    assert_one_line_error(
+        cli("run", "x", "--model", pickle_model, "--out", tmp_path / "o"), "only pickle weights", "--allow-pickle"
+    )
 
 
 def test_pickle_weights_load_with_the_opt_in(cli, pickle_model, tmp_path):
-    result = cli("run", "x", "--model", pickle_model, "--allow-pickle", "-s", "ddim", "--steps", "2", "--out", tmp_path / "o")
+    result = cli(
+        "run", "x", "--model", pickle_model, "--allow-pickle", "-s", "ddim", "--steps", "2", "--out", tmp_path / "o"
+    )
     assert result.exit_code == 0, result.stderr
 
 
@@ -118,13 +127,29 @@ def test_hub_id_from_the_local_cache(cli, sd15_model, tmp_path):
     shutil.copytree(sd15_model, repo / "snapshots" / revision)
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(revision)
-    result = cli("run", "x", "--model", "schedcmp/tiny-sd", "-s", "ddim", "--steps", "2", "--out", tmp_path / "o", "--format", "json")
+    result = cli(
+        "run",
+        "x",
+        "--model",
+        "schedcmp/tiny-sd",
+        "-s",
+        "ddim",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+    )
     assert result.exit_code == 0, result.stderr
     assert result.json()["model"] == "schedcmp/tiny-sd"
 
 
 def test_size_not_a_multiple_of_the_vae_factor(cli, sd15_model, tmp_path):
-    assert_one_line_error(cli("run", "x", "--model", sd15_model, "--width", "33", "--out", tmp_path / "o"), "--width 33 is not a multiple of 2")
+    assert_one_line_error(
+        cli("run", "x", "--model", sd15_model, "--width", "33", "--out", tmp_path / "o"),
+        "--width 33 is not a multiple of 2",
+    )
 
 
 def test_unwritable_output_folder(cli, sd15_model, tmp_path):
@@ -140,7 +165,9 @@ def test_device_that_is_not_there(cli, sd15_model, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    assert_one_line_error(cli("run", "x", "--model", sd15_model, "--device", "cuda", "--out", tmp_path / "o"), "no CUDA device")
+    assert_one_line_error(
+        cli("run", "x", "--model", sd15_model, "--device", "cuda", "--out", tmp_path / "o"), "no CUDA device"
+    )
 
 
 def test_list_json(cli, sd15_model):
@@ -151,8 +178,14 @@ def test_list_json(cli, sd15_model):
     config = document["scheduler"]["config"]
     assert config["beta_schedule"] == "scaled_linear" and config["skip_prk_steps"] is True
     names = [entry["class"] for entry in document["compatible"]]
-    assert names[:6] == ["PNDMScheduler", "DDIMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler",
-                         "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler"]
+    assert names[:6] == [
+        "PNDMScheduler",
+        "DDIMScheduler",
+        "LMSDiscreteScheduler",
+        "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+    ]
     assert "DPMSolverSDEScheduler" in names and "UniPCMultistepScheduler" in names
     euler = next(entry for entry in document["compatible"] if entry["class"] == "EulerDiscreteScheduler")
     assert euler["aliases"] == ["Euler"] and "use_karras_sigmas" in euler["accepts"]
@@ -162,7 +195,9 @@ def test_list_json(cli, sd15_model):
 def test_list_table(cli, sd15_model):
     result = cli("list", "--model", sd15_model)
     assert result.exit_code == 0
-    assert "PNDMScheduler" in result.stdout and "DPM++ 2M Karras" in result.stdout and "use_karras_sigmas" in result.stdout
+    assert (
+        "PNDMScheduler" in result.stdout and "DPM++ 2M Karras" in result.stdout and "use_karras_sigmas" in result.stdout
+    )
 
 
 def test_list_unknown_format(cli):

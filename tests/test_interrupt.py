@@ -12,7 +12,19 @@ from pathlib import Path
 
 def start(model: Path, out: Path) -> subprocess.Popen:
     # Many steps, so that runs are long enough to be caught in the middle of the comparison.
-    command = [sys.executable, "-m", "schedcmp", "run", "a horse", "--model", str(model), "--steps", "150", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "schedcmp",
+        "run",
+        "a horse",
+        "--model",
+        str(model),
+        "--steps",
+        "150",
+        "--out",
+        str(out),
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

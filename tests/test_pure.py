@@ -16,14 +16,29 @@ DEFAULTS = PipelineDefaults(steps=50, guidance_scale=7.5, width=64, height=64)
 
 
 def test_run_ids_are_stable_and_filename_safe():
-    assert run_id("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, 20, 8) == "dpmsolvermultistep-karras-s20-seed8"
-    assert run_id("DDIMScheduler", {"timestep_spacing": "trailing", "eta": 0.3}, 5, 0) == "ddim-timestep_spacing-trailing-eta-0.3-s5-seed0".replace("_", "-")
+    assert (
+        run_id("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, 20, 8)
+        == "dpmsolvermultistep-karras-s20-seed8"
+    )
+    assert run_id(
+        "DDIMScheduler", {"timestep_spacing": "trailing", "eta": 0.3}, 5, 0
+    ) == "ddim-timestep_spacing-trailing-eta-0.3-s5-seed0".replace("_", "-")
 
 
 def test_plan_pins_steps_and_keeps_ids_unique():
-    choices = [SchedulerChoice("EulerDiscreteScheduler", steps=30), SchedulerChoice("DDIMScheduler"), SchedulerChoice("DDIMScheduler")]
-    runs = plan_runs(choices, {"EulerDiscreteScheduler", "DDIMScheduler"}, Settings(("a cat",), steps=(12,), seeds=(3,)), DEFAULTS)
-    assert [(r.id, r.steps) for r in runs] == [("eulerdiscrete-s30-seed3", 30), ("ddim-s12-seed3", 12), ("ddim-s12-seed3-2", 12)]
+    choices = [
+        SchedulerChoice("EulerDiscreteScheduler", steps=30),
+        SchedulerChoice("DDIMScheduler"),
+        SchedulerChoice("DDIMScheduler"),
+    ]
+    runs = plan_runs(
+        choices, {"EulerDiscreteScheduler", "DDIMScheduler"}, Settings(("a cat",), steps=(12,), seeds=(3,)), DEFAULTS
+    )
+    assert [(r.id, r.steps) for r in runs] == [
+        ("eulerdiscrete-s30-seed3", 30),
+        ("ddim-s12-seed3", 12),
+        ("ddim-s12-seed3-2", 12),
+    ]
     assert runs[0].guidance_scale == 7.5 and runs[0].width == 64
 
 
@@ -59,7 +74,11 @@ def test_settings_errors(settings, message):
 
 
 def test_call_args():
-    assert parse_call_args(["eta=0.3", "clip_skip=2", "guidance_rescale=0.7"]) == {"eta": 0.3, "clip_skip": 2, "guidance_rescale": 0.7}
+    assert parse_call_args(["eta=0.3", "clip_skip=2", "guidance_rescale=0.7"]) == {
+        "eta": 0.3,
+        "clip_skip": 2,
+        "guidance_rescale": 0.7,
+    }
     with pytest.raises(UsageError, match="malformed --call-arg"):
         parse_call_args(["eta"])
     with pytest.raises(UsageError, match="use --steps"):
@@ -99,7 +118,10 @@ def test_layout_positions_do_not_overlap():
     assert origins[0] == (render.PADDING, shape.header_height + render.PADDING)
     assert origins[1][0] == origins[0][0] + shape.tile_width + render.PADDING
     assert origins[3][1] == origins[0][1] + shape.tile_height + shape.label_height + render.PADDING
-    assert shape.width >= origins[2][0] + shape.tile_width and shape.height >= origins[4][1] + shape.tile_height + shape.label_height
+    assert (
+        shape.width >= origins[2][0] + shape.tile_width
+        and shape.height >= origins[4][1] + shape.tile_height + shape.label_height
+    )
 
 
 def test_wrap():
@@ -110,9 +132,20 @@ def test_wrap():
 
 
 def entry(id, seconds, status="ok", nfe=5, alias=None):
-    return {"id": id, "scheduler": "DDIMScheduler", "alias": alias, "overrides": {}, "steps": 5, "nfe": nfe, "seconds": seconds,
-            "seconds_all": [] if seconds is None else [seconds, seconds * 2], "ms_per_nfe": 1.0, "peak_memory_bytes": 2**20,
-            "status": status, "reason": None if status == "ok" else "boom"}
+    return {
+        "id": id,
+        "scheduler": "DDIMScheduler",
+        "alias": alias,
+        "overrides": {},
+        "steps": 5,
+        "nfe": nfe,
+        "seconds": seconds,
+        "seconds_all": [] if seconds is None else [seconds, seconds * 2],
+        "ms_per_nfe": 1.0,
+        "peak_memory_bytes": 2**20,
+        "status": status,
+        "reason": None if status == "ok" else "boom",
+    }
 
 
 def test_table_rows_sorted_failed_last_with_total():
@@ -172,8 +205,16 @@ def test_number_lists(text, integers, values):
 
 @pytest.mark.parametrize(
     "text, integers, message",
-    [("abc", True, "not a number"), ("5-1", True, "backwards"), ("1.5", True, "whole numbers"), ("1-3:0", True, "positive"),
-     ("1-3/0", True, "at least 1"), ("5-7", False, "needs :STEP or /COUNT"), ("1,,2", True, "not a number"), ("-3", True, "not a number")],
+    [
+        ("abc", True, "not a number"),
+        ("5-1", True, "backwards"),
+        ("1.5", True, "whole numbers"),
+        ("1-3:0", True, "positive"),
+        ("1-3/0", True, "at least 1"),
+        ("5-7", False, "needs :STEP or /COUNT"),
+        ("1,,2", True, "not a number"),
+        ("-3", True, "not a number"),
+    ],
 )
 def test_number_list_errors(text, integers, message):
     with pytest.raises(UsageError, match=message):
@@ -193,13 +234,20 @@ def test_plan_expands_every_axis_and_pinned_steps_do_not_sweep():
 def test_seed_modes():
     choice = [SchedulerChoice("DDIMScheduler")]
     same = plan_runs(choice, {"DDIMScheduler"}, Settings(("a",), steps=(2, 3, 4), seeds=(8,)), DEFAULTS)
-    index = plan_runs(choice, {"DDIMScheduler"}, Settings(("a",), steps=(2, 3, 4), seeds=(8,), seed_mode="index"), DEFAULTS)
+    index = plan_runs(
+        choice, {"DDIMScheduler"}, Settings(("a",), steps=(2, 3, 4), seeds=(8,), seed_mode="index"), DEFAULTS
+    )
     assert [r.seed for r in same] == [8, 8, 8] and [r.seed for r in index] == [8, 9, 10]
 
 
 def test_batches_group_only_seed_and_prompt_differences():
     choices = [SchedulerChoice("DDIMScheduler"), SchedulerChoice("EulerDiscreteScheduler")]
-    runs = plan_runs(choices, {"DDIMScheduler", "EulerDiscreteScheduler"}, Settings(("a", "b"), steps=(2, 3), seeds=(1, 2, 3)), DEFAULTS)
+    runs = plan_runs(
+        choices,
+        {"DDIMScheduler", "EulerDiscreteScheduler"},
+        Settings(("a", "b"), steps=(2, 3), seeds=(1, 2, 3)),
+        DEFAULTS,
+    )
     planned = batches(runs, 4)
     for batch in planned:
         assert len(batch) <= 4 and len({(r.scheduler, r.steps) for r in batch}) == 1
@@ -219,18 +267,35 @@ def test_grid_pages_split_big_grids():
 
 
 def grid_entry(scheduler, steps, seed, status="ok"):
-    return {"id": f"{scheduler}-{steps}-{seed}", "scheduler": scheduler, "alias": None, "overrides": {}, "steps": steps, "seed": seed,
-            "guidance_scale": 7.5, "prompt": "p", "status": status}
+    return {
+        "id": f"{scheduler}-{steps}-{seed}",
+        "scheduler": scheduler,
+        "alias": None,
+        "overrides": {},
+        "steps": steps,
+        "seed": seed,
+        "guidance_scale": 7.5,
+        "prompt": "p",
+        "status": status,
+    }
 
 
 def test_plan_sheets_rows_columns_and_one_sheet_per_other_axis():
-    entries = [grid_entry(s, st, seed) for s in ("DDIMScheduler", "EulerDiscreteScheduler") for seed in (1, 2) for st in (10, 20, 30)]
+    entries = [
+        grid_entry(s, st, seed)
+        for s in ("DDIMScheduler", "EulerDiscreteScheduler")
+        for seed in (1, 2)
+        for st in (10, 20, 30)
+    ]
     sheets = render.plan_sheets(entries, None, None)
     assert [sheet.title for sheet in sheets] == ["seed 1", "seed 2"]
     assert sheets[0].rows == ["DDIM", "EulerDiscrete"] and sheets[0].columns == ["steps 10", "steps 20", "steps 30"]
     assert sorted((r, c) for r, c, _ in sheets[0].cells) == [(r, c) for r in range(2) for c in range(3)]
     by_seed = render.plan_sheets(entries, "seed", None)
-    assert [sheet.title for sheet in by_seed] == ["steps 10", "steps 20", "steps 30"] and by_seed[0].columns == ["seed 1", "seed 2"]
+    assert [sheet.title for sheet in by_seed] == ["steps 10", "steps 20", "steps 30"] and by_seed[0].columns == [
+        "seed 1",
+        "seed 2",
+    ]
     assert render.plan_sheets([grid_entry("DDIMScheduler", 10, 1)], None, None) is None
 
 
@@ -249,11 +314,14 @@ def test_presets_in_configs_load():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('prompt = "x"\nsteps = 20\nguidance = 7\n', r"preset.toml:3: unknown key 'guidance'; did you mean 'guidance_scale'"),
+        (
+            'prompt = "x"\nsteps = 20\nguidance = 7\n',
+            r"preset.toml:3: unknown key 'guidance'; did you mean 'guidance_scale'",
+        ),
         ('prompt = "x"\n\nwidth = "wide"\n', r"preset.toml:3: width must be int, got str"),
         ('prompt = "x"\nstrict = 1\n', r"preset.toml:2: strict must be bool"),
-        ('steps = true\n', r"preset.toml:1: steps must be"),
-        ('prompt = [1, {a = 2}]\n', r"preset.toml:1: prompt must be a list of strings"),
+        ("steps = true\n", r"preset.toml:1: steps must be"),
+        ("prompt = [1, {a = 2}]\n", r"preset.toml:1: prompt must be a list of strings"),
         ('prompt = "x\n', r"not valid TOML"),
     ],
 )
@@ -266,5 +334,14 @@ def test_preset_errors_name_the_key_and_line(tmp_path, text, message):
 
 def test_preset_values_in_flag_form(tmp_path):
     path = tmp_path / "p.toml"
-    path.write_text('prompt = ["a", "b"]\nsteps = [10, 20]\nseed = "1-3"\ncall_arg = {eta = 0.5, use_x = true}\nschedulers = ["ddim", "euler"]\n')
-    assert load_config_file(str(path)) == {"prompt": ["a", "b"], "steps": "10,20", "seed": "1-3", "call_arg": ["eta=0.5", "use_x=true"], "schedulers": "ddim,euler"}
+    path.write_text(
+        'prompt = ["a", "b"]\nsteps = [10, 20]\nseed = "1-3"\n'
+        'call_arg = {eta = 0.5, use_x = true}\nschedulers = ["ddim", "euler"]\n'
+    )
+    assert load_config_file(str(path)) == {
+        "prompt": ["a", "b"],
+        "steps": "10,20",
+        "seed": "1-3",
+        "call_arg": ["eta=0.5", "use_x=true"],
+        "schedulers": "ddim,euler",
+    }

@@ -12,7 +12,19 @@ import pytest
 from browser import Browser
 
 from schedcmp import chart
-from schedcmp.chart import Axis, Box, Point, axis_range, chart_points, nice_step, nice_ticks, place_labels, segment_boxes, step_line, uses_log_scale
+from schedcmp.chart import (
+    Axis,
+    Box,
+    Point,
+    axis_range,
+    chart_points,
+    nice_step,
+    nice_ticks,
+    place_labels,
+    segment_boxes,
+    step_line,
+    uses_log_scale,
+)
 from schedcmp.html_report import STOCHASTIC_NOTE, page, write_report
 from schedcmp.report import label
 
@@ -27,33 +39,112 @@ def short_label(entry):
     return entry["alias"] or label(entry)
 
 
-def run(run_id, scheduler, seconds, nfe, distance, pareto, *, alias=None, overrides=None, status="ok", reason=None, determinism="deterministic", order=None):
+def run(
+    run_id,
+    scheduler,
+    seconds,
+    nfe,
+    distance,
+    pareto,
+    *,
+    alias=None,
+    overrides=None,
+    status="ok",
+    reason=None,
+    determinism="deterministic",
+    order=None,
+):
     """One entry of results.json's runs, in the shape the run command writes."""
     ok = status == "ok"
     return {
-        "id": run_id, "scheduler": scheduler, "alias": alias, "overrides": overrides or {}, "prompt": PROMPT, "negative_prompt": None,
-        "seed": 8, "steps": 20, "guidance_scale": 7.5, "width": IMAGE_SIZE[0], "height": IMAGE_SIZE[1], "call_args": {},
-        "status": status, "reason": reason, "nfe": nfe, "seconds": seconds, "ms_per_nfe": None if seconds is None else 1000 * seconds / nfe,
-        "peak_memory_bytes": 123456, "image": f"images/{run_id}.png" if ok else None, "determinism": determinism,
+        "id": run_id,
+        "scheduler": scheduler,
+        "alias": alias,
+        "overrides": overrides or {},
+        "prompt": PROMPT,
+        "negative_prompt": None,
+        "seed": 8,
+        "steps": 20,
+        "guidance_scale": 7.5,
+        "width": IMAGE_SIZE[0],
+        "height": IMAGE_SIZE[1],
+        "call_args": {},
+        "status": status,
+        "reason": reason,
+        "nfe": nfe,
+        "seconds": seconds,
+        "ms_per_nfe": None if seconds is None else 1000 * seconds / nfe,
+        "peak_memory_bytes": 123456,
+        "image": f"images/{run_id}.png" if ok else None,
+        "determinism": determinism,
         "reference": REFERENCE_ID if ok else None,
-        "distance": None if distance is None else {"latent_rmse": distance, "psnr": 20 - 10 * distance, "ssim": 1 - distance},
-        "order": order, "pareto": pareto,
+        "distance": None
+        if distance is None
+        else {"latent_rmse": distance, "psnr": 20 - 10 * distance, "ssim": 1 - distance},
+        "order": order,
+        "pareto": pareto,
     }
 
 
 # Fronts by hand. Time: DDIM (0.25 s), DPM++ (0.30 s), Heun (0.70 s); Euler is slower and further than
 # DPM++. NFE: DPM++ (20) and Heun (39); DDIM and Euler cost 20 too but land further.
 RUNS = [
-    run("ddim-s20-seed8", "DDIMScheduler", 0.25, 20, 0.06, {"seconds": True, "nfe": False},
-        order={"order": 1.02, "steps": [10, 40], "nfe": [10, 40], "r_squared": 0.997, "reason": None}),
-    run("eulerdiscrete-s20-seed8", "EulerDiscreteScheduler", 0.35, 20, 0.08, {"seconds": False, "nfe": False}, alias="Euler",
-        order={"order": None, "steps": None, "nfe": None, "r_squared": None, "reason": "errors do not fall with more steps"}),
-    run("dpmsolvermultistep-karras-s20-seed8", "DPMSolverMultistepScheduler", 0.30, 20, 0.04, {"seconds": True, "nfe": True},
-        overrides={"use_karras_sigmas": True}),
+    run(
+        "ddim-s20-seed8",
+        "DDIMScheduler",
+        0.25,
+        20,
+        0.06,
+        {"seconds": True, "nfe": False},
+        order={"order": 1.02, "steps": [10, 40], "nfe": [10, 40], "r_squared": 0.997, "reason": None},
+    ),
+    run(
+        "eulerdiscrete-s20-seed8",
+        "EulerDiscreteScheduler",
+        0.35,
+        20,
+        0.08,
+        {"seconds": False, "nfe": False},
+        alias="Euler",
+        order={
+            "order": None,
+            "steps": None,
+            "nfe": None,
+            "r_squared": None,
+            "reason": "errors do not fall with more steps",
+        },
+    ),
+    run(
+        "dpmsolvermultistep-karras-s20-seed8",
+        "DPMSolverMultistepScheduler",
+        0.30,
+        20,
+        0.04,
+        {"seconds": True, "nfe": True},
+        overrides={"use_karras_sigmas": True},
+    ),
     run("heundiscrete-s20-seed8", "HeunDiscreteScheduler", 0.70, 39, 0.01, {"seconds": True, "nfe": True}),
-    run("eulerancestraldiscrete-s20-seed8", "EulerAncestralDiscreteScheduler", 0.33, 20, None, None, alias="Euler a", determinism="stochastic"),
-    run("lmsdiscrete-s20-seed8", "LMSDiscreteScheduler", None, None, None, None, status="failed",
-        reason="ValueError: <sigmas> must be increasing & finite", determinism="unknown"),
+    run(
+        "eulerancestraldiscrete-s20-seed8",
+        "EulerAncestralDiscreteScheduler",
+        0.33,
+        20,
+        None,
+        None,
+        alias="Euler a",
+        determinism="stochastic",
+    ),
+    run(
+        "lmsdiscrete-s20-seed8",
+        "LMSDiscreteScheduler",
+        None,
+        None,
+        None,
+        None,
+        status="failed",
+        reason="ValueError: <sigmas> must be increasing & finite",
+        determinism="unknown",
+    ),
 ]
 IDS = [entry["id"] for entry in RUNS]
 
@@ -78,16 +169,42 @@ def results(tmp_path) -> tuple[Path, dict]:
     (folder / "reference" / f"{REFERENCE_ID}.png").write_bytes(png(IMAGE_SIZE, (250, 250, 250)))
     (folder / "contact_sheet.png").write_bytes(png((400, 300), (200, 220, 240)))
     document = {
-        "schema_version": 1, "kind": "run", "model": "tiny-sd15", "pipeline": "StableDiffusionPipeline", "original_scheduler": "PNDMScheduler",
-        "device": "cpu", "dtype": "fp32", "generator_device": "cpu", "repeat": 1, "seed_mode": "same",
-        "versions": {"schedcmp": "0.1.0", "diffusers": "0.32.2", "torch": "2.13.0"}, "shared_seconds": {"load": 1.5},
-        "started": "2025-11-27T14:00:00", "finished": "2025-11-27T14:01:00", "interrupted": False, "sheets": ["contact_sheet.png"],
-        "references": [{
-            "id": REFERENCE_ID, "spec": "DPMSolverMultistep:200", "label": "DPMSolverMultistep", "steps": 200, "nfe": 400, "seconds": 9.1,
-            "cached": False, "image": f"reference/{REFERENCE_ID}.png", "prompt": PROMPT, "seed": 8,
-            "self_convergence": {"half_steps": 100, "latent_rmse": 0.0004},
-        }],
-        "interval": {"spacing": "trailing", "forced": True, "note": "Karras sigmas and trailing spacing end at different sigmas: all runs use trailing."},
+        "schema_version": 1,
+        "kind": "run",
+        "model": "tiny-sd15",
+        "pipeline": "StableDiffusionPipeline",
+        "original_scheduler": "PNDMScheduler",
+        "device": "cpu",
+        "dtype": "fp32",
+        "generator_device": "cpu",
+        "repeat": 1,
+        "seed_mode": "same",
+        "versions": {"schedcmp": "0.1.0", "diffusers": "0.32.2", "torch": "2.13.0"},
+        "shared_seconds": {"load": 1.5},
+        "started": "2025-11-27T14:00:00",
+        "finished": "2025-11-27T14:01:00",
+        "interrupted": False,
+        "sheets": ["contact_sheet.png"],
+        "references": [
+            {
+                "id": REFERENCE_ID,
+                "spec": "DPMSolverMultistep:200",
+                "label": "DPMSolverMultistep",
+                "steps": 200,
+                "nfe": 400,
+                "seconds": 9.1,
+                "cached": False,
+                "image": f"reference/{REFERENCE_ID}.png",
+                "prompt": PROMPT,
+                "seed": 8,
+                "self_convergence": {"half_steps": 100, "latent_rmse": 0.0004},
+            }
+        ],
+        "interval": {
+            "spacing": "trailing",
+            "forced": True,
+            "note": "Karras sigmas and trailing spacing end at different sigmas: all runs use trailing.",
+        },
         "charts": [],
         "runs": json.loads(json.dumps(RUNS)),  # a copy: tests change their document
     }
@@ -191,7 +308,9 @@ def test_page_shows_every_run_and_escapes_text(results):
     assert html.escape(PROMPT) in text and "<fox>" not in text
     assert html.escape("ValueError: <sigmas> must be increasing & finite") in text
     assert STOCHASTIC_NOTE in text and "errors do not fall with more steps" in text and "1.02" in text
-    assert "against itself at 100 steps" in text and "DPMSolverMultistep:200" in text and "all runs use trailing" in text
+    assert (
+        "against itself at 100 steps" in text and "DPMSolverMultistep:200" in text and "all runs use trailing" in text
+    )
     assert text.count('class="pareto-row"') == 3
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?:""", text, re.IGNORECASE)
     assert "http://" not in text and "https://" not in text and "<script src" not in text and "<link" not in text
@@ -223,32 +342,67 @@ def test_report_page_in_chromium(results, tmp_path):
     report = write_report(folder, document)
     with Browser(tmp_path / "profile") as browser:
         browser.page("Network.enable")
-        browser.page("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1)
+        browser.page(
+            "Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1
+        )
         browser.open(report.as_uri())
-        shown = browser.wait_for("document.body.dataset.imagesTotal && [document.body.dataset.imagesShown, document.body.dataset.imagesTotal]")
+        shown = browser.wait_for(
+            "document.body.dataset.imagesTotal"
+            " && [document.body.dataset.imagesShown, document.body.dataset.imagesTotal]"
+        )
         assert shown == ["9", "9"]  # 5 runs with an image, the reference, the contact sheet, two charts
-        requested = [event["params"]["request"]["url"] for event in browser.events if event["method"] == "Network.requestWillBeSent"]
+        requested = [
+            event["params"]["request"]["url"]
+            for event in browser.events
+            if event["method"] == "Network.requestWillBeSent"
+        ]
         assert requested and all(url.startswith(("file:", "data:")) for url in requested), requested
 
         assert browser.evaluate(ROW_IDS) == IDS
         browser.click('#runs th[data-column="seconds"] button')
         assert browser.evaluate(ROW_IDS) == [IDS[0], IDS[2], IDS[4], IDS[1], IDS[3], IDS[5]]  # no time (failed) last
-        assert browser.evaluate("document.querySelector('#runs th[data-column=\"seconds\"]').getAttribute('aria-sort')") == "ascending"
+        assert (
+            browser.evaluate("document.querySelector('#runs th[data-column=\"seconds\"]').getAttribute('aria-sort')")
+            == "ascending"
+        )
         browser.click('#runs th[data-column="seconds"] button')
-        assert browser.evaluate(ROW_IDS) == [IDS[3], IDS[1], IDS[4], IDS[2], IDS[0], IDS[5]]  # reversed, empty still last
-        assert browser.evaluate("document.querySelector('#runs th[data-column=\"seconds\"]').getAttribute('aria-sort')") == "descending"
+        assert browser.evaluate(ROW_IDS) == [
+            IDS[3],
+            IDS[1],
+            IDS[4],
+            IDS[2],
+            IDS[0],
+            IDS[5],
+        ]  # reversed, empty still last
+        assert (
+            browser.evaluate("document.querySelector('#runs th[data-column=\"seconds\"]').getAttribute('aria-sort')")
+            == "descending"
+        )
         browser.click('#runs th[data-column="latent_rmse"] button')
-        assert browser.evaluate(ROW_IDS) == [IDS[3], IDS[2], IDS[0], IDS[1], IDS[4], IDS[5]]  # stochastic and failed: no distance
+        assert browser.evaluate(ROW_IDS) == [
+            IDS[3],
+            IDS[2],
+            IDS[0],
+            IDS[1],
+            IDS[4],
+            IDS[5],
+        ]  # stochastic and failed: no distance
         browser.screenshot(ARTIFACTS / "report_page.png")
 
         browser.click(f'tr[data-id="{IDS[3]}"] button.zoom')
         size = browser.wait_for(
-            "(() => { const overlay = document.getElementById('overlay'), image = document.getElementById('overlay-image');"
-            " return !overlay.hidden && getComputedStyle(overlay).display !== 'none' && image.complete && image.naturalWidth > 0"
-            " && [image.naturalWidth, image.getBoundingClientRect().width, document.getElementById('overlay-caption').textContent]; })()"
+            "(() => { const overlay = document.getElementById('overlay'),"
+            " image = document.getElementById('overlay-image');"
+            " return !overlay.hidden && getComputedStyle(overlay).display !== 'none'"
+            " && image.complete && image.naturalWidth > 0"
+            " && [image.naturalWidth, image.getBoundingClientRect().width,"
+            " document.getElementById('overlay-caption').textContent]; })()"
         )
         assert size[:2] == [IMAGE_SIZE[0], IMAGE_SIZE[0]] and size[2].startswith(label(document["runs"][3]))
-        assert browser.evaluate(f"document.querySelector('tr[data-id=\"{IDS[3]}\"] img').getBoundingClientRect().width") == 64
+        assert (
+            browser.evaluate(f"document.querySelector('tr[data-id=\"{IDS[3]}\"] img').getBoundingClientRect().width")
+            == 64
+        )
         browser.screenshot(ARTIFACTS / "report_page_overlay.png", full_page=False)
         browser.press("Escape", 27)
         assert browser.evaluate("document.getElementById('overlay').hidden") is True

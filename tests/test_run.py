@@ -27,8 +27,26 @@ def guide_run(sd15_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("guide") / "out"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout), pytest.raises(SystemExit) as stop:
-        main(["run", "astronaut on mars", "--model", str(sd15_model), "--seed", "8", "--steps", "4",
-              "--schedulers", GUIDE_LIKE + ",heun:2", "--out", str(out), "--format", "json", "--repeat", "2"])
+        main(
+            [
+                "run",
+                "astronaut on mars",
+                "--model",
+                str(sd15_model),
+                "--seed",
+                "8",
+                "--steps",
+                "4",
+                "--schedulers",
+                GUIDE_LIKE + ",heun:2",
+                "--out",
+                str(out),
+                "--format",
+                "json",
+                "--repeat",
+                "2",
+            ]
+        )
     assert stop.value.code == 0
     return out, json.loads(stdout.getvalue())
 
@@ -56,7 +74,11 @@ def test_each_image_equals_the_guides_plain_loop(sd15_model, guide_run):
 def test_results_json_fields(guide_run):
     out, document = guide_run
     assert document["schema_version"] == 1 and document["kind"] == "run"
-    assert document["pipeline"] == "StableDiffusionPipeline" and document["device"] == "cpu" and document["dtype"] == "fp32"
+    assert (
+        document["pipeline"] == "StableDiffusionPipeline"
+        and document["device"] == "cpu"
+        and document["dtype"] == "fp32"
+    )
     assert set(document["versions"]) == {"schedcmp", "diffusers", "torch", "transformers"}
     assert document["shared_seconds"]["prompt_encoding"] > 0 and document["shared_seconds"]["warmup"] >= 0
     assert document["started"] and document["finished"]
@@ -64,9 +86,28 @@ def test_results_json_fields(guide_run):
     assert len(set(ids)) == len(ids)
     assert ids[:2] == ["pndm-s4-seed8", "ddim-s4-seed8"]
     assert "dpmsolvermultistep-karras-s4-seed8" in ids
-    required = {"id", "scheduler", "alias", "overrides", "compatible", "prompt", "negative_prompt", "seed", "steps",
-                "guidance_scale", "width", "height", "status", "error", "nfe", "seconds", "seconds_all",
-                "peak_memory_bytes", "image", "sha256"}
+    required = {
+        "id",
+        "scheduler",
+        "alias",
+        "overrides",
+        "compatible",
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "steps",
+        "guidance_scale",
+        "width",
+        "height",
+        "status",
+        "error",
+        "nfe",
+        "seconds",
+        "seconds_all",
+        "peak_memory_bytes",
+        "image",
+        "sha256",
+    }
     for run in document["runs"]:
         assert required <= set(run)
         assert run["status"] == "ok" and run["error"] is None and run["compatible"] is True
@@ -121,7 +162,9 @@ def test_prompt_is_encoded_once_for_all_schedulers(sd15_model):
 
 
 def test_table_format_prints_the_sheet_path_on_stdout(sd15_model, cli, tmp_path):
-    result = cli("run", "a horse", "--model", sd15_model, "--schedulers", "ddim,euler", "--steps", "2", "--out", tmp_path / "o")
+    result = cli(
+        "run", "a horse", "--model", sd15_model, "--schedulers", "ddim,euler", "--steps", "2", "--out", tmp_path / "o"
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "o" / "contact_sheet.png")
     assert "DDIM" in result.stderr and "2 runs" in result.stderr
@@ -131,7 +174,20 @@ def test_table_format_prints_the_sheet_path_on_stdout(sd15_model, cli, tmp_path)
 
 @pytest.mark.parametrize("fmt, first_line", [("csv", "id,scheduler,steps"), ("markdown", "| id | scheduler |")])
 def test_csv_and_markdown_go_to_stdout_alone(sd15_model, cli, tmp_path, fmt, first_line):
-    result = cli("run", "a horse", "--model", sd15_model, "--schedulers", "ddim", "--steps", "2", "--out", tmp_path / "o", "--format", fmt)
+    result = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "--schedulers",
+        "ddim",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        fmt,
+    )
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert lines[0].startswith(first_line) and "ddim-s2-seed0" in lines[-2 if fmt == "csv" else -2]
@@ -139,8 +195,20 @@ def test_csv_and_markdown_go_to_stdout_alone(sd15_model, cli, tmp_path, fmt, fir
 
 
 def test_a_failing_scheduler_does_not_sink_the_run(sd15_model, cli, tmp_path):
-    result = cli("run", "a horse", "--model", sd15_model, "--steps", "2", "--out", tmp_path / "o", "--format", "json",
-                 "--schedulers", "ddim,DPMSolverMultistep(algorithm_type=bogus),euler")
+    result = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+        "--schedulers",
+        "ddim,DPMSolverMultistep(algorithm_type=bogus),euler",
+    )
     assert result.exit_code == 1
     runs = result.json()["runs"]
     assert [r["status"] for r in runs] == ["ok", "failed", "ok"]
@@ -150,25 +218,102 @@ def test_a_failing_scheduler_does_not_sink_the_run(sd15_model, cli, tmp_path):
 
 
 def test_edm_euler_on_an_epsilon_sd_config_is_suspect(sd15_model, cli, tmp_path):
-    result = cli("run", "a horse", "--model", sd15_model, "--steps", "2", "--out", tmp_path / "o", "--format", "json", "--schedulers", "EDMEuler")
+    result = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+        "--schedulers",
+        "EDMEuler",
+    )
     assert result.exit_code == 0  # suspect does not fail the run ...
     run = result.json()["runs"][0]
     assert run["status"] == "suspect" and "outside its training range" in run["reason"] and run["timesteps"]["min"] < 0
-    strict = cli("run", "a horse", "--model", sd15_model, "--steps", "2", "--out", tmp_path / "o2", "--schedulers", "EDMEuler", "--strict")
+    strict = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "o2",
+        "--schedulers",
+        "EDMEuler",
+        "--strict",
+    )
     assert strict.exit_code == 1  # ... unless --strict
 
 
 def test_incompatible_scheduler_needs_the_flag(sd15_model, cli, tmp_path):
-    refused = cli("run", "a horse", "--model", sd15_model, "--steps", "2", "--out", tmp_path / "o", "--schedulers", "FlowMatchEulerDiscrete")
+    refused = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "o",
+        "--schedulers",
+        "FlowMatchEulerDiscrete",
+    )
     assert refused.exit_code == 2 and "--allow-incompatible" in refused.stderr
-    allowed = cli("run", "a horse", "--model", sd15_model, "--steps", "2", "--out", tmp_path / "o2", "--format", "json",
-                  "--schedulers", "FlowMatchEulerDiscrete", "--allow-incompatible")
+    allowed = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "o2",
+        "--format",
+        "json",
+        "--schedulers",
+        "FlowMatchEulerDiscrete",
+        "--allow-incompatible",
+    )
     assert allowed.json()["runs"][0]["compatible"] is False
 
 
 def test_call_args_reach_the_pipeline(sd15_model, cli, tmp_path):
-    plain = cli("run", "a horse", "--model", sd15_model, "--steps", "3", "--out", tmp_path / "a", "--format", "json", "-s", "ddim")
-    eta = cli("run", "a horse", "--model", sd15_model, "--steps", "3", "--out", tmp_path / "b", "--format", "json", "-s", "ddim", "--call-arg", "eta=0.8")
+    plain = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "--steps",
+        "3",
+        "--out",
+        tmp_path / "a",
+        "--format",
+        "json",
+        "-s",
+        "ddim",
+    )
+    eta = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "--steps",
+        "3",
+        "--out",
+        tmp_path / "b",
+        "--format",
+        "json",
+        "-s",
+        "ddim",
+        "--call-arg",
+        "eta=0.8",
+    )
     assert plain.json()["runs"][0]["sha256"] != eta.json()["runs"][0]["sha256"]
     assert eta.json()["runs"][0]["call_args"] == {"eta": 0.8}
 
@@ -180,7 +325,12 @@ def test_overwrite(sd15_model, cli, tmp_path):
     refused = cli("run", "a horse", "--model", sd15_model, "--steps", "2", "--out", out, "-s", "ddim")
     assert refused.exit_code == 2 and "not empty" in refused.stderr
     assert (out / "keep.txt").read_text() == "mine" and not (out / "results.json").exists()
-    assert cli("run", "a horse", "--model", sd15_model, "--steps", "2", "--out", out, "-s", "ddim", "--overwrite").exit_code == 0
+    assert (
+        cli(
+            "run", "a horse", "--model", sd15_model, "--steps", "2", "--out", out, "-s", "ddim", "--overwrite"
+        ).exit_code
+        == 0
+    )
     assert (out / "results.json").is_file()
 
 
@@ -196,7 +346,9 @@ def test_default_output_folder_is_timestamped_under_schedcmp_runs(sd15_model, cl
 @pytest.mark.parametrize("which", ["all", "all+"])
 def test_all_and_all_plus_on_other_families(request, cli, tmp_path, family, which):
     model = request.getfixturevalue(family)
-    result = cli("run", "a horse", "--model", model, "--steps", "3", "--out", tmp_path / "o", "--format", "json", "-s", which)
+    result = cli(
+        "run", "a horse", "--model", model, "--steps", "3", "--out", tmp_path / "o", "--format", "json", "-s", which
+    )
     document = result.json()
     runs = document["runs"]
     assert len(runs) >= (1 if family == "sd3_model" else 10)
@@ -207,7 +359,11 @@ def test_all_and_all_plus_on_other_families(request, cli, tmp_path, family, whic
         assert np.isfinite(np.asarray(Image.open(tmp_path / "o" / run["image"]))).all()
     if family == "sd3_model" and which == "all+":
         flow_solvers = {(r["scheduler"], r["overrides"].get("use_flow_sigmas")) for r in runs}
-        assert {("FlowMatchHeunDiscreteScheduler", None), ("DPMSolverMultistepScheduler", True), ("UniPCMultistepScheduler", True)} <= flow_solvers
+        assert {
+            ("FlowMatchHeunDiscreteScheduler", None),
+            ("DPMSolverMultistepScheduler", True),
+            ("UniPCMultistepScheduler", True),
+        } <= flow_solvers
     if family == "sdxl_model":
         edm = next(r for r in runs if r["scheduler"] == "EDMEulerScheduler")
         assert edm["status"] in ("failed", "suspect") and edm["reason"]

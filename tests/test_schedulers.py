@@ -21,7 +21,14 @@ PARAMS = {
     "DDIMScheduler": {"num_train_timesteps", "eta", "timestep_spacing"},
     "EulerDiscreteScheduler": {"num_train_timesteps", "use_karras_sigmas", "timestep_spacing"},
     "EulerAncestralDiscreteScheduler": {"num_train_timesteps", "timestep_spacing"},
-    "DPMSolverMultistepScheduler": {"algorithm_type", "use_karras_sigmas", "solver_order", "use_flow_sigmas", "prediction_type", "flow_shift"},
+    "DPMSolverMultistepScheduler": {
+        "algorithm_type",
+        "use_karras_sigmas",
+        "solver_order",
+        "use_flow_sigmas",
+        "prediction_type",
+        "flow_shift",
+    },
     "DPMSolverSDEScheduler": {"use_karras_sigmas", "noise_sampler_seed"},
     "UniPCMultistepScheduler": {"use_karras_sigmas", "use_flow_sigmas", "prediction_type", "flow_shift"},
     "LMSDiscreteScheduler": {"use_karras_sigmas"},
@@ -41,7 +48,17 @@ def test_entries_split_on_top_level_commas_only():
 
 @pytest.mark.parametrize(
     "text, value",
-    [("true", True), ("False", False), ("none", None), ("3", 3), ("-2", -2), ("0.5", 0.5), ("1e-3", 0.001), ("trailing", "trailing"), ("sde-dpmsolver++", "sde-dpmsolver++")],
+    [
+        ("true", True),
+        ("False", False),
+        ("none", None),
+        ("3", 3),
+        ("-2", -2),
+        ("0.5", 0.5),
+        ("1e-3", 0.001),
+        ("trailing", "trailing"),
+        ("sde-dpmsolver++", "sde-dpmsolver++"),
+    ],
 )
 def test_values(text, value):
     assert parse_value(text) == value and type(parse_value(text)) is type(value)
@@ -112,12 +129,21 @@ def test_unknown_name_suggests_close_names():
 
 
 def test_unknown_override_key_suggests_close_keys():
-    with pytest.raises(UsageError, match=r"unknown override 'use_karas_sigmas' for EulerDiscreteScheduler; did you mean use_karras_sigmas"):
+    with pytest.raises(
+        UsageError,
+        match=r"unknown override 'use_karas_sigmas' for EulerDiscreteScheduler; did you mean use_karras_sigmas",
+    ):
         resolve_entry(Entry("euler", {"use_karas_sigmas": True}), PARAMS)
 
 
 def test_all_is_compatibles_deduplicated_in_documented_order():
-    compatible = ["DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "DDIMScheduler"]
+    compatible = [
+        "DPMSolverMultistepScheduler",
+        "EulerDiscreteScheduler",
+        "PNDMScheduler",
+        "EulerDiscreteScheduler",
+        "DDIMScheduler",
+    ]
     names = [c.class_name for c in choose("all", compatible, PARAMS, None)]
     assert names == ["PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler"]
 
@@ -142,12 +168,18 @@ def test_all_plus_on_a_flow_model_adds_flow_solvers():
 
 def test_all_with_pinned_steps_and_a_list_mix():
     choices = choose("all:7,euler(use_karras_sigmas=true):3", ["PNDMScheduler", "DDIMScheduler"], PARAMS, None)
-    assert [(c.class_name, c.steps) for c in choices] == [("PNDMScheduler", 7), ("DDIMScheduler", 7), ("EulerDiscreteScheduler", 3)]
+    assert [(c.class_name, c.steps) for c in choices] == [
+        ("PNDMScheduler", 7),
+        ("DDIMScheduler", 7),
+        ("EulerDiscreteScheduler", 3),
+    ]
 
 
 def test_override_tags_are_short_and_skip_the_seed():
     assert override_tag({"use_karras_sigmas": True}) == "karras"
-    assert override_tag({"algorithm_type": "sde-dpmsolver++", "noise_sampler_seed": 8}) == "algorithm_type-sde-dpmsolver++"
+    assert (
+        override_tag({"algorithm_type": "sde-dpmsolver++", "noise_sampler_seed": 8}) == "algorithm_type-sde-dpmsolver++"
+    )
 
 
 def test_real_diffusers_classes_resolve_every_alias():

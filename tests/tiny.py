@@ -39,7 +39,9 @@ def tokenizer():
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "vocab.json").write_text(json.dumps(vocab))
         (Path(folder) / "merges.txt").write_text("#version: 0.2\n")
-        return CLIPTokenizer(f"{folder}/vocab.json", f"{folder}/merges.txt", pad_token="<|endoftext|>", model_max_length=77)
+        return CLIPTokenizer(
+            f"{folder}/vocab.json", f"{folder}/merges.txt", pad_token="<|endoftext|>", model_max_length=77
+        )
 
 
 def clip_config(vocab_size: int, projection_dim: int | None = None):
@@ -47,8 +49,15 @@ def clip_config(vocab_size: int, projection_dim: int | None = None):
 
     extra = {"projection_dim": projection_dim} if projection_dim else {}
     return CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
         **extra,
     )
 
@@ -57,9 +66,15 @@ def vae(latent_channels: int = 4, **extra):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        block_out_channels=[32, 32], in_channels=3, out_channels=3, latent_channels=latent_channels,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=32,
-        sample_size=32, **extra,
+        block_out_channels=[32, 32],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        norm_num_groups=32,
+        sample_size=32,
+        **extra,
     )
 
 
@@ -79,13 +94,25 @@ def sd15(folder: Path) -> Path:
     torch.manual_seed(0)
     words = tokenizer()
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
     )
     pipe = StableDiffusionPipeline(
-        vae=vae(), text_encoder=CLIPTextModel(clip_config(len(words))), tokenizer=words, unet=unet,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None,
+        vae=vae(),
+        text_encoder=CLIPTextModel(clip_config(len(words))),
+        tokenizer=words,
+        unet=unet,
+        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )
     return save(pipe, folder, SD15_SCHEDULER_CONFIG)
@@ -100,23 +127,46 @@ def sdxl(folder: Path) -> Path:
     torch.manual_seed(0)
     words = tokenizer()
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=32,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=32,
     )
     scheduler_config = {
-        "_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
-        "beta_end": 0.012, "beta_schedule": "scaled_linear", "interpolation_type": "linear",
-        "prediction_type": "epsilon", "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True,
-        "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False,
+        "_class_name": "EulerDiscreteScheduler",
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "interpolation_type": "linear",
+        "prediction_type": "epsilon",
+        "sample_max_value": 1.0,
+        "set_alpha_to_one": False,
+        "skip_prk_steps": True,
+        "steps_offset": 1,
+        "timestep_spacing": "leading",
+        "trained_betas": None,
+        "use_karras_sigmas": False,
         "clip_sample": False,
     }
     pipe = StableDiffusionXLPipeline(
-        vae=vae(), text_encoder=CLIPTextModel(clip_config(len(words))),
+        vae=vae(),
+        text_encoder=CLIPTextModel(clip_config(len(words))),
         text_encoder_2=CLIPTextModelWithProjection(clip_config(len(words), projection_dim=32)),
-        tokenizer=words, tokenizer_2=words, unet=unet,
+        tokenizer=words,
+        tokenizer_2=words,
+        unet=unet,
         scheduler=EulerDiscreteScheduler.from_config(scheduler_config),
     )
     return save(pipe, folder, scheduler_config)
@@ -131,8 +181,16 @@ def sd3(folder: Path) -> Path:
     torch.manual_seed(0)
     words = tokenizer()
     transformer = SD3Transformer2DModel(
-        sample_size=16, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
-        caption_projection_dim=32, joint_attention_dim=64, pooled_projection_dim=64, out_channels=4,
+        sample_size=16,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=64,
+        pooled_projection_dim=64,
+        out_channels=4,
     )
     scheduler_config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
     pipe = StableDiffusion3Pipeline(
@@ -140,7 +198,10 @@ def sd3(folder: Path) -> Path:
         vae=vae(shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False, use_post_quant_conv=False),
         text_encoder=CLIPTextModelWithProjection(clip_config(len(words), projection_dim=32)),
         text_encoder_2=CLIPTextModelWithProjection(clip_config(len(words), projection_dim=32)),
-        text_encoder_3=None, tokenizer=words, tokenizer_2=words, tokenizer_3=None,
+        text_encoder_3=None,
+        tokenizer=words,
+        tokenizer_2=words,
+        tokenizer_3=None,
         scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),
     )
     save(pipe, folder, scheduler_config)

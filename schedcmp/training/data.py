@@ -52,8 +52,7 @@ def load_font(path: Path = FONT_PATH) -> ImageFont.FreeTypeFont:
     """The emoji font with complex text layout, which ZWJ sequences, flags and keycaps need."""
     if not path.exists():
         raise FontMissingError(
-            f"{path} is missing; install the Debian package {FONT_PACKAGE} "
-            f"(apt-get install {FONT_PACKAGE})"
+            f"{path} is missing; install the Debian package {FONT_PACKAGE} (apt-get install {FONT_PACKAGE})"
         )
     return ImageFont.truetype(str(path), FONT_BITMAP_SIZE, layout_engine=ImageFont.Layout.RAQM)
 

@@ -184,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     for outcome in outcomes:
         mark = f"hit (rank {outcome.rank})" if outcome.hit else "miss"
         print(f"{outcome.caption:<28} {mark:<14} nearest: {', '.join(outcome.nearest)}")
-    print(f"hit rate: {hit_rate(outcomes):.1%} ({sum(o.hit for o in outcomes)}/{len(outcomes)}) "
-          f"in {time.monotonic() - started:.0f} s")
+    print(
+        f"hit rate: {hit_rate(outcomes):.1%} ({sum(o.hit for o in outcomes)}/{len(outcomes)}) "
+        f"in {time.monotonic() - started:.0f} s"
+    )
     if args.sheet:
         contact_sheet(drawings, outcomes).save(args.sheet)
     if args.json:

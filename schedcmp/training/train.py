@@ -83,7 +83,9 @@ def unet_learning_rate(step: int, config: TrainConfig) -> float:
     """The first cycle over `unet_steps`, then the warm restart over `unet_extra_steps`, if any."""
     if step < config.unet_steps:
         return learning_rate(step, config.unet_steps, config.unet_learning_rate, config.warmup_steps)
-    return learning_rate(step - config.unet_steps, config.unet_extra_steps, config.unet_extra_learning_rate, config.warmup_steps)
+    return learning_rate(
+        step - config.unet_steps, config.unet_extra_steps, config.unet_extra_learning_rate, config.warmup_steps
+    )
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -101,7 +103,13 @@ def save_atomically(state: dict, path: Path) -> None:
 def save_vae_checkpoint(path: Path, step: int, vae, optimizer, generator, log: "LossLog") -> None:
     """The VAE and decoder stages resume from the same kind of checkpoint."""
     save_atomically(
-        {"step": step, "vae": vae.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "log": list(log.rows)},
+        {
+            "step": step,
+            "vae": vae.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "log": list(log.rows),
+        },
         path,
     )
 
@@ -154,7 +162,16 @@ class ProgressReporter:
     """A stage's running loss: every `log_every` steps (and at its last) the mean goes to the loss log and,
     with a rate and an ETA, to the report."""
 
-    def __init__(self, stage: str, total: int, start: int, report: Report | None, log: LossLog, log_every: int, last: int | None = None):
+    def __init__(
+        self,
+        stage: str,
+        total: int,
+        start: int,
+        report: Report | None,
+        log: LossLog,
+        log_every: int,
+        last: int | None = None,
+    ):
         self.stage, self.total, self.start, self.report = stage, total, start, report
         self.log, self.log_every, self.last = log, log_every, total if last is None else last
         self.running: list[float] = []
@@ -218,7 +235,9 @@ def train_vae(
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Posterior means, scaled to unit standard deviation; the scale is recorded in the VAE config."""
-    means = torch.cat([vae.encode(images[i : i + batch_size]).latent_dist.mean for i in range(0, len(images), batch_size)])
+    means = torch.cat(
+        [vae.encode(images[i : i + batch_size]).latent_dist.mean for i in range(0, len(images), batch_size)]
+    )
     scaling_factor = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling_factor)
     return means * scaling_factor  # (N, 4, h, w)
@@ -292,7 +311,9 @@ def fixed_batch(latents: torch.Tensor, token_ids: torch.Tensor, seed: int = 1234
 @torch.no_grad()
 def fixed_batch_loss(unet, text_encoder, batch, config: TrainConfig) -> float:
     latents, ids, timesteps, noise = batch
-    return denoising_loss(unet, text_encoder, latents, ids, timesteps, noise, model.training_noise_scheduler(), config.min_snr_gamma).item()
+    return denoising_loss(
+        unet, text_encoder, latents, ids, timesteps, noise, model.training_noise_scheduler(), config.min_snr_gamma
+    ).item()
 
 
 @torch.no_grad()
@@ -325,7 +346,12 @@ def train_denoiser(
     start = 0
     if resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
-        for module, key in ((unet, "unet"), (text_encoder, "text_encoder"), (ema_unet, "ema_unet"), (ema_text_encoder, "ema_text_encoder")):
+        for module, key in (
+            (unet, "unet"),
+            (text_encoder, "text_encoder"),
+            (ema_unet, "ema_unet"),
+            (ema_text_encoder, "ema_text_encoder"),
+        ):
             module.load_state_dict(state[key])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -346,9 +372,13 @@ def train_denoiser(
         ids = token_ids[index, variant]  # (B, L)
         dropped = torch.rand(config.unet_batch_size, generator=generator) < config.caption_dropout
         ids = torch.where(dropped[:, None], empty_ids[None, :], ids)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (config.unet_batch_size,), generator=generator)
+        timesteps = torch.randint(
+            0, noise_scheduler.config.num_train_timesteps, (config.unet_batch_size,), generator=generator
+        )
         noise = torch.randn(latents[index].shape, generator=generator)
-        loss = denoising_loss(unet, text_encoder, latents[index], ids, timesteps, noise, noise_scheduler, config.min_snr_gamma)
+        loss = denoising_loss(
+            unet, text_encoder, latents[index], ids, timesteps, noise, noise_scheduler, config.min_snr_gamma
+        )
         optimiser_step(optimizer, parameters, loss, lr)
         # Warm-up of the EMA decay, so that a short run's average is not dominated by the initial weights.
         decay = min(config.ema_decay, (1 + step) / (10 + step))
@@ -411,13 +441,18 @@ def draw_loss_curve(log: LossLog, path: Path, width: int = 640, height: int = 24
         low, high = losses.min(), losses.max()
         span = max(high - low, 1e-6)
         points = [
-            (margin + (s / steps.max()) * (width - 2 * margin), top + margin / 2 + (high - v) / span * (height - 1.5 * margin))
+            (
+                margin + (s / steps.max()) * (width - 2 * margin),
+                top + margin / 2 + (high - v) / span * (height - 1.5 * margin),
+            )
             for s, v in zip(steps, losses)
         ]
         draw.rectangle([margin, top + margin / 2, width - margin, top + height - margin], outline="gray")
         if len(points) > 1:
             draw.line(points, fill="navy", width=2)
-        draw.text((margin, top + 4), f"{stage} loss (log scale): {10**high:.4f} -> {10**losses[-1]:.4f}", fill="black")
+        draw.text(
+            (margin, top + 4), f"{stage} loss (log scale): {10**high:.4f} -> {10 ** losses[-1]:.4f}", fill="black"
+        )
         draw.text((margin, top + height - margin + 4), f"step 0 .. {int(steps.max())}", fill="black")
     image.save(path)
 
@@ -466,7 +501,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--extra-unet-steps",
         type=int,
         default=defaults.unet_extra_steps,
-        help="a second learning-rate cycle of this many UNet steps after --unet-steps (with --resume: continues a finished run)",
+        help="a second learning-rate cycle of this many UNet steps after --unet-steps "
+        "(with --resume: continues a finished run)",
     )
     parser.add_argument("--extra-unet-learning-rate", type=float, default=defaults.unet_extra_learning_rate)
     parser.add_argument("--decoder-steps", type=int, default=defaults.decoder_steps)
