@@ -16,11 +16,11 @@ from pathlib import Path
 
 
 def sweep(model, settings, folder: Path) -> tuple[float, int | None]:
-    from schedcmp import compare
+    from schedcmp import engine
 
     started = time.perf_counter()
-    outcome = compare.run_comparison(
-        settings, compare.ModelOptions(), compare.OutputOptions(out=folder, format="json", no_sheet=True), loaded=model
+    outcome = engine.run_comparison(
+        settings, engine.ModelOptions(), engine.OutputOptions(out=folder, format="json", no_sheet=True), loaded=model
     )
     seconds = time.perf_counter() - started
     peaks = [r["peak_memory_bytes"] for r in outcome.document["runs"] if r["peak_memory_bytes"]]
@@ -41,7 +41,7 @@ def main() -> None:
     from schedcmp import pipeline
     from schedcmp.config import Settings
 
-    pipeline.quiet_libraries()
+    pipeline.silence_libraries()
     model = pipeline.load(
         args.model, pipeline.resolve_device("auto"), pipeline.resolve_dtype("auto", pipeline.resolve_device("auto"))
     )

@@ -59,10 +59,10 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "schedcmp", "--help"], check=True, capture_output=True)
     help_seconds = time.perf_counter() - help_started
 
-    from schedcmp import compare, pipeline
+    from schedcmp import engine, pipeline
     from schedcmp.config import Settings
 
-    pipeline.quiet_libraries()
+    pipeline.silence_libraries()
     model = pipeline.load(args.model, "cpu", "fp32")
     pipe = model.pipe
     decode_totals = {"decode": 0.0}
@@ -74,10 +74,10 @@ def main() -> None:
         for round_number in range(args.rounds + 1):  # round 0 warms both paths up and is not counted
             decode_totals["decode"] = 0.0
             started = time.perf_counter()
-            outcome = compare.run_comparison(
+            outcome = engine.run_comparison(
                 settings,
-                compare.ModelOptions(),
-                compare.OutputOptions(out=Path(scratch) / f"run{round_number}", format="json"),
+                engine.ModelOptions(),
+                engine.OutputOptions(out=Path(scratch) / f"run{round_number}", format="json"),
                 loaded=model,
             )
             total_schedcmp = time.perf_counter() - started  # everything but the load: warm-up, files, sheet

@@ -30,7 +30,7 @@ def main() -> None:
     from schedcmp.sample import Sampler
     from schedcmp.schedulers import ordered
 
-    pipeline.quiet_libraries()
+    pipeline.silence_libraries()
     model = pipeline.load(args.model, "cpu", "fp32")
     width, height = model.defaults.width, model.defaults.height
 
@@ -57,22 +57,25 @@ def main() -> None:
     rows = []
     with Sampler(model) as sampler:
         for name in ordered(model.compatible):
-            base = sampler.run(spec(name))[2]
+            base = sampler.run(spec(name)).output
             if base is None:
                 print(f"{name}: failed, skipped")
                 continue
             torch.set_num_threads(1)
-            one_thread = sampler.run(spec(name))[2]
+            one_thread = sampler.run(spec(name)).output
             torch.set_num_threads(2)
-            found = {"rerun": distance(base, sampler.run(spec(name))[2]), "threads 1 vs 2": distance(base, one_thread)}
+            found = {
+                "rerun": distance(base, sampler.run(spec(name)).output),
+                "threads 1 vs 2": distance(base, one_thread),
+            }
             accepted = inspect.signature(sampler.classes[name].__init__).parameters
             if "use_karras_sigmas" in accepted:
-                found["karras"] = distance(base, sampler.run(spec(name, {"use_karras_sigmas": True}))[2])
+                found["karras"] = distance(base, sampler.run(spec(name, {"use_karras_sigmas": True})).output)
             if "timestep_spacing" in accepted:
-                trailing = sampler.run(spec(name, {"timestep_spacing": "trailing"}))[2]
+                trailing = sampler.run(spec(name, {"timestep_spacing": "trailing"})).output
                 if trailing is not None:
                     found["trailing"] = distance(base, trailing)
-            found["seed 9"] = distance(base, sampler.run(spec(name, seed=9))[2])
+            found["seed 9"] = distance(base, sampler.run(spec(name, seed=9)).output)
             rows.append((name, found))
             print(name, "  ".join(f"{k}: {v[0]:.4g}/{v[1]:.3g}" for k, v in found.items()), flush=True)
 

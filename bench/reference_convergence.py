@@ -34,7 +34,7 @@ def main() -> None:
         short_name,
     )
 
-    pipeline.quiet_libraries()
+    pipeline.silence_libraries()
     model = pipeline.load(args.model, "cpu", "fp32")
     classes = scheduler_classes()
     params = accepted_params_of(classes)
@@ -58,8 +58,8 @@ def main() -> None:
 
     def run(sampler, spec: RunSpec):
         started = time.perf_counter()
-        result, rgb, output, latent = sampler.run(spec)
-        return latent, time.perf_counter() - started, result.nfe
+        sample = sampler.run(spec)
+        return sample.latent, time.perf_counter() - started, sample.result.nfe
 
     candidates = [
         ("DPMSolverMultistep", [50, 100, 200, 400, 800]),

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from schedcmp import metrics, output, render, report
-from schedcmp.compare import ModelOptions, OutputOptions, jsonable, now, run_comparison, versions
+from schedcmp.engine import ModelOptions, OutputOptions, run_comparison
+from schedcmp.records import SCHEMA_VERSION, Determinism, DocumentError, load_document, now, to_json, versions
 from schedcmp.config import RunSpec, Settings
 from schedcmp.errors import EXIT_USAGE, SchedcmpError, UsageError
 from schedcmp.schedulers import parse_entry, resolve_entry
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAY_DTYPE = "float16"  # compact, and still finer than the 8-bit PNG
 
@@ -29,17 +29,6 @@ EXIT_DRIFT = 1
 EXIT_GENERATION_ERROR = 3
 EXIT_NONDETERMINISTIC = 4
 EXIT_NO_CASES = 5
-
-# Config keys that say where or when a component was saved, not what it is.
-VOLATILE_CONFIG_KEYS = {
-    "_name_or_path",
-    "_diffusers_version",
-    "transformers_version",
-    "_commit_hash",
-    "torch_dtype",
-    "dtype",
-    "_use_default_values",
-}
 
 # Measured on the default model with bench/measure_tolerances.py (15 schedulers, 20 steps): a rerun is
 # identical; another CPU thread count moves the float16 outputs by at most 0.00049 (one float16 step) and
@@ -89,25 +78,6 @@ def environment(device: str, dtype: str, generator_device: str) -> dict[str, Any
             "num_threads": torch.get_num_threads(),
         },
     }
-
-
-def component_config(component: Any) -> dict[str, Any] | None:
-    config = getattr(component, "config", None)
-    if config is None:
-        return None
-    as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    return {k: v for k, v in jsonable(as_dict).items() if k not in VOLATILE_CONFIG_KEYS}
-
-
-def model_identity(pipe: Any) -> dict[str, Any]:
-    """The pipeline class and its components' classes and configs: what the model is, not its weights."""
-    components = {}
-    for name, component in sorted(pipe.components.items()):
-        if component is None:
-            components[name] = None
-        else:
-            components[name] = {"class": type(component).__name__, "config": component_config(component)}
-    return {"pipeline": type(pipe).__name__, "components": components}
 
 
 def identity_difference(expected: dict[str, Any], actual: dict[str, Any]) -> str | None:
@@ -183,6 +153,7 @@ def case_entry(run: dict[str, Any], array) -> dict[str, Any]:
         "batch": run["batch"],  # cells made by one pipeline call are regenerated together, in this order
         "batch_size": run["batch_size"],
         "status": run["status"],
+        "determinism": run["determinism"],  # the probe's finding: stochastic cases get the wider tolerance
         "image": run["image"],
         "array": f"arrays/{run['id']}.npz",
         "pixel_sha256": run["sha256"],
@@ -201,15 +172,14 @@ def create(
     """Run the comparison into FOLDER/<device class>/ and write its manifest. -> (folder, manifest, exit code)."""
     from schedcmp import pipeline
 
-    pipeline.quiet_libraries()
     device = pipeline.resolve_device(model_options.device)
     target = Path(folder) / device_class(device)
     arrays: dict[str, Any] = {}
 
-    def keep(result, float_output):
-        arrays[result.spec.id] = compact(float_output)
+    def keep(sample):
+        arrays[sample.result.spec.id] = compact(sample.output)
         (target / "arrays").mkdir(exist_ok=True)
-        save_array(target / "arrays" / f"{result.spec.id}.npz", arrays[result.spec.id])
+        save_array(target / "arrays" / f"{sample.result.spec.id}.npz", arrays[sample.result.spec.id])
 
     outcome = run_comparison(
         settings, model_options, OutputOptions(out=target, overwrite=overwrite, format="json"), keep_output=keep
@@ -226,7 +196,7 @@ def create(
         "model": {
             "source": model_options.model,
             "name": document["model"],
-            "identity": model_identity(outcome.model.pipe),
+            "identity": pipeline.model_identity(outcome.model.pipe),
         },
         "environment": environment(document["device"], document["dtype"], document["generator_device"]),
         "cases": [],
@@ -277,28 +247,41 @@ def find_manifest(folder: Path, running_class: str, profile: str | None) -> tupl
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest, validated, with the defaults of fields that older manifests lack filled in."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        raw = json.loads((path / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BaselineError(f"corrupt manifest {path / MANIFEST}: {error}") from None
-    required = {"kind", "schema_version", "model", "environment", "cases"}
-    if not isinstance(manifest, dict) or not required <= set(manifest) or manifest.get("kind") != "baseline":
-        raise BaselineError(f"corrupt manifest {path / MANIFEST}: not a schedcmp baseline manifest")
-    if manifest["schema_version"] != SCHEMA_VERSION:
-        raise BaselineError(
-            f"manifest {path / MANIFEST} has schema_version {manifest['schema_version']}; "
-            f"this schedcmp reads {SCHEMA_VERSION}"
-        )
+    try:
+        manifest = to_json(load_document(raw, "baseline"))
+    except DocumentError as error:
+        raise BaselineError(f"corrupt manifest {path / MANIFEST}: not a schedcmp baseline manifest ({error})") from None
     if not manifest["cases"]:
         raise BaselineError(f"baseline {path} holds no cases", exit_code=EXIT_NO_CASES)
     return manifest
 
 
 def is_stochastic(case: dict[str, Any]) -> bool:
-    """Samplers that add fresh noise every step (by name and config), whose outputs diverge faster."""
-    name = case["scheduler"]
-    algorithm = str(case["overrides"].get("algorithm_type", ""))
-    return "Ancestral" in name or "SDE" in name or name == "DDPMScheduler" or algorithm.startswith("sde")
+    """What the probe found when the case was made (or, for older manifests, at check): fresh noise every step
+    makes small numeric differences grow more."""
+    return case.get("determinism") == Determinism.STOCHASTIC
+
+
+def probe_missing_determinism(cases: list[dict[str, Any]], model) -> None:
+    """Manifests written before the probe's result was stored: probe each case's scheduler now."""
+    from schedcmp import convergence
+    from schedcmp.schedulers import scheduler_classes
+
+    classes = scheduler_classes()
+    for case in cases:
+        if case.get("determinism") is None and case["scheduler"] in classes:
+            label, _ = convergence.probe_determinism(
+                classes[case["scheduler"]],
+                model.original_config,
+                case["overrides"],
+                convergence.step_arguments(case.get("call_args") or {}),
+            )
+            case["determinism"] = label
 
 
 def parse_tolerance_overrides(items: list[str]) -> dict[str, dict[str, float]]:
@@ -374,9 +357,15 @@ UPDATE_MODES = ("missing", "changed", "all")
 def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]:
     """Regenerate every case of the baseline and compare. -> (results document, case results, exit code)."""
     from schedcmp import pipeline
+
+    with pipeline.quiet_libraries():
+        return check_quietly(options)
+
+
+def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]:
+    from schedcmp import pipeline
     from schedcmp.sample import Sampler
 
-    pipeline.quiet_libraries()
     if options.profile is not None and options.profile not in PROFILES:
         raise UsageError(f"unknown --tolerance {options.profile!r}; choose from {', '.join(PROFILES)}")
     if options.update is not None and options.update not in UPDATE_MODES:
@@ -388,12 +377,14 @@ def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]
     source = options.model if options.model is not None else manifest["model"]["source"]
     output.info(f"checking {len(manifest['cases'])} cases of {folder} ({profile} tolerances) ...")
     model = pipeline.load(source, device, recorded["dtype"], options.allow_pickle)
-    difference = identity_difference(manifest["model"]["identity"], model_identity(model.pipe))
+    difference = identity_difference(manifest["model"]["identity"], pipeline.model_identity(model.pipe))
     if difference:
         raise UsageError(f"model {model.name} is not the baseline's model: {difference}")
+    probe_missing_determinism(manifest["cases"], model)
 
     results: list[CaseResult] = []
-    progress = output.Progress(len(manifest["cases"]))
+    progress = output.Progress()
+    progress.begin(len(manifest["cases"]))
     generator_device = "cpu" if recorded["generator_device"] == "cpu" else device
     groups: dict[Any, list[dict[str, Any]]] = {}
     for case in manifest["cases"]:
@@ -407,9 +398,9 @@ def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]
                 started = time.perf_counter()
                 made = sampler.run_batch([spec_of(case) for case in group], repeat=2 if options.preflight else 1)
                 seconds = (time.perf_counter() - started) / len(group)
-                for case, (result, rgb, float_output, _) in zip(group, made):
+                for case, sample in zip(group, made):
                     tolerance = tolerance_for(case, profile, options.tolerance_overrides)
-                    outcome = judge_case(folder, case, result, rgb, float_output, tolerance, options.preflight, seconds)
+                    outcome = judge_case(folder, case, sample, tolerance, options.preflight, seconds)
                     results.append(outcome)
                     progress.finished(len(results), case["id"], outcome.status, outcome.seconds, outcome.error)
     finally:
@@ -423,9 +414,7 @@ def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]
 def judge_case(
     folder: Path,
     case: dict[str, Any],
-    result,
-    rgb,
-    float_output,
+    sample,
     tolerance: metrics.Tolerance,
     preflight: bool,
     seconds: float,
@@ -433,6 +422,7 @@ def judge_case(
     """One regenerated case against its stored files: error, nondeterministic, missing, or the metrics' verdict."""
     from schedcmp.sample import pixel_sha256
 
+    result, rgb, float_output = sample.result, sample.rgb, sample.output
     outcome = CaseResult(
         case=case,
         status=metrics.ERROR,

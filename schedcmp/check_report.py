@@ -11,16 +11,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from schedcmp.metrics import DRIFT, ERROR, MATCH, MISSING, NONDETERMINISTIC, WITHIN
-
-STATUS_COLOURS = {
-    MATCH: "#1a7f37",
-    WITHIN: "#4d7c0f",
-    DRIFT: "#cf222e",
-    MISSING: "#cf222e",
-    ERROR: "#8250df",
-    NONDETERMINISTIC: "#bc4c00",
-}
+from schedcmp.metrics import DRIFT, ERROR, MISSING, NONDETERMINISTIC
+from schedcmp.records import status_colour
 
 
 def metric_text(case: dict[str, Any]) -> str:
@@ -91,7 +83,7 @@ def html(document: dict[str, Any], results_dir: Path) -> str:
     )
     rows, sections = [], []
     for case in document["cases"]:
-        colour = STATUS_COLOURS.get(case["status"], "#57606a")
+        colour = status_colour(case["status"])
         detail = case.get("error") or metric_text(case)
         seconds = "" if case.get("seconds") is None else f"{case['seconds']:.2f}"
         rows.append(

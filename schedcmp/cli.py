@@ -159,7 +159,7 @@ def merged_values(given: dict, config: str | None) -> dict:
 
 def comparison_from(values: dict):
     """(Settings, ModelOptions) from merged values; every number list parsed here, one-line errors."""
-    from schedcmp import compare
+    from schedcmp import engine
 
     prompts = list(values.get("prompt") or [])
     if values.get("prompts_file"):
@@ -184,7 +184,7 @@ def comparison_from(values: dict):
         seed_mode=values["seed_mode"],
         batch_size=values["batch_size"],
     )
-    model_options = compare.ModelOptions(
+    model_options = engine.ModelOptions(
         values.get("model"),
         values.get("model_config"),
         bool(values.get("allow_pickle")),
@@ -257,7 +257,7 @@ def run_command(
     ),
 ) -> None:
     given = dict(locals())  # first: only the flags
-    from schedcmp import compare, output, report
+    from schedcmp import engine, output, report
 
     values = merged_values(
         {k: v for k, v in given.items() if k not in ("config", "prompt", "output_format")}
@@ -266,10 +266,10 @@ def run_command(
     )
     settings, model_options = comparison_from(values)
     output_format = values["format"]
-    outcome = compare.run_comparison(
+    outcome = engine.run_comparison(
         settings,
         model_options,
-        compare.OutputOptions(
+        engine.OutputOptions(
             out=Path(values["out"]) if values.get("out") else None,
             overwrite=bool(values.get("overwrite")),
             format=output_format,
@@ -307,9 +307,9 @@ def report_command(
     folder: Path = typer.Argument(..., help="A results folder written by `schedcmp run`."),
 ) -> None:
     """Rebuild report.html and the quality charts from a results folder, without running anything."""
-    from schedcmp import compare, output
+    from schedcmp import html_report, output
 
-    page = compare.rebuild_report(folder)
+    page = html_report.rebuild_report(folder)
     output.info(f"report: {page}")
     output.data(f"{page}\n")
 
@@ -449,11 +449,11 @@ def list_command(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load pickle weights: only for models you trust."),
 ) -> None:
     """Show the model's scheduler and config, the compatible schedulers, the UI names and each class's flags."""
-    from schedcmp import compare, output, report
+    from schedcmp import engine, output, report
 
     if output_format not in ("table", "json"):
         raise SchedcmpError(f"unknown --format {output_format!r}; choose table or json")
-    document = compare.list_document(compare.ModelOptions(model, model_config, allow_pickle))
+    document = engine.list_document(engine.ModelOptions(model, model_config, allow_pickle))
     if output_format == "json":
         output.data(report.to_json(document))
     else:

@@ -20,6 +20,7 @@ from typing import Any
 from schedcmp import metrics
 from schedcmp.config import RUN_SETTINGS, RunSpec, effective_overrides
 from schedcmp.errors import UsageError
+from schedcmp.records import Determinism, Distance, Reference, SelfConvergence, Status, versions
 from schedcmp.schedulers import SchedulerChoice, display_label, init_params, parse_entry, resolve_entry, short_name
 
 # Why config.DEFAULT_REFERENCE is DPM++ 2M with Karras sigmas at 400 steps: Karras sigmas crowd the steps
@@ -39,7 +40,8 @@ SELF_CONVERGENCE_WARNING = 0.1
 # σ=0.999 (t=999), both from what is in practice the same pure noise.
 INTERVAL_SLACK = 1.0
 
-DETERMINISTIC, STOCHASTIC, UNKNOWN = "deterministic", "stochastic", "unknown"
+# The determinism vocabulary is declared once, in schedcmp.records.
+DETERMINISTIC, STOCHASTIC, UNKNOWN = Determinism.DETERMINISTIC, Determinism.STOCHASTIC, Determinism.UNKNOWN
 
 # The settings that make two runs share a reference: everything but the scheduler and its steps.
 REFERENCE_FIELDS = ("prompt", "negative_prompt", "seed", "guidance_scale", "width", "height", "call_args")
@@ -358,7 +360,7 @@ def store_cached(key: str, reference: ReferenceOutput) -> None:
         pass
 
 
-def distances(latent, output, rgb, reference: ReferenceOutput) -> dict[str, float] | None:
+def distances(latent, output, rgb, reference: ReferenceOutput) -> Distance | None:
     """Latent RMSE, PSNR and SSIM of one run to its reference; None when a shape differs."""
     import numpy as np
 
@@ -368,11 +370,11 @@ def distances(latent, output, rgb, reference: ReferenceOutput) -> dict[str, floa
         or np.shape(output) != np.shape(reference.output)
     ):
         return None
-    return {
-        "latent_rmse": metrics.latent_rmse(latent, reference.latent),
-        "psnr": metrics.psnr(output, reference.output),
-        "ssim": metrics.ssim(rgb, reference.rgb),
-    }
+    return Distance(
+        latent_rmse=metrics.latent_rmse(latent, reference.latent),
+        psnr=metrics.psnr(output, reference.output),
+        ssim=metrics.ssim(rgb, reference.rgb),
+    )
 
 
 # -- pure: orders and Pareto fronts over results.json entries ------------------------------------------
@@ -397,16 +399,16 @@ def ranked(entry: dict[str, Any]) -> bool:
     return entry.get("status") == "ok" and entry.get("determinism") == DETERMINISTIC and bool(entry.get("distance"))
 
 
-def fit_orders(entries: list[dict[str, Any]]) -> None:
-    """Each run of a steps sweep gets its scheduler's fitted order: `order` in its entry (None outside a sweep)."""
+def fit_orders(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    """Run id -> its scheduler's fitted order in a steps sweep (None outside a sweep)."""
+    orders: dict[str, dict[str, Any] | None] = {}
     groups: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
         key = json.dumps([entry.get(name) for name in SWEEP_FIELDS], sort_keys=True, default=str)
         groups.setdefault(key, []).append(entry)
     for group in groups.values():
         if len({entry["steps"] for entry in group}) < 2 or not any(entry.get("reference") for entry in group):
-            for entry in group:
-                entry["order"] = None
+            orders.update((entry["id"], None) for entry in group)
             continue
         points = sorted(
             (entry for entry in group if ranked(entry) and entry.get("nfe")), key=lambda entry: entry["nfe"]
@@ -428,13 +430,14 @@ def fit_orders(entries: list[dict[str, Any]]) -> None:
                 "r_squared": fit.r_squared,
                 "reason": fit.reason,
             }
-        for entry in group:
-            entry["order"] = dict(found)
+        orders.update((entry["id"], dict(found)) for entry in group)
+    return orders
 
 
-def convergence_warnings(references: list[dict[str, Any]], entries: list[dict[str, Any]]) -> list[str]:
-    """References whose own self-convergence is not well below the smallest distance they judge: one line each."""
-    lines = []
+def convergence_warnings(references: list[dict[str, Any]], entries: list[dict[str, Any]]) -> dict[str, str]:
+    """Reference id -> why it has not converged enough: its self-convergence is not well below the smallest
+    distance it judges."""
+    warnings = {}
     for reference in references:
         moved = (reference.get("self_convergence") or {}).get("latent_rmse")
         distances = [
@@ -443,27 +446,131 @@ def convergence_warnings(references: list[dict[str, Any]], entries: list[dict[st
             if ranked(entry) and entry.get("reference") == reference["id"]
         ]
         if moved is not None and distances and moved > SELF_CONVERGENCE_WARNING * min(distances):
-            reference["warning"] = (
+            warnings[reference["id"]] = (
                 f"halving its steps moves it by {moved:.2g}, more than {SELF_CONVERGENCE_WARNING:g} of the smallest "
                 f"distance it judges ({min(distances):.2g}): give it more steps"
             )
-            lines.append(f"reference {reference['spec']} has not converged enough: {reference['warning']}")
-    return lines
+    return warnings
 
 
-def mark_pareto(entries: list[dict[str, Any]]) -> None:
-    """`pareto` in every entry: on the front of distance against seconds and against NFE, in its reference's runs."""
-    for entry in entries:
-        entry["pareto"] = None
+def warning_lines(references: list[dict[str, Any]], warnings: dict[str, str]) -> list[str]:
+    """One line for the user per reference that has not converged enough."""
+    return [
+        f"reference {reference['spec']} has not converged enough: {warnings[reference['id']]}"
+        for reference in references
+        if reference["id"] in warnings
+    ]
+
+
+def pareto_fronts(entries: list[dict[str, Any]]) -> dict[str, dict[str, bool] | None]:
+    """Run id -> on the front of distance against seconds, and against NFE, among its reference's runs (None: not
+    ranked)."""
+    fronts: dict[str, dict[str, bool] | None] = {entry["id"]: None for entry in entries}
     by_reference: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
         if ranked(entry) and entry.get("reference"):
             by_reference.setdefault(entry["reference"], []).append(entry)
     for group in by_reference.values():
         for entry in group:
-            entry["pareto"] = {"seconds": False, "nfe": False}
+            fronts[entry["id"]] = {"seconds": False, "nfe": False}
         for cost in ("seconds", "nfe"):
             usable = [entry for entry in group if entry.get(cost) is not None]
             front = metrics.pareto_front([(entry[cost], entry["distance"]["latent_rmse"]) for entry in usable])
             for index in front:
-                usable[index]["pareto"][cost] = True
+                fronts[usable[index]["id"]][cost] = True
+    return fronts
+
+
+# -- running and measuring references (the comparison's execute stage calls these) ----------------------------
+
+
+def reference_identity(sampler) -> dict[str, Any]:
+    """What a cached reference must have been made with: the model (configs and weights) and where it ran."""
+    from schedcmp.pipeline import model_identity
+
+    model = sampler.model
+    return {
+        "model": model_identity(model.pipe),
+        "weights": weights_fingerprint(model.pipe),
+        "device": model.device,
+        "dtype": model.dtype,
+        "generator_device": sampler.generator_device,
+        "versions": {k: v for k, v in versions().items() if k != "schedcmp"},
+    }
+
+
+def reference_run(
+    sampler, plan: ReferencePlan, ref_id: str, identity: dict[str, Any], out_dir: Path | None, note, on_step
+) -> tuple[ReferenceOutput | None, Reference]:
+    """A reference and its half-steps twin, from the cache or computed (and cached); and its results.json record.
+
+    Its image goes to `out_dir`/reference/ (None: --no-sheet, no images at all). `note` takes progress lines,
+    `on_step` the steps of the pipeline call.
+    """
+    from schedcmp import render, report
+
+    spec, half_spec = plan.specs[ref_id], plan.half_specs[ref_id]
+    made = {}
+    failure = None
+    for which, this in (("reference", spec), ("half", half_spec)):
+        key = cache_key(identity, this)
+        found = load_cached(key)
+        if found is None:
+            label = display_label(this.scheduler, this.alias, this.overrides)
+            note(f"{which} run: {label} at {this.steps} steps (cached for the next run) ...")
+            sample = sampler.run(this, 1, on_step)
+            if sample.result.status != Status.OK or sample.latent is None:
+                failure = sample.result.reason or "the pipeline gave no final latent"
+                break
+            found = ReferenceOutput(sample.latent, sample.output, sample.rgb, sample.result.nfe, sample.result.seconds)
+            store_cached(key, found)
+        made[which] = found
+    reference = made.get("reference") if failure is None else None
+    image, self_convergence = None, None
+    if reference is not None:
+        if out_dir is not None:
+            image = f"reference/{ref_id}.png"
+            (out_dir / "reference").mkdir(exist_ok=True)
+            report.write_atomic(out_dir / image, render.png_bytes(reference.rgb))
+        half = made["half"]
+        # The same settings but the steps: the shapes match, so there is always a distance.
+        moved = distances(half.latent, half.output, half.rgb, reference)
+        self_convergence = SelfConvergence(half_spec.steps, moved.latent_rmse, moved.psnr, moved.ssim)
+        cost = "from the cache" if reference.cached else f"{reference.seconds:.2f} s, {reference.nfe} NFE"
+        note(f"reference {plan.text}: {cost}; halving its steps moves its latent by {moved.latent_rmse:.2g} RMSE")
+    else:
+        note(f"reference {plan.text} failed: {failure}; no distances for its runs")
+    summary = Reference(
+        id=ref_id,
+        spec=plan.text,
+        label=display_label(spec.scheduler, spec.alias, spec.overrides),
+        scheduler=spec.scheduler,
+        overrides=spec.overrides,
+        steps=spec.steps,
+        interval=spec.interval,
+        **{name: getattr(spec, name) for name in REFERENCE_FIELDS},
+        status=Status.OK if reference is not None else Status.FAILED,
+        reason=failure,
+        nfe=reference.nfe if reference else None,
+        seconds=reference.seconds if reference else None,
+        cached=bool(reference and reference.cached),
+        image=image,
+        self_convergence=self_convergence,
+    )
+    return reference, summary
+
+
+def measure(sample, determinism: str, determinism_reason: str, reference, plan: ReferencePlan) -> tuple:
+    """(distance, note): a run's distance to its reference, or None and why it has none."""
+    if sample.rgb is None:
+        return None, "no image"
+    if determinism == STOCHASTIC:
+        return None, "stochastic: converges to another sample, not ranked against the ODE reference"
+    if determinism == UNKNOWN:
+        return None, f"not ranked: {determinism_reason}"
+    if sample.result.spec.id in plan.off_interval:
+        return None, plan.off_interval[sample.result.spec.id]
+    if reference is None:
+        return None, "the reference failed"
+    found = distances(sample.latent, sample.output, sample.rgb, reference)
+    return found, None if found is not None else "its latent or image has another shape than the reference's"

@@ -1,4 +1,5 @@
-"""Domain errors. Raised deep, turned into one line and an exit code once, in cli.main."""
+"""Domain errors. Raised deep; the CLI turns them into one line and an exit code once, in cli.main, and the
+Python API lets them through. Each carries the message the CLI prints and the CLI's exit code."""
 
 # Exit codes, one table for every command (README.md repeats it).
 EXIT_OK = 0
@@ -13,7 +14,7 @@ class SchedcmpError(Exception):
     exit_code = EXIT_USAGE
 
 
-class UsageError(SchedcmpError):
+class UsageError(SchedcmpError, ValueError):
     """Bad flags, names or values: nothing was run."""
 
 
@@ -21,5 +22,5 @@ class ModelError(SchedcmpError):
     """The model cannot be found or loaded: nothing was run."""
 
 
-class OutputError(SchedcmpError):
-    """The output folder cannot be used: nothing was run."""
+class OutputError(SchedcmpError, OSError):
+    """The output folder (or a results folder to read) cannot be used: nothing was run."""

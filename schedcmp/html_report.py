@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from schedcmp.check_report import data_uri
+from schedcmp.records import Status, status_colour
 from schedcmp.report import PARETO_NAMES, label, write_atomic
 
 REPORT_NAME = "report.html"
 STOCHASTIC_NOTE = "stochastic: not ranked against the ODE reference"
-STATUS_COLOURS = {"ok": "#1a7f37", "failed": "#cf222e", "suspect": "#bc4c00", "filtered": "#57606a"}
 
 # (key, header text, how the column sorts: "number", "text" or None for not at all)
 COLUMNS = [
@@ -104,9 +104,7 @@ def cells(entry: dict[str, Any], folder: Path) -> dict[str, tuple[str, Any]]:
     stochastic = entry.get("determinism") == "stochastic"
     order_html, order_value = order_cell(entry.get("order"))
     status = entry["status"]
-    status_html = (
-        f'<span class="status" style="background:{STATUS_COLOURS.get(status, "#57606a")}">{escape(status)}</span>'
-    )
+    status_html = f'<span class="status" style="background:{status_colour(status)}">{escape(status)}</span>'
     if entry.get("reason"):
         status_html += f' <span class="note">{escape(entry["reason"])}</span>'
     return {
@@ -220,7 +218,7 @@ def reference_section(document: dict[str, Any], folder: Path) -> str:
         ]
         if reference.get("status") == "failed":
             lines.append(
-                f'<span class="status" style="background:{STATUS_COLOURS["failed"]}">failed</span> '
+                f'<span class="status" style="background:{status_colour(Status.FAILED)}">failed</span> '
                 f"{escape(reference.get('reason'))}: "
                 "no distances were measured against it"
             )
@@ -407,3 +405,25 @@ document.addEventListener("keydown", function (event) {{ if (event.key === "Esca
 </script>
 </body></html>
 """
+
+
+def rebuild_report(folder: Path) -> Path:
+    """`schedcmp report DIR`: the charts and report.html again, from DIR/results.json and its images."""
+    from schedcmp import chart
+    from schedcmp.errors import OutputError
+    from schedcmp.records import DocumentError, dumps, read_document, to_json
+
+    path = folder / "results.json"
+    try:
+        results = read_document(path, "run")
+    except DocumentError as error:
+        raise OutputError(
+            f"cannot build a report from {folder}: {path} is missing or not a run's results ({error})"
+        ) from None
+    try:
+        results.charts, results.report = chart.write_charts(folder, to_json(results)), REPORT_NAME
+        page = write_report(folder, to_json(results))
+        write_atomic(path, dumps(results))  # last: it names the charts and the page only once they exist
+    except OSError as error:
+        raise OutputError(f"cannot write the report into {folder}: {error.strerror or error}") from None
+    return page

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MATCH = "match"
-WITHIN = "within-tolerance"
-DRIFT = "drift"
-MISSING = "missing-baseline"
-ERROR = "error"
-NONDETERMINISTIC = "nondeterministic"
+from schedcmp.records import Verdict
+
+# The verdict vocabulary is declared once, in schedcmp.records.
+MATCH, WITHIN, DRIFT = Verdict.MATCH, Verdict.WITHIN, Verdict.DRIFT
+MISSING, ERROR, NONDETERMINISTIC = Verdict.MISSING, Verdict.ERROR, Verdict.NONDETERMINISTIC
 
 # A pixel counts as changed when one of its channels moved by more than this many 8-bit levels.
 CHANGED_PIXEL_LEVELS = 2

@@ -38,15 +38,30 @@ def data(text: str) -> None:
     sys.stdout.flush()
 
 
-class Progress:
-    """Runs done/total and the current scheduler's steps: a live bar on a terminal, plain lines elsewhere."""
+def in_jupyter() -> bool:
+    """Inside a Jupyter kernel, where a terminal bar does not redraw but a notebook widget does."""
+    shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
-    def __init__(self, total: int):
-        self.total = total
-        self.live = error_console.is_terminal
-        self.bar = None
+
+class Progress:
+    """Runs done/total and the current scheduler's steps, and the comparison's notes.
+
+    On a terminal a live rich bar; in Jupyter a tqdm bar (a notebook widget where ipywidgets is there);
+    elsewhere plain lines on stderr. `enabled=False` shows nothing at all (schedcmp.compare(progress=False)).
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.total = 0
+        self.bar = None  # rich
         self.task = None
-        if self.live:
+        self.notebook_bar = None  # tqdm
+        self.live = enabled and error_console.is_terminal and not in_jupyter()
+
+    def begin(self, total: int) -> None:
+        self.total = total
+        if self.live and self.bar is None:
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as RichProgress
 
@@ -59,21 +74,37 @@ class Progress:
                 transient=True,
             )
             self.bar.start()
+        elif self.enabled and in_jupyter() and self.notebook_bar is None:
+            from tqdm.auto import tqdm
+
+            self.notebook_bar = tqdm(total=total, desc="schedcmp", unit="cell")
 
     def note(self, message: str) -> None:
-        info(message)
+        if not self.enabled:
+            return
+        if self.notebook_bar is not None:
+            self.notebook_bar.write(message, file=sys.stderr)
+        else:
+            info(message)
 
     def started(self, index: int, name: str, steps: int) -> None:
         if self.bar is not None:
             if self.task is not None:
                 self.bar.remove_task(self.task)
             self.task = self.bar.add_task(f"[{index}/{self.total}] {name}", total=steps)
+        elif self.notebook_bar is not None:
+            self.notebook_bar.set_postfix_str(name, refresh=True)
 
     def step(self, done: int, steps: int) -> None:
         if self.bar is not None and self.task is not None:
             self.bar.update(self.task, completed=done, total=steps)
 
     def finished(self, index: int, name: str, status: str, seconds: float | None, reason: str | None) -> None:
+        if not self.enabled:
+            return
+        if self.notebook_bar is not None:
+            self.notebook_bar.update(index - self.notebook_bar.n)
+            return
         took = f"{seconds:.2f} s" if seconds is not None else "-"
         line = f"[{index}/{self.total}] {name}: {status} ({took})" + (f" - {reason}" if reason else "")
         if self.bar is not None:
@@ -85,6 +116,9 @@ class Progress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+        if self.notebook_bar is not None:
+            self.notebook_bar.close()
+            self.notebook_bar = None
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
@@ -165,15 +199,8 @@ def print_list(document: dict[str, Any]) -> None:
 def print_check(document: dict[str, Any]) -> None:
     """`schedcmp check`'s verdicts, on stderr, and a one-line summary."""
     from schedcmp.check_report import metric_text
+    from schedcmp.records import status_colour
 
-    colours = {
-        "match": "green",
-        "within-tolerance": "green",
-        "drift": "red",
-        "missing-baseline": "red",
-        "error": "magenta",
-        "nondeterministic": "yellow",
-    }
     table = Table(title=f"check against {document['baseline']} ({document['tolerance_profile']})", title_justify="left")
     for column in ("case", "status", "metrics (tolerance)"):
         table.add_column(column, overflow="fold")
@@ -182,7 +209,7 @@ def print_check(document: dict[str, Any]) -> None:
         counts[case["status"]] = counts.get(case["status"], 0) + 1
         status = case["status"] + (" (updated)" if case.get("updated") else "")
         table.add_row(
-            case["id"], f"[{colours.get(case['status'], 'white')}]{status}[/]", case.get("error") or metric_text(case)
+            case["id"], f"[{status_colour(case['status'])}]{status}[/]", case.get("error") or metric_text(case)
         )
     error_console.print(table)
     info(", ".join(f"{count} {status}" for status, count in sorted(counts.items())) + f"; exit {document['exit_code']}")

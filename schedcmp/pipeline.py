@@ -5,13 +5,14 @@ torch and diffusers are imported inside the functions, so that importing this mo
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from schedcmp.config import PipelineDefaults
 from schedcmp.errors import ModelError, UsageError
@@ -63,26 +64,64 @@ class LoadedModel:
     load_seconds: float
 
 
-def quiet_libraries() -> None:
+def silence_libraries() -> None:
     """Keep the libraries' advice and progress bars off our stderr; our own progress reports instead.
 
-    Call before diffusers or transformers is first imported: they read these variables at import.
+    For a whole process (the CLI, the benchmarks); quiet_libraries() does it for a while and undoes it.
     """
     import warnings
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import huggingface_hub.utils as hub
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # diffusers renamed torch_dtype to dtype; the old name works in every version we support.
     warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated")
     # torchsde's Brownian interval warns when float rounding puts a query a hair before its start.
     warnings.filterwarnings("ignore", message="Should have ta>=t0")
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+    hub.disable_progress_bars()
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """silence_libraries() while the block runs; then every setting it touched is as it was before.
+
+    A notebook that calls schedcmp.compare() keeps its own warning filters, log levels and progress bars.
+    """
+    import warnings
+
+    import huggingface_hub.utils as hub
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    libraries = (diffusers_logging, transformers_logging)
+    levels = [library.get_verbosity() for library in libraries]
+    bars = [library.is_progress_bar_enabled() for library in libraries]
+    hub_bars_off = hub.are_progress_bars_disabled()
+    parallelism = os.environ.get("TOKENIZERS_PARALLELISM")
+    with warnings.catch_warnings():
+        try:
+            silence_libraries()
+            yield
+        finally:
+            for library, level, bar in zip(libraries, levels, bars):
+                library.set_verbosity(level)
+                library.enable_progress_bar() if bar else library.disable_progress_bar()
+            if not hub_bars_off:
+                hub.enable_progress_bars()
+            if parallelism is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = parallelism
+
+
+def device_type(device: str) -> str:
+    """`cuda` for `cuda:1`: what decides how to synchronise and measure memory."""
+    return str(device).split(":")[0]
 
 
 def resolve_device(requested: str) -> str:
@@ -248,7 +287,6 @@ def load(
     model: str | None, device: str, dtype_name: str, allow_pickle: bool = False, model_config: str | None = None
 ) -> LoadedModel:
     """Load the pipeline once, move it to the device, and collect what the runs need."""
-    quiet_libraries()
     kind, where = classify_source(model)
     started = time.perf_counter()
     dtype = torch_dtype(dtype_name)
@@ -261,6 +299,20 @@ def load(
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return describe(pipe, model, device, dtype_name, time.perf_counter() - started)
+
+
+def from_pipeline(pipe: Any) -> LoadedModel:
+    """A pipeline already in memory, as it is: its execution device and dtype, nothing moved or changed."""
+    import torch
+
+    device = torch.device(getattr(pipe, "_execution_device", None) or pipe.device)
+    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+    dtype = names.get(pipe.dtype)
+    if dtype is None:
+        raise ModelError(f"{type(pipe).__name__} runs in {pipe.dtype}; schedcmp measures fp32, fp16 and bf16")
+    name = getattr(getattr(pipe, "config", None), "_name_or_path", None) or f"{type(pipe).__name__} (in memory)"
+    where = device.type if device.index is None or (device.type == "cuda" and device.index == 0) else str(device)
+    return describe(pipe, name, where, dtype, 0.0)
 
 
 def describe(pipe: Any, model: str | None, device: str, dtype_name: str, load_seconds: float) -> LoadedModel:
@@ -335,3 +387,47 @@ def one_line(error: BaseException) -> str:
     """An exception's message on one line."""
     text = " ".join(str(error).split())
     return text or type(error).__name__
+
+
+# Config keys that say where or when a component was saved, not what it is.
+VOLATILE_CONFIG_KEYS = {
+    "_name_or_path",
+    "_diffusers_version",
+    "transformers_version",
+    "_commit_hash",
+    "torch_dtype",
+    "dtype",
+    "_use_default_values",
+}
+
+
+def jsonable(value: Any) -> Any:
+    """Configs hold tuples, numpy arrays and the like: turn them into JSON types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def component_config(component: Any) -> dict[str, Any] | None:
+    config = getattr(component, "config", None)
+    if config is None:
+        return None
+    as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return {k: v for k, v in jsonable(as_dict).items() if k not in VOLATILE_CONFIG_KEYS}
+
+
+def model_identity(pipe: Any) -> dict[str, Any]:
+    """The pipeline class and its components' classes and configs: what the model is, not its weights."""
+    components = {}
+    for name, component in sorted(pipe.components.items()):
+        if component is None:
+            components[name] = None
+        else:
+            components[name] = {"class": type(component).__name__, "config": component_config(component)}
+    return {"pipeline": type(pipe).__name__, "components": components}

@@ -6,7 +6,11 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+from schedcmp.config import slug
+from schedcmp.records import Status, status_rgb
+from schedcmp.report import write_atomic
 
 TILE_MIN = 192  # tiny models make 64 px images: scale them up so a label fits under each
 TILE_MAX = 384  # and big ones down, so a sheet of 15 stays a sane size
@@ -15,7 +19,12 @@ PADDING = 12
 FONT_SIZE = 14
 LINE_HEIGHT = 18
 LABEL_LINES = 4
-STATUS_COLOURS = {"ok": (40, 40, 40), "failed": (200, 30, 30), "suspect": (210, 120, 0), "filtered": (110, 110, 110)}
+TEXT_COLOUR = (40, 40, 40)
+
+
+def label_colour(status: str) -> tuple[int, int, int]:
+    """Label lines of a run that went wrong take its status colour (schedcmp.records, shared with the reports)."""
+    return TEXT_COLOUR if status == Status.OK else status_rgb(status)
 
 
 @dataclass(frozen=True)
@@ -123,9 +132,9 @@ def paste_picture(
         fits = lambda line: draw.textlength(line, font=text_font) <= width - 16  # noqa: E731
         message = [status.upper()] + wrap(reason or "", fits)
         for number, line in enumerate(message[: max(1, (height - 16) // LINE_HEIGHT)]):
-            draw.text((x + 8, y + 8 + number * LINE_HEIGHT), line, fill=STATUS_COLOURS["failed"], font=text_font)
+            draw.text((x + 8, y + 8 + number * LINE_HEIGHT), line, fill=status_rgb(Status.FAILED), font=text_font)
     if status != "ok":
-        draw.rectangle([x, y, x + width - 1, y + height - 1], outline=STATUS_COLOURS.get(status), width=3)
+        draw.rectangle([x, y, x + width - 1, y + height - 1], outline=status_rgb(status), width=3)
 
 
 def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int, image_height: int) -> bytes:
@@ -154,7 +163,7 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
         if len(label_lines) > LABEL_LINES:
             label_lines = label_lines[: LABEL_LINES - 1] + [label_lines[LABEL_LINES - 1].rstrip() + " …"]
         for number, line in enumerate(label_lines):
-            colour = STATUS_COLOURS["ok"] if number < 2 else STATUS_COLOURS.get(tile.status, (0, 0, 0))
+            colour = TEXT_COLOUR if number < 2 else label_colour(tile.status)
             draw.text((x, y + shape.tile_height + 2 + number * LINE_HEIGHT), line, fill=colour, font=text_font)
     output = io.BytesIO()
     sheet.save(output, format="PNG")
@@ -296,7 +305,7 @@ def render_grid(
         )
         lines = [w for line in cell.lines for w in wrap(line, fits(shape.cell_width))][:GRID_CELL_LINES]
         for number, line in enumerate(lines):
-            colour = STATUS_COLOURS["ok"] if number == 0 else STATUS_COLOURS.get(cell.status, (0, 0, 0))
+            colour = TEXT_COLOUR if number == 0 else label_colour(cell.status)
             draw.text((x, y + shape.image_height + 2 + number * LINE_HEIGHT), line, fill=colour, font=text_font)
     output = io.BytesIO()
     sheet.save(output, format="PNG")
@@ -401,3 +410,131 @@ def stack_vertically(pngs: list[bytes], limit: int = MAX_SHEET_SIDE) -> bytes | 
     output = io.BytesIO()
     sheet.save(output, format="PNG")
     return output.getvalue()
+
+
+# -- the sheets of a results folder, drawn from its saved images -----------------------------------------
+
+
+def sheet_header(document: dict[str, Any]) -> list[str]:
+    """The legend: what every tile shares (and, for a sweep, the values that vary)."""
+    entries = document["runs"]
+    first = entries[0]
+    varying = set(multi_valued_axes(entries))
+    model = f"model: {document['model']} ({document['pipeline']})"
+    prompts = list(dict.fromkeys(e["prompt"] for e in entries))
+    prompt_line = f"prompt: {prompts[0]}" if len(prompts) == 1 else f"prompts: {' | '.join(prompts)}"
+    if first["negative_prompt"]:
+        prompt_line += f"   negative: {first['negative_prompt']}"
+    details = []
+    if "seed" not in varying:
+        details.append(f"seed {first['seed']}")
+    details.append(f"{first['width']}x{first['height']}")
+    if "guidance_scale" not in varying and first["guidance_scale"] is not None:
+        details.append(f"guidance {first['guidance_scale']}")
+    if "steps" not in varying:
+        details.append(f"{first['steps']} steps")
+    details.append(f"{document['device']} {document['dtype']}")
+    lines = [prompt_line, " · ".join(details), model]
+    references = document.get("references") or []
+    if references:
+        line = f"distances (latent RMSE · image PSNR) to the reference {references[0]['spec']}"
+        moved = (document.get("interval") or {}).get("moved")
+        if moved:
+            line += f" · run with trailing spacing to start where it does: {', '.join(moved)}"
+        lines.append(line)
+    return lines
+
+
+def write_sheets(out_dir: Path, document: dict[str, Any], x: str | None, z: str | None) -> tuple[list[Path], list[str]]:
+    """contact_sheet.png, or for a sweep one grid per sheet (split into pages when too big), from the saved images.
+
+    -> (the sheets written, notices for the user)."""
+    notices: list[str] = []
+    entries = document["runs"]
+    width, height = entries[0]["width"], entries[0]["height"]
+    header = sheet_header(document)
+    plans = plan_sheets(entries, x, z)
+    if plans is None:
+        tiles = [
+            Tile(
+                read_png(out_dir / e["image"]) if e.get("image") else None,
+                tile_lines(e),
+                e["status"],
+                e.get("reason"),
+            )
+            for e in entries
+        ]
+        path = out_dir / "contact_sheet.png"
+        write_atomic(path, render_contact_sheet(header, tiles, width, height))
+        return [path], notices
+    if z is not None and len(plans) > 1:
+        stacked = grid_of_grids(out_dir, header, plans, width, height)
+        if stacked is not None:
+            return [stacked], notices
+        notices.append(f"--z {z}: the grid of grids would be too big for one image; writing one sheet per value")
+    written = []
+    for plan in plans:
+        name = "contact_sheet" + (f"-{slug(plan.title, 60)}" if len(plans) > 1 else "")
+        page_ranges = pages(len(plan.rows), len(plan.columns), width, height, len(header) + 2)
+        for page, (rows, columns) in enumerate(page_ranges, start=1):
+            cells = [
+                GridCell(
+                    r - rows.start,
+                    c - columns.start,
+                    read_png(out_dir / e["image"]) if e.get("image") else None,
+                    cell_lines(e),
+                    e["status"],
+                    e.get("reason"),
+                )
+                for r, c, e in plan.cells
+                if r in rows and c in columns
+            ]
+            title = [plan.title] if plan.title else []
+            if len(page_ranges) > 1:
+                title.append(
+                    f"page {page} of {len(page_ranges)} (rows {rows.start + 1}-{rows.stop}, "
+                    f"columns {columns.start + 1}-{columns.stop}): the grid was too big for one image"
+                )
+            path = out_dir / (name + (f"-part{page}" if len(page_ranges) > 1 else "") + ".png")
+            png = render_grid(
+                header + title,
+                plan.rows[rows.start : rows.stop],
+                plan.columns[columns.start : columns.stop],
+                cells,
+                width,
+                height,
+            )
+            write_atomic(path, png)
+            written.append(path)
+        if len(page_ranges) > 1:
+            notices.append(f"{name}: the grid was split into {len(page_ranges)} pages")
+    return written, notices
+
+
+def grid_of_grids(out_dir: Path, header: list[str], plans: list, width: int, height: int) -> Path | None:
+    """--z: every sheet's grid, titled, one under the other in contact_sheet.png; None when too big for one image."""
+    header_lines = len(header) + 1
+    if any(len(pages(len(p.rows), len(p.columns), width, height, header_lines)) > 1 for p in plans):
+        return None
+    grids = []
+    for number, plan in enumerate(plans):
+        cells = [
+            GridCell(
+                r,
+                c,
+                read_png(out_dir / e["image"]) if e.get("image") else None,
+                cell_lines(e),
+                e["status"],
+                e.get("reason"),
+            )
+            for r, c, e in plan.cells
+        ]
+        grids.append(
+            render_grid((header if number == 0 else []) + [plan.title], plan.rows, plan.columns, cells, width, height)
+        )
+    stacked = stack_vertically(grids)
+    if stacked is None:
+        return None
+    path = out_dir / "contact_sheet.png"
+    write_atomic(path, stacked)
+    return path

@@ -10,10 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from schedcmp.sample import FAILED, RunResult
+from schedcmp.records import Run, RunError, Status, TimestepRange
+from schedcmp.sample import RunResult
 from schedcmp.schedulers import display_label
-
-SCHEMA_VERSION = 1
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -32,52 +31,41 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise
 
 
-def run_entry(result: RunResult) -> dict[str, Any]:
-    """One element of results.json's `runs`."""
+def run_record(result: RunResult, image: str | None, determinism: str) -> Run:
+    """A finished cell as its results.json record (distances, orders and fronts are added later)."""
     spec = result.spec
-    return {
-        "id": spec.id,
-        "scheduler": spec.scheduler,
-        "alias": spec.alias,
-        "overrides": spec.overrides,
-        "compatible": spec.compatible,
-        "prompt": spec.prompt,
-        "negative_prompt": spec.negative_prompt,
-        "seed": spec.seed,
-        "steps": spec.steps,
-        "guidance_scale": spec.guidance_scale,
-        "width": spec.width,
-        "height": spec.height,
-        "call_args": spec.call_args,
-        "interval": spec.interval,
-        "status": result.status,
-        "reason": result.reason,
-        "error": result.error,
-        "nfe": result.nfe,
-        "seconds": result.seconds,
-        "seconds_all": result.seconds_all,
-        "denoiser_seconds": result.denoiser_seconds,
-        "ms_per_nfe": result.ms_per_nfe,
-        "peak_memory_bytes": result.peak_memory_bytes,
-        "timesteps": None if result.timesteps is None else {"min": result.timesteps[0], "max": result.timesteps[1]},
-        "image": result.image,
-        "sha256": result.sha256,
-        "batch": spec.batch,
-        "batch_size": result.batch_size,
-        "batch_seconds": result.batch_seconds,
-        # Filled in by the comparison: see schedcmp.convergence.
-        "determinism": None,
-        "reference": None,
-        "distance": None,
-        "distance_note": None,
-        "order": None,
-        "pareto": None,
-    }
-
-
-def results_document(header: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The whole results.json: the run's header fields, then one entry (see run_entry) per finished cell."""
-    return {"schema_version": SCHEMA_VERSION, "kind": "run", **header, "runs": entries}
+    return Run(
+        id=spec.id,
+        scheduler=spec.scheduler,
+        alias=spec.alias,
+        overrides=spec.overrides,
+        compatible=spec.compatible,
+        prompt=spec.prompt,
+        negative_prompt=spec.negative_prompt,
+        seed=spec.seed,
+        steps=spec.steps,
+        guidance_scale=spec.guidance_scale,
+        width=spec.width,
+        height=spec.height,
+        call_args=spec.call_args,
+        interval=spec.interval,
+        status=result.status,
+        reason=result.reason,
+        error=None if result.error is None else RunError(**result.error),
+        nfe=result.nfe,
+        seconds=result.seconds,
+        seconds_all=result.seconds_all,
+        denoiser_seconds=result.denoiser_seconds,
+        ms_per_nfe=result.ms_per_nfe,
+        peak_memory_bytes=result.peak_memory_bytes,
+        timesteps=None if result.timesteps is None else TimestepRange(*result.timesteps),
+        image_path=image,
+        sha256=result.sha256,
+        batch=spec.batch,
+        batch_size=result.batch_size,
+        batch_seconds=result.batch_seconds,
+        determinism=determinism,
+    )
 
 
 def to_json(document: dict[str, Any]) -> str:
@@ -174,7 +162,7 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "seconds_max": None,
             "ms_per_nfe": None,
             "peak_memory_mb": None,
-            "status": f"{sum(e['status'] == FAILED for e in entries)} failed",
+            "status": f"{sum(e['status'] == Status.FAILED for e in entries)} failed",
             **{column: None for column in CONVERGENCE_COLUMNS},
         }
     )
@@ -210,3 +198,13 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(escape(cell(row[key])) for key in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def to_html(rows: list[dict[str, Any]]) -> str:
+    """The table as an HTML <table> (for Jupyter), the same columns as the CSV."""
+    from html import escape
+
+    columns = table_columns(rows)
+    head = "".join(f"<th>{escape(column)}</th>" for column in columns)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell(row[key]))}</td>" for key in columns) + "</tr>" for row in rows)
+    return f'<table class="schedcmp"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

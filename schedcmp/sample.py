@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from schedcmp.config import RunSpec, effective_overrides
-from schedcmp.pipeline import LoadedModel, one_line
+from schedcmp.pipeline import LoadedModel, device_type, one_line
+from schedcmp.records import Status
 from schedcmp.schedulers import build, scheduler_classes
 
-OK, FAILED, SUSPECT, FILTERED = "ok", "failed", "suspect", "filtered"
+# The status vocabulary is declared once, in schedcmp.records.
+OK, FAILED, SUSPECT, FILTERED = Status.OK, Status.FAILED, Status.SUSPECT, Status.FILTERED
 
 # How far outside the training range a timestep may be before the run is suspect (float rounding).
 TIMESTEP_SLACK = 0.5
@@ -47,6 +49,17 @@ class RunResult:
         if not self.nfe or self.denoiser_seconds is None:
             return None
         return 1000.0 * self.denoiser_seconds / self.nfe
+
+
+@dataclass
+class Sample:
+    """One cell's run and what it made: the RGB image (H×W×3 uint8), the float output (H×W×C in [0, 1]) and
+    the final latent (float32), each None where the run made none."""
+
+    result: RunResult
+    rgb: Any = None
+    output: Any = None
+    latent: Any = None
 
 
 def pixel_sha256(rgb) -> str:
@@ -118,33 +131,51 @@ class Sampler:
         self.call_started = 0.0
         self.final_latents: Any = None  # what the last step of the latest call handed the decoder
         self.handles: list[Any] = []
-        self.original_forwards: list[tuple[Any, Any]] = []
+        self.encoders: list[tuple[Any, Any]] = []  # (encoder, its own instance forward or None)
+        self.progress_bar_config: dict[str, Any] | None = None
         self.original_scheduler = model.pipe.scheduler
 
     # -- hooks ---------------------------------------------------------------------------------------
 
     def __enter__(self) -> "Sampler":
+        """Hook the denoiser, memoise the text encoders and silence the pipeline's own progress bar."""
+        pipe = self.model.pipe
         denoiser = self.model.denoiser
         self.handles.append(denoiser.register_forward_pre_hook(self.before_denoiser, with_kwargs=True))
         self.handles.append(denoiser.register_forward_hook(self.after_denoiser))
         for encoder in self.model.text_encoders:
-            self.original_forwards.append((encoder, encoder.forward))
+            # An instance `forward` (someone's own wrapper) is kept to be put back; else none is left behind.
+            self.encoders.append((encoder, vars(encoder).get("forward")))
             encoder.forward = self.memoised(encoder.forward)
+        self.progress_bar_config = dict(vars(pipe).get("_progress_bar_config", {}))
+        self.had_progress_bar_config = "_progress_bar_config" in vars(pipe)
+        pipe.set_progress_bar_config(disable=True)
         return self
 
     def __exit__(self, *exc) -> None:
+        """Leave the pipeline exactly as it was: scheduler, hooks, encoders and progress-bar setting."""
+        pipe = self.model.pipe
         for handle in self.handles:
             handle.remove()
-        for encoder, forward in self.original_forwards:
-            encoder.forward = forward
-        self.model.pipe.scheduler = self.original_scheduler
+        self.handles.clear()
+        for encoder, own_forward in self.encoders:
+            if own_forward is None:
+                del encoder.forward  # the class's forward shows through again
+            else:
+                encoder.forward = own_forward
+        self.encoders.clear()
+        if self.had_progress_bar_config:
+            pipe._progress_bar_config = self.progress_bar_config
+        else:
+            vars(pipe).pop("_progress_bar_config", None)
+        pipe.scheduler = self.original_scheduler
 
     def synchronise(self) -> None:
         import torch
 
-        if self.model.device == "cuda":
+        if device_type(self.model.device) == "cuda":
             torch.cuda.synchronize()
-        elif self.model.device == "mps":
+        elif device_type(self.model.device) == "mps":
             torch.mps.synchronize()
 
     def before_denoiser(self, module, args, kwargs):
@@ -239,12 +270,14 @@ class Sampler:
         self.synchronise()
         return time.perf_counter() - started
 
-    def run(self, spec: RunSpec, repeat: int = 1, on_step: Callable[[int, int], None] | None = None):
-        """One cell -> (RunResult, RGB uint8 array or None, float output or None, final latent or None)."""
+    def run(self, spec: RunSpec, repeat: int = 1, on_step: Callable[[int, int], None] | None = None) -> Sample:
+        """One cell, in one pipeline call."""
         return self.run_batch([spec], repeat, on_step)[0]
 
-    def run_batch(self, specs: list[RunSpec], repeat: int = 1, on_step: Callable[[int, int], None] | None = None):
-        """Cells that differ only in seed or prompt, in one pipeline call -> [(RunResult, rgb, output, latent), ...].
+    def run_batch(
+        self, specs: list[RunSpec], repeat: int = 1, on_step: Callable[[int, int], None] | None = None
+    ) -> list[Sample]:
+        """Cells that differ only in seed or prompt, in one pipeline call -> one Sample each, in order.
 
         Seconds are the call's time shared equally among its images; NFE is the call's denoiser calls. The
         latent is the image's final latent as a float32 array, None where the pipeline offers no step callback.
@@ -277,7 +310,7 @@ class Sampler:
                     result.status, result.reason = FAILED, f"{type(error).__name__}: {one_line(error)}"
                     result.error = {"type": type(error).__name__, "message": one_line(error)}
                     result.nfe = self.calls
-                return [(result, None, None, None) for result in results]
+                return [Sample(result) for result in results]
             finally:
                 self.model.pipe.scheduler = self.original_scheduler
             images = produced.images if hasattr(produced, "images") else produced[0]
@@ -318,25 +351,25 @@ class Sampler:
                 problem = timestep_problem(*result.timesteps, self.model.num_train_timesteps)
                 if problem:
                     result.status, result.reason = SUSPECT, problem
-        return list(zip(results, rgbs, outputs, latents))
+        return [Sample(*made) for made in zip(results, rgbs, outputs, latents)]
 
     # -- memory --------------------------------------------------------------------------------------
 
     def reset_peak_memory(self) -> None:
         import torch
 
-        if self.model.device == "cuda":
+        if device_type(self.model.device) == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        elif self.model.device == "cpu":
+        elif device_type(self.model.device) == "cpu":
             peak_rss_reset()
 
     def peak_memory(self) -> int | None:
         """CUDA: the allocator's peak. CPU: the process's resident-memory high-water mark (Linux)."""
         import torch
 
-        if self.model.device == "cuda":
+        if device_type(self.model.device) == "cuda":
             return int(torch.cuda.max_memory_allocated())
-        if self.model.device == "cpu":
+        if device_type(self.model.device) == "cpu":
             return peak_rss_bytes()
         return None
 

@@ -29,6 +29,19 @@ class CliResult:
         return json.loads(self.stdout)
 
 
+def check_documents(result: CliResult, folder: Path) -> None:
+    """Every document a command printed or wrote fits the published JSON Schema."""
+    import schemas
+
+    schemas.validate_tree(folder)
+    try:
+        document = result.json()
+    except ValueError:  # not one JSON document: a table, a path, NDJSON events
+        return
+    if isinstance(document, dict) and document.get("kind") in schemas.FILES:
+        schemas.validate(document)
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch, tmp_path):
     """Run `schedcmp ARGS` in this process, from a fresh working folder; returns exit code and streams."""
@@ -44,7 +57,9 @@ def cli(capsys, monkeypatch, tmp_path):
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else 1
         captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
+        result = CliResult(code, captured.out, captured.err)
+        check_documents(result, tmp_path)
+        return result
 
     return run
 

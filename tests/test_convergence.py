@@ -64,6 +64,20 @@ def entry(run_id, steps, nfe, seconds, rmse, determinism="deterministic", schedu
     }
 
 
+def set_orders(entries):
+    """What the comparison's finish stage does with the fitted orders: each entry gets its scheduler's."""
+    orders = convergence.fit_orders(entries)
+    for e in entries:
+        e["order"] = orders[e["id"]]
+
+
+def set_orders_and_fronts(entries):
+    set_orders(entries)
+    fronts = convergence.pareto_fronts(entries)
+    for e in entries:
+        e["pareto"] = fronts[e["id"]]
+
+
 def test_orders_and_fronts_over_results_entries():
     entries = [entry(f"e{n}", n, n, n / 10, 1.0 / n) for n in (10, 20, 40)]
     entries += [
@@ -72,8 +86,7 @@ def test_orders_and_fronts_over_results_entries():
     entries.append(
         entry("a20", 20, 20, 2.0, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler")
     )
-    convergence.fit_orders(entries)
-    convergence.mark_pareto(entries)
+    set_orders_and_fronts(entries)
     by_id = {e["id"]: e for e in entries}
     assert by_id["e10"]["order"]["order"] == pytest.approx(1.0) and by_id["e10"]["order"]["steps"] == [10, 40]
     assert by_id["h40"]["order"]["order"] == pytest.approx(2.0, abs=0.1)
@@ -196,12 +209,12 @@ def test_fitted_orders_match_theory_on_gaussian_data(sd15_model, tmp_path, monke
     """
     import analytic
 
-    from schedcmp import compare, pipeline
+    from schedcmp import engine, pipeline
     from schedcmp.config import Settings
 
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
     model = analytic.swap_in(pipeline.load(str(sd15_model), "cpu", "fp32"))
-    outcome = compare.run_comparison(
+    outcome = engine.run_comparison(
         Settings(
             prompts=("x",),
             schedulers="Euler,DDIM(set_alpha_to_one=true),Heun(use_karras_sigmas=true),DPM++ 2M Karras",
@@ -209,8 +222,8 @@ def test_fitted_orders_match_theory_on_gaussian_data(sd15_model, tmp_path, monke
             steps=(8, 16, 32, 64),
             guidance_scales=(1.0,),
         ),
-        compare.ModelOptions(),
-        compare.OutputOptions(
+        engine.ModelOptions(),
+        engine.OutputOptions(
             out=tmp_path / "out", reference="DPMSolverMultistep(use_karras_sigmas=true):400", no_sheet=True
         ),
         loaded=model,
@@ -363,11 +376,11 @@ def test_a_malformed_results_file_is_one_line(cli, tmp_path):
 def test_an_unconverged_reference_is_flagged():
     references = [{"id": "ref-1", "spec": "DPMSolverMultistep:8", "self_convergence": {"latent_rmse": 0.05}}]
     entries = [entry("e20", 20, 20, 1.0, 0.2), entry("e40", 40, 40, 2.0, 0.1)]
-    [line] = convergence.convergence_warnings(references, entries)
-    assert "DPMSolverMultistep:8" in line and "0.1" in references[0]["warning"]
+    warnings = convergence.convergence_warnings(references, entries)
+    [line] = convergence.warning_lines(references, warnings)
+    assert "DPMSolverMultistep:8" in line and "0.1" in warnings["ref-1"]
     references[0]["self_convergence"]["latent_rmse"] = 0.001
-    del references[0]["warning"]
-    assert convergence.convergence_warnings(references, entries) == [] and "warning" not in references[0]
+    assert convergence.convergence_warnings(references, entries) == {} and "warning" not in references[0]
 
 
 def test_csv_columns_with_distances():
@@ -382,8 +395,7 @@ def test_csv_columns_with_distances():
         e.update(
             alias=None, seconds_all=[e["seconds"]], peak_memory_bytes=None, ms_per_nfe=None, reason=None, interval=None
         )
-    convergence.fit_orders(entries)
-    convergence.mark_pareto(entries)
+    set_orders_and_fronts(entries)
     rows = list(__import__("csv").DictReader(report.to_csv(report.table_rows(entries)).splitlines()))
     assert list(rows[0])[-7:] == report.CONVERGENCE_COLUMNS
     euler = next(row for row in rows if row["id"] == "e10")
@@ -423,7 +435,7 @@ def test_a_sweep_without_distances_says_why_it_has_no_order():
     entries = [entry(f"x{n}", n, n, n / 10, None) for n in (10, 20, 40)]
     for e in entries:
         e["distance_note"] = "starts at t=1.1, the reference at t=999.0: not on its interval"
-    convergence.fit_orders(entries)
+    set_orders(entries)
     assert (
         entries[0]["order"]["reason"] == "no distances: starts at t=1.1, the reference at t=999.0: not on its interval"
     )
@@ -434,7 +446,7 @@ def test_stochastic_runs_in_a_sweep_get_no_order():
         entry(f"a{n}", n, n, n / 10, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler")
         for n in (10, 20, 40)
     ]
-    convergence.fit_orders(entries)
+    set_orders(entries)
     assert all(e["order"]["order"] is None and e["order"]["reason"] == "stochastic: no ODE order" for e in entries)
 
 

@@ -1,0 +1,284 @@
+"""schedcmp from Python: `schedcmp.compare()` on a pipeline already in memory, and the Comparison it returns.
+
+The same engine as `schedcmp run` (schedcmp.engine): the same plan, images, results.json and sheets. Bad
+input raises a schedcmp.SchedcmpError (never SystemExit); Ctrl-C is re-raised once what finished is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import shutil
+import tempfile
+import weakref
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from schedcmp.config import DEFAULT_BATCH_SIZE, DEFAULT_REFERENCE, RESERVED_CALL_ARGS, Settings, parse_numbers
+from schedcmp.errors import OutputError, UsageError
+from schedcmp.records import DocumentError, Results, Run, dumps, read_document, to_json
+
+
+def compare(
+    pipe: Any = None,
+    prompt: str | Iterable[str] | None = None,
+    *,
+    seed: int | str | Iterable[int] = 0,
+    schedulers: str | Iterable[Any] = "all",
+    steps: int | str | Iterable[int] | None = None,
+    guidance_scale: float | str | Iterable[float] | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    negative_prompt: str | None = None,
+    reference: bool | str = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    repeat: int = 1,
+    call_args: dict[str, Any] | None = None,
+    allow_incompatible: bool = False,
+    seed_mode: str = "same",
+    x: str | None = None,
+    z: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    generator_device: str = "cpu",
+    model_config: str | None = None,
+    allow_pickle: bool = False,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    html_report: bool = False,
+    progress: bool = True,
+) -> "Comparison":
+    """Run every chosen scheduler on the same prompt and seed, as `schedcmp run` does; -> a Comparison.
+
+    `pipe` is a loaded DiffusionPipeline (used as it is: its device and dtype, nothing moved, and left exactly
+    as it was), a model folder, hub id or .safetensors path, or None for the embedded default model.
+    `device`, `dtype`, `model_config` and `allow_pickle` apply when schedcmp loads the model itself.
+    Number axes take an int, a list, a range or a number-list string ("10-50:10"); `schedulers` takes the
+    --schedulers grammar as a string, or a list of entries (strings or scheduler classes); `reference` is True
+    for the default reference or a spec string as for --reference-spec. `out` also writes exactly what the
+    CLI writes there; without it the files live in a temporary folder as long as the Comparison does.
+    """
+    from schedcmp import engine, output, pipeline
+
+    settings = Settings(
+        prompts=prompts_of(prompt),
+        schedulers=schedulers_text(schedulers),
+        seeds=numbers(seed, "seed"),
+        steps=() if steps is None else numbers(steps, "steps"),
+        guidance_scales=() if guidance_scale is None else numbers(guidance_scale, "guidance_scale", integers=False),
+        width=whole_number(width, "width"),
+        height=whole_number(height, "height"),
+        negative_prompt=negative_prompt,
+        call_args=checked_call_args(call_args),
+        allow_incompatible=bool(allow_incompatible),
+        repeat=whole_number(repeat, "repeat"),
+        generator_device=generator_device,
+        seed_mode=seed_mode,
+        batch_size=whole_number(batch_size, "batch_size"),
+    )
+    if generator_device not in ("cpu", "device"):
+        raise UsageError(f"unknown generator_device {generator_device!r}; choose cpu or device")
+    loaded = None
+    model_options = engine.ModelOptions(None, model_config, bool(allow_pickle), device, dtype)
+    if isinstance(pipe, (str, Path)):
+        model_options = replace(model_options, model=str(pipe))
+    elif pipe is not None:
+        if not hasattr(pipe, "scheduler") or not callable(pipe):
+            raise UsageError(
+                f"pipe must be a diffusers pipeline, a model path or hub id, or None; got {type(pipe).__name__}"
+            )
+        loaded = pipeline.from_pipeline(pipe)
+    temporary = None
+    if out is None:
+        temporary = tempfile.TemporaryDirectory(prefix="schedcmp-")
+        folder, overwrite = Path(temporary.name), True
+    else:
+        folder = Path(out)
+    options = engine.OutputOptions(
+        out=folder,
+        overwrite=bool(overwrite),
+        x=x,
+        z=z,
+        html=bool(html_report),
+        reference=reference_text(reference),
+    )
+    try:
+        outcome = engine.run_comparison(
+            settings, model_options, options, loaded, progress=output.Progress(bool(progress))
+        )
+    except BaseException:
+        if temporary is not None:
+            temporary.cleanup()
+        raise
+    comparison = Comparison(outcome.results, outcome.out_dir, temporary)
+    if outcome.results.interrupted:
+        raise KeyboardInterrupt  # what finished is in `out`
+    return comparison
+
+
+# -- turning Python values into the settings the CLI parses from text ------------------------------------------
+
+
+def prompts_of(prompt: str | Iterable[str] | None) -> tuple[str, ...]:
+    if prompt is None:
+        raise UsageError("no prompt: pass a prompt, or a list of prompts")
+    if isinstance(prompt, str):
+        return (prompt,)
+    prompts = tuple(prompt)
+    if not all(isinstance(item, str) for item in prompts):
+        raise UsageError("prompt must be a string or a list of strings")
+    return prompts
+
+
+def numbers(value: Any, name: str, integers: bool = True) -> tuple:
+    """An int (or float), a list or range of them, or a number-list string as the CLI takes."""
+    if isinstance(value, str):
+        return parse_numbers(value, name)
+    values = [value] if isinstance(value, (int, float)) else list(value) if isinstance(value, Iterable) else None
+    kinds = (int,) if integers else (int, float)
+    if values is None or not values or not all(isinstance(v, kinds) and not isinstance(v, bool) for v in values):
+        expected = "whole numbers" if integers else "numbers"
+        raise UsageError(f"{name} must be {expected}, a list or range of them, or a number-list string; got {value!r}")
+    return tuple(dict.fromkeys(values))
+
+
+def whole_number(value: Any, name: str) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise UsageError(f"{name} must be a whole number, got {value!r}")
+
+
+def schedulers_text(schedulers: str | Iterable[Any]) -> str:
+    """The --schedulers grammar: a string as it is, a list of entries (strings or classes) joined."""
+    if isinstance(schedulers, str):
+        return schedulers
+    entries = [item.__name__ if isinstance(item, type) else item for item in schedulers]
+    if not entries or not all(isinstance(item, str) for item in entries):
+        raise UsageError("schedulers must be a string, or a list of entries (strings or scheduler classes)")
+    return ",".join(entries)
+
+
+def reference_text(reference: bool | str | None) -> str | None:
+    if reference is None or reference is False:
+        return None
+    if reference is True:
+        return DEFAULT_REFERENCE
+    if isinstance(reference, str):
+        return reference
+    raise UsageError(f"reference must be True, False or a reference spec string, got {reference!r}")
+
+
+def checked_call_args(call_args: dict[str, Any] | None) -> dict[str, Any]:
+    call_args = dict(call_args or {})
+    for key in call_args:
+        if key in RESERVED_CALL_ARGS:
+            raise UsageError(f"call_args {key} is set by schedcmp: use {RESERVED_CALL_ARGS[key]}")
+    return call_args
+
+
+# -- the result --------------------------------------------------------------------------------------------------
+
+
+class Comparison:
+    """A finished comparison: its runs, sheets and results document, and the folder that holds its files."""
+
+    def __init__(self, results: Results, folder: Path, temporary: tempfile.TemporaryDirectory | None = None):
+        self.results = results
+        self.folder = Path(folder)
+        self.temporary = temporary
+        if temporary is not None:  # the files live as long as the object
+            weakref.finalize(self, temporary.cleanup)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Comparison":
+        """A finished run folder (of `schedcmp run` or `compare(out=...)`), back as a Comparison."""
+        folder = Path(folder)
+        try:
+            results = read_document(folder / "results.json", "run")
+        except DocumentError as error:
+            raise OutputError(f"cannot load {folder}: its results.json is missing or not a run's results ({error})")
+        return cls(results, folder)
+
+    @property
+    def runs(self) -> list[Run]:
+        """Every cell, in plan order; each run's `image` is its PIL.Image (None where it made none)."""
+        return [replace(run, folder=self.folder) for run in self.results.runs]
+
+    @property
+    def sheet_paths(self) -> list[Path]:
+        return [self.folder / name for name in self.results.sheets]
+
+    @property
+    def sheets(self) -> list[Any]:
+        """The contact sheet, or a sweep's grids, as PIL.Images."""
+        from PIL import Image
+
+        images = []
+        for path in self.sheet_paths:
+            with Image.open(path) as image:
+                image.load()
+                images.append(image.copy())
+        return images
+
+    @property
+    def sheet(self) -> Any:
+        """The contact sheet (or the first grid) as a PIL.Image; None with no images."""
+        sheets = self.sheets
+        return sheets[0] if sheets else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results.json document, in the CLI's schema."""
+        return to_json(self.results)
+
+    def files(self) -> list[str]:
+        """Every file the results name, relative to the folder: images, sheets, references, charts, report."""
+        named = [run.image_path for run in self.results.runs] + list(self.results.sheets)
+        named += [reference.image for reference in self.results.references] + list(self.results.charts)
+        named.append(self.results.report)
+        return [name for name in dict.fromkeys(named) if name and (self.folder / name).is_file()]
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """The CLI's folder layout in `folder`: results.json, images/, the sheets (and report, charts)."""
+        from schedcmp.report import write_atomic
+
+        target = Path(folder)
+        if target.resolve() == self.folder.resolve():
+            return target
+        if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not overwrite)):
+            raise OutputError(f"output folder {target} is not empty; pass overwrite=True or choose another folder")
+        try:
+            for name in self.files():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.folder / name, target / name)
+            write_atomic(target / "results.json", dumps(self.results))  # last: it names the files only once there
+        except OSError as error:
+            raise OutputError(f"cannot save into {target}: {error.strerror or error}") from None
+        return target
+
+    @property
+    def exit_code(self) -> int:
+        """What `schedcmp run` would exit with for this comparison."""
+        from schedcmp.engine import exit_code
+
+        return exit_code(self.to_dict(), strict=False)
+
+    def table_html(self) -> str:
+        from schedcmp import report
+
+        return report.to_html(report.table_rows(self.to_dict()["runs"]))
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: the sheet, then the table."""
+        parts = []
+        for path in self.sheet_paths:
+            encoded = base64.b64encode(path.read_bytes()).decode()
+            parts.append(f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{encoded}">')
+        parts.append(self.table_html())
+        return "\n".join(parts)
+
+    def __repr__(self) -> str:
+        done = len(self.results.runs)
+        return (
+            f"<schedcmp.Comparison of {done} runs on {self.results.pipeline} ({self.results.device}) in {self.folder}>"
+        )

@@ -1,0 +1,516 @@
+"""The comparison engine: plan -> execute -> finish. The CLI, `schedcmp.compare()` and the benchmarks drive it.
+
+One direction of flow: settings become a plan (cells, references, determinism), the sampler turns the plan
+into records (schedcmp.records.Run), and the renderers and reporters turn the records into files. One
+ResultsFile owns results.json and rewrites it after every batch, so a killed process leaves a valid file
+listing what finished.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from schedcmp import chart, convergence, html_report, output, render, report
+from schedcmp.config import (
+    AXES,
+    DEFAULT_REFERENCE,
+    RUN_SETTINGS,
+    RunSpec,
+    Settings,
+    batches,
+    check_settings,
+    effective_overrides,
+    plan_runs,
+    slug,
+)
+from schedcmp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
+from schedcmp.records import (
+    DocumentError,
+    Interval,
+    Order,
+    Pareto,
+    Results,
+    Run,
+    SharedSeconds,
+    Status,
+    from_json,
+    now,
+    read_document,
+    to_json,
+    versions,
+)
+from schedcmp.schedulers import (
+    ALIASES,
+    accepted_params_of,
+    choose,
+    display_label,
+    init_params,
+    ordered,
+    scheduler_classes,
+)
+
+if TYPE_CHECKING:
+    from schedcmp.pipeline import LoadedModel
+    from schedcmp.sample import Sample
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    model: str | None = None
+    model_config: str | None = None
+    allow_pickle: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    out: Path | None = None
+    overwrite: bool = False
+    format: str = "table"
+    strict: bool = False
+    x: str | None = None  # the grid's column axis
+    z: str | None = None  # stack the sheets of this axis into one grid of grids
+    no_sheet: bool = False  # no images and no sheet: a pure timing sweep
+    events: str | None = None  # NDJSON, one line per finished cell: a path, or - for stdout
+    resume: Path | None = None  # continue the sweep in this folder
+    reference: str | None = None  # --reference-spec: measure every run's distance to this converged run
+    html: bool = False  # also write report.html and the quality charts
+
+
+@dataclass
+class Plan:
+    """What a comparison will run, fixed before the first pipeline call."""
+
+    model: "LoadedModel"
+    cells: list[RunSpec]
+    references: convergence.ReferencePlan | None
+    determinism: dict[str, tuple[str, str]]  # determinism_key -> (label, reason), from the probe
+    generator_device: str
+    done: dict[str, Run]  # cells a resumed folder already holds, verified
+
+
+@dataclass
+class Outcome:
+    results: Results
+    out_dir: Path
+    sheets: list[Path]
+    exit_code: int
+    model: Any = None  # the LoadedModel the runs used
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The results.json document, as written."""
+        return to_json(self.results)
+
+    @property
+    def sheet(self) -> Path | None:
+        return self.sheets[0] if self.sheets else None
+
+
+class ResultsFile:
+    """The one owner of a comparison's results.json: its header and its finished cells, in plan order."""
+
+    def __init__(self, folder: Path, results: Results, order: list[str]):
+        self.folder = folder
+        self.results = results
+        self.order = order
+        self.runs: dict[str, Run] = {}
+
+    def add(self, run: Run) -> None:
+        self.runs[run.id] = run
+
+    def finished(self) -> list[Run]:
+        return [self.runs[cell] for cell in self.order if cell in self.runs]
+
+    def save(self) -> dict[str, Any]:
+        """Write results.json atomically; -> the document written."""
+        self.results.runs = self.finished()
+        document = to_json(self.results)
+        report.write_atomic(self.folder / "results.json", report.to_json(document))
+        return document
+
+
+# -- before the model: everything that can be refused without loading it ----------------------------------
+
+
+def default_out_dir(prompt: str) -> Path:
+    return Path("schedcmp-runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{slug(prompt)}"
+
+
+def prepare_out_dir(path: Path, overwrite: bool) -> Path:
+    """Create the output folder and prove it writable, before any model is loaded."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"--out {path} is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise OutputError(f"output folder {path} is not empty; pass --overwrite or choose another --out")
+    try:
+        (path / "images").mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputError(f"output folder {path} is not writable: {error.strerror or error}") from None
+    return path
+
+
+def check_size(value: int, multiple: int, flag: str) -> None:
+    if value % multiple:
+        raise UsageError(f"{flag} {value} is not a multiple of {multiple} (this model's VAE factor)")
+
+
+def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str, set[str]]:
+    """Everything that needs no model: settings, scheduler names and override keys, formats and axes."""
+    check_settings(settings)
+    if options.format not in FORMATS:
+        raise UsageError(f"unknown --format {options.format!r}; choose from {', '.join(FORMATS)}")
+    for flag, axis in (("--x", options.x), ("--z", options.z)):
+        if axis is not None and axis not in AXES:
+            raise UsageError(f"unknown {flag} {axis!r}; choose from {', '.join(AXES)}")
+    if options.x is not None and options.x == options.z:
+        raise UsageError("--x and --z must be different axes")
+    if options.events == "-" and options.format == "json":
+        raise UsageError("--events - and --format json both want stdout; send the events to a file")
+    params = accepted_params_of(scheduler_classes())
+    choose(settings.schedulers, [], params, None)  # unknown names and keys fail here, before the load
+    if options.reference is not None:
+        convergence.reference_choice(options.reference, params)
+    return params
+
+
+def previous_runs(folder: Path) -> dict[str, Run]:
+    """--resume: the cells a folder's results.json lists whose image is there with the recorded pixel hash."""
+    import numpy as np
+    from PIL import Image
+
+    from schedcmp.sample import pixel_sha256
+
+    path = folder / "results.json"
+    try:
+        results = read_document(path, "run")
+    except DocumentError as error:
+        raise OutputError(f"cannot resume from {folder}: {path} is missing or corrupt ({error})") from None
+    verified = {}
+    for run in results.runs:
+        image = folder / (run.image_path or "")
+        if run.status == Status.FAILED or not run.image_path or not image.is_file():
+            continue
+        try:
+            pixels = np.asarray(Image.open(image).convert("RGB"))
+        except OSError:
+            continue
+        if pixel_sha256(pixels) == run.sha256:
+            verified[run.id] = run
+    return verified
+
+
+def matches(run: Run, spec: RunSpec, reference: str | None) -> bool:
+    """A resumed cell counts only if made with exactly this cell's settings and measured against the same reference."""
+    return all(getattr(run, name) == getattr(spec, name) for name in RUN_SETTINGS) and run.reference == reference
+
+
+class Events:
+    """--events: one NDJSON line per finished cell, flushed at once so a watcher sees it."""
+
+    def __init__(self, target: str | None):
+        self.handle = None
+        if target == "-":
+            self.handle = sys.stdout
+        elif target is not None:
+            try:
+                self.handle = open(target, "a", encoding="utf-8")
+            except OSError as error:
+                raise OutputError(f"cannot write --events {target}: {error.strerror or error}") from None
+
+    def cell(self, run: Run) -> None:
+        if self.handle is not None:
+            self.handle.write(json.dumps({"event": "cell", **to_json(run)}, ensure_ascii=False) + "\n")
+            self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not None and self.handle is not sys.stdout:
+            self.handle.close()
+
+
+# -- the stages ---------------------------------------------------------------------------------------------
+
+
+def run_comparison(
+    settings: Settings,
+    model_options: ModelOptions,
+    options: OutputOptions,
+    loaded: "LoadedModel | None" = None,
+    keep_output: Callable[["Sample"], None] | None = None,
+    progress: output.Progress | None = None,
+) -> Outcome:
+    """A whole comparison: every cell of the plan, batched where only seed or prompt differ.
+
+    `loaded` lets a caller that already holds the pipeline (the API, the benchmark) reuse it; `keep_output`
+    receives each cell's sample (its float output, H×W×C in [0, 1], for callers that store more than the
+    PNG: baselines). The libraries' global state is restored on return, as is the pipeline.
+    """
+    from schedcmp import pipeline
+
+    progress = progress or output.Progress()
+    with pipeline.quiet_libraries():
+        params = validate_before_load(settings, options)
+        if options.resume is not None:
+            out_dir, done = options.resume, previous_runs(options.resume)
+        else:
+            out_dir = prepare_out_dir(options.out or default_out_dir(settings.prompts[0]), options.overwrite)
+            done = {}
+        events = Events(options.events)
+        try:
+            if loaded is None:
+                device = pipeline.resolve_device(model_options.device)
+                dtype = pipeline.resolve_dtype(model_options.dtype, device)
+                progress.note(f"loading {model_options.model or pipeline.DEFAULT_MODEL_NAME} on {device} ({dtype}) ...")
+                loaded = pipeline.load(
+                    model_options.model, device, dtype, model_options.allow_pickle, model_options.model_config
+                )
+            plan = make_plan(settings, options.reference, loaded, params, done)
+            results = ResultsFile(out_dir, header(plan, settings), [spec.id for spec in plan.cells])
+            interrupted = execute(plan, settings, options, results, progress, events, keep_output)
+        finally:
+            events.close()
+            progress.close()
+        return finish(results, plan, options, interrupted, progress)
+
+
+def make_plan(
+    settings: Settings, reference: str | None, model: "LoadedModel", params: dict[str, set[str]], done: dict[str, Run]
+) -> Plan:
+    """The cells, their references and which of them are stochastic; refusals that need the model happen here."""
+    generator_device = model.device if settings.generator_device == "device" else settings.generator_device
+    chosen = choose(settings.schedulers, model.compatible, params, model.flow_shift)
+    cells = plan_runs(chosen, set(model.compatible), settings, model.defaults)
+    if not cells:
+        raise UsageError(f"{type(model.pipe).__name__} lists no compatible schedulers; name some with --schedulers")
+    check_size(cells[0].width, model.size_multiple, "--width")
+    check_size(cells[0].height, model.size_multiple, "--height")
+    classes = scheduler_classes()
+    references = None
+    if reference is not None:
+        if "callback_on_step_end" not in inspect.signature(model.pipe.__call__).parameters:
+            raise UsageError(
+                f"--reference needs the final latents, and {type(model.pipe).__name__} offers no callback_on_step_end"
+            )
+        if reference == DEFAULT_REFERENCE and model.flow_shift is not None:
+            reference = convergence.flow_reference(model.flow_shift)
+        choice = convergence.reference_choice(reference, params)
+        probed = convergence.probe_determinism(
+            classes[choice.class_name],
+            model.original_config,
+            choice.overrides,
+            convergence.step_arguments(settings.call_args),
+        )
+        convergence.check_reference(
+            choice, model.compatible, settings.allow_incompatible, model.flow_shift is not None, probed
+        )
+        cells, references = convergence.plan_references(cells, choice, model.original_config, classes)
+    determinism: dict[str, tuple[str, str]] = {}
+    for spec in cells:
+        key = convergence.determinism_key(spec)
+        if key not in determinism:
+            determinism[key] = convergence.probe_determinism(
+                classes[spec.scheduler],
+                model.original_config,
+                effective_overrides(spec),
+                convergence.step_arguments(spec.call_args),
+            )
+    return Plan(model, cells, references, determinism, generator_device, done)
+
+
+def header(plan: Plan, settings: Settings) -> Results:
+    model = plan.model
+    return Results(
+        model=model.name,
+        pipeline=type(model.pipe).__name__,
+        original_scheduler=model.original_scheduler_class,
+        device=model.device,
+        dtype=model.dtype,
+        generator_device=plan.generator_device,
+        repeat=settings.repeat,
+        seed_mode=settings.seed_mode,
+        versions=versions(),
+        shared_seconds=SharedSeconds(model_load=model.load_seconds),
+        started=now(),
+        interval=from_json(Interval, plan.references.interval) if plan.references else None,
+    )
+
+
+def execute(
+    plan: Plan,
+    settings: Settings,
+    options: OutputOptions,
+    results: ResultsFile,
+    progress: output.Progress,
+    events: Events,
+    keep_output: Callable[["Sample"], None] | None,
+) -> bool:
+    """Run every cell not already done, batch by batch, saving results.json after each. -> interrupted?"""
+    from schedcmp.sample import Sampler
+
+    references_of = plan.references.of_run if plan.references else {}
+    resumed = [
+        spec
+        for spec in plan.cells
+        if spec.id in plan.done and matches(plan.done[spec.id], spec, references_of.get(spec.id))
+    ]
+    for spec in resumed:
+        results.add(plan.done[spec.id])
+    if resumed:
+        progress.note(f"resuming: {len(resumed)} of {len(plan.cells)} cells already done and verified")
+    todo = [spec for spec in plan.cells if spec.id not in results.runs]
+    results.save()
+    progress.begin(len(plan.cells))
+    finished = len(resumed)
+    references: dict[str, convergence.ReferenceOutput | None] = {}
+    try:
+        with Sampler(plan.model, plan.generator_device) as sampler:
+            if todo:
+                progress.note(f"warming up ({plan.model.original_scheduler_class}, 2 steps) ...")
+                warmup = sampler.warm_up(todo[0])
+                results.results.shared_seconds = SharedSeconds(
+                    plan.model.load_seconds, sampler.encoding_seconds, max(0.0, warmup - sampler.encoding_seconds)
+                )
+            if plan.references is not None:
+                identity = convergence.reference_identity(sampler)
+                image_dir = None if options.no_sheet else results.folder
+                for ref_id in dict.fromkeys(plan.references.of_run.values()):  # resumed cells too: the cache has them
+                    references[ref_id], summary = convergence.reference_run(
+                        sampler, plan.references, ref_id, identity, image_dir, progress.note, progress.step
+                    )
+                    results.results.references.append(summary)
+                    results.save()
+            for number, batch in enumerate(batches(todo, settings.batch_size)):
+                name = display_label(batch[0].scheduler, batch[0].alias, batch[0].overrides)
+                progress.started(finished + 1, name + (f" ×{len(batch)}" if len(batch) > 1 else ""), batch[0].steps)
+                batch = [replace(spec, batch=f"b{number}") for spec in batch]
+                for sample in sampler.run_batch(batch, settings.repeat, progress.step):
+                    run = record(sample, plan, references, None if options.no_sheet else results.folder)
+                    if keep_output is not None and sample.rgb is not None:
+                        keep_output(sample)
+                    results.add(run)
+                    finished += 1
+                    events.cell(run)
+                    progress.finished(finished, run.label, run.status, run.seconds, run.reason)
+                shared = results.results.shared_seconds
+                results.results.shared_seconds = replace(shared, prompt_encoding=sampler.encoding_seconds)
+                results.save()
+    except KeyboardInterrupt:
+        progress.note(f"interrupted: writing what the {len(results.runs)} finished cells made")
+        return True
+    return False
+
+
+def record(sample: "Sample", plan: Plan, references: dict[str, Any], image_dir: Path | None) -> Run:
+    """A finished cell as its results.json record; its image is written into `image_dir` (None: --no-sheet)."""
+    image = None
+    if sample.rgb is not None and image_dir is not None:
+        image = f"images/{sample.result.spec.id}.png"
+        report.write_atomic(image_dir / image, render.png_bytes(sample.rgb))
+    spec = sample.result.spec
+    determinism, why = plan.determinism[convergence.determinism_key(spec)]
+    run = report.run_record(sample.result, image, determinism)
+    if plan.references is None:
+        return run
+    ref_id = plan.references.of_run[spec.id]
+    distance, note = convergence.measure(sample, determinism, why, references.get(ref_id), plan.references)
+    return replace(run, reference=ref_id, distance=distance, distance_note=note)
+
+
+def finish(results: ResultsFile, plan: Plan, options: OutputOptions, interrupted: bool, progress) -> Outcome:
+    """Orders, fronts and warnings; then the sheets, charts and page; results.json last, naming them."""
+    header_record = results.results
+    header_record.finished = now()
+    header_record.interrupted = interrupted
+    entries = [to_json(run) for run in results.finished()]
+    orders, fronts = convergence.fit_orders(entries), convergence.pareto_fronts(entries)
+    for run in results.finished():
+        order, front = orders.get(run.id), fronts.get(run.id)
+        results.add(
+            replace(
+                run,
+                order=None if order is None else from_json(Order, order),
+                pareto=None if front is None else from_json(Pareto, front),
+            )
+        )
+    references = [to_json(reference) for reference in header_record.references]
+    warnings = convergence.convergence_warnings(references, entries)
+    header_record.references = [replace(r, warning=warnings.get(r.id, r.warning)) for r in header_record.references]
+    for line in convergence.warning_lines(references, warnings):
+        progress.note(f"warning: {line}")
+    document = results.save()  # first without the sheets: drawing them must not put the results at risk
+    sheets: list[Path] = []
+    if not options.no_sheet and document["runs"]:
+        sheets, notices = render.write_sheets(results.folder, document, options.x, options.z)
+        for notice in notices:
+            progress.note(notice)
+    header_record.sheets = [str(path.relative_to(results.folder)) for path in sheets]
+    if options.html:
+        document = to_json(header_record)
+        header_record.charts, header_record.report = (
+            chart.write_charts(results.folder, document),
+            html_report.REPORT_NAME,
+        )
+        html_report.write_report(results.folder, to_json(header_record))
+    document = results.save()  # last: it names the sheets, charts and page only once they exist
+    return Outcome(header_record, results.folder, sheets, exit_code(document, options.strict), plan.model)
+
+
+def exit_code(document: dict[str, Any], strict: bool) -> int:
+    if document.get("interrupted"):
+        return EXIT_INTERRUPTED
+    bad = {Status.FAILED} if not strict else {Status.FAILED, Status.SUSPECT, Status.FILTERED}
+    if any(entry["status"] in bad for entry in document["runs"]):
+        return EXIT_RUN_FAILED
+    if any(reference["status"] == Status.FAILED for reference in document.get("references") or []):
+        return EXIT_RUN_FAILED  # --reference was asked for and nothing could be measured against it
+    return EXIT_OK
+
+
+# -- `schedcmp list` --------------------------------------------------------------------------------------------
+
+
+def list_document(model_options: ModelOptions) -> dict[str, Any]:
+    """What `schedcmp list` shows: the scheduler, its config, the compatibles, the aliases, the flags."""
+    from schedcmp import pipeline
+
+    with pipeline.quiet_libraries():
+        return list_document_quietly(model_options)
+
+
+def list_document_quietly(model_options: ModelOptions) -> dict[str, Any]:
+    from schedcmp import pipeline
+
+    device = pipeline.resolve_device(model_options.device if model_options.device != "auto" else "cpu")
+    model = pipeline.load(model_options.model, device, "fp32", model_options.allow_pickle, model_options.model_config)
+    classes = scheduler_classes()
+    config = {key: value for key, value in dict(model.original_config).items()}
+    return {
+        "model": model.name,
+        "pipeline": type(model.pipe).__name__,
+        "scheduler": {"class": model.original_scheduler_class, "config": pipeline.jsonable(config)},
+        "compatible": [
+            {
+                "class": name,
+                "aliases": [alias for alias, (cls, _) in ALIASES.items() if cls == name],
+                "accepts": sorted(init_params(classes[name])) if name in classes else [],
+            }
+            for name in ordered(model.compatible)
+        ],
+        "aliases": [
+            {"name": alias, "class": cls, "overrides": overrides} for alias, (cls, overrides) in ALIASES.items()
+        ],
+    }
