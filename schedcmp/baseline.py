@@ -80,25 +80,6 @@ def environment(device: str, dtype: str, generator_device: str) -> dict[str, Any
     }
 
 
-def identity_difference(expected: dict[str, Any], actual: dict[str, Any]) -> str | None:
-    """The first way two identities differ, in words; None when they are the same."""
-    if expected["pipeline"] != actual["pipeline"]:
-        return f"pipeline {actual['pipeline']} != baseline's {expected['pipeline']}"
-    for name in sorted(set(expected["components"]) | set(actual["components"])):
-        old, new = expected["components"].get(name), actual["components"].get(name)
-        if old == new:
-            continue
-        if old is None or new is None or old["class"] != new["class"]:
-            return f"component {name}: {new and new['class']} != baseline's {old and old['class']}"
-        keys = sorted(
-            k
-            for k in set(old["config"] or {}) | set(new["config"] or {})
-            if (old["config"] or {}).get(k) != (new["config"] or {}).get(k)
-        )
-        return f"component {name}: config differs in {', '.join(keys[:5])}"
-    return None
-
-
 def array_sha256(array) -> str:
     import numpy as np
 
@@ -377,7 +358,7 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
     source = options.model if options.model is not None else manifest["model"]["source"]
     output.info(f"checking {len(manifest['cases'])} cases of {folder} ({profile} tolerances) ...")
     model = pipeline.load(source, device, recorded["dtype"], options.allow_pickle)
-    difference = identity_difference(manifest["model"]["identity"], pipeline.model_identity(model.pipe))
+    difference = pipeline.identity_difference(manifest["model"]["identity"], pipeline.model_identity(model.pipe))
     if difference:
         raise UsageError(f"model {model.name} is not the baseline's model: {difference}")
     probe_missing_determinism(manifest["cases"], model)

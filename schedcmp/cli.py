@@ -148,13 +148,49 @@ def read_prompts(path: str) -> list[str]:
     return prompts
 
 
-def merged_values(given: dict, config: str | None) -> dict:
-    """Command line over --config file over DEFAULTS. Unset flags are None (or False for switches)."""
-    values = dict(DEFAULTS)
+def merged_values(given: dict, config: str | None, base: dict | None = None) -> dict:
+    """Command line over --config file over `base` (a resumed folder's settings) over DEFAULTS. Unset flags are
+    None (or False for switches)."""
+    values = dict(DEFAULTS) | (base or {})
     if config is not None:
         values.update(load_config_file(config))
     values.update({key: value for key, value in given.items() if value not in (None, False, [])})
     return values
+
+
+def resume_values(folder: Path) -> dict:
+    """--resume DIR: the settings DIR was made with, as flag values, so that `run --resume DIR` is the whole
+    command. Flags given again must agree with them (the engine refuses other cell settings)."""
+    from schedcmp.errors import OutputError
+    from schedcmp.records import DocumentError, read_document
+
+    try:
+        previous = read_document(folder / "results.json", "run")
+    except DocumentError as error:
+        raise OutputError(f"cannot resume from {folder}: its results.json is missing or corrupt ({error})") from None
+    stored = previous.settings
+    if stored is None:  # written before schedcmp stored its settings: the command line must give them
+        return {}
+    values = {
+        "prompt": list(stored["prompts"]),
+        "schedulers": stored["schedulers"],
+        "seed": ",".join(str(seed) for seed in stored["seeds"]),
+        "steps": ",".join(str(steps) for steps in stored["steps"]) or None,
+        "guidance_scale": ",".join(repr(scale) for scale in stored["guidance_scales"]) or None,
+        "width": stored["width"],
+        "height": stored["height"],
+        "negative_prompt": stored["negative_prompt"],
+        "call_arg": stored["call_args"],
+        "allow_incompatible": stored["allow_incompatible"],
+        "repeat": stored["repeat"],
+        "generator_device": stored["generator_device"],
+        "seed_mode": stored["seed_mode"],
+        "batch_size": stored["batch_size"],
+        "model": previous.model_source,
+        "model_config": previous.model_config,
+        "reference_spec": previous.reference_spec,
+    }
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def comparison_from(values: dict):
@@ -177,7 +213,7 @@ def comparison_from(values: dict):
         width=values.get("width"),
         height=values.get("height"),
         negative_prompt=values.get("negative_prompt"),
-        call_args=parse_call_args(values["call_arg"]),
+        call_args=values["call_arg"] if isinstance(values["call_arg"], dict) else parse_call_args(values["call_arg"]),
         allow_incompatible=bool(values.get("allow_incompatible")),
         repeat=values["repeat"],
         generator_device=values["generator_device"],
@@ -259,11 +295,14 @@ def run_command(
     given = dict(locals())  # first: only the flags
     from schedcmp import engine, output, report
 
-    values = merged_values(
-        {k: v for k, v in given.items() if k not in ("config", "prompt", "output_format")}
-        | {"prompt": [prompt] if prompt is not None else None, "format": output_format},
-        config,
-    )
+    flags = {k: v for k, v in given.items() if k not in ("config", "prompt", "output_format")}
+    flags |= {"prompt": [prompt] if prompt is not None else None, "format": output_format}
+    base = resume_values(resume) if resume is not None else None
+    if base and (
+        prompt is not None or prompts_file or config and load_config_file(config).keys() & {"prompt", "prompts_file"}
+    ):
+        del base["prompt"]  # the prompts are given again (and must be the same ones)
+    values = merged_values(flags, config, base)
     settings, model_options = comparison_from(values)
     output_format = values["format"]
     outcome = engine.run_comparison(

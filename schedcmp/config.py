@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from schedcmp.errors import UsageError
@@ -85,6 +85,28 @@ RUN_SETTINGS = (
     "call_args",
     "interval",
 )
+
+
+def settings_to_json(settings: Settings) -> dict[str, Any]:
+    """Settings as results.json stores them (for --resume)."""
+    return {
+        f.name: list(v) if isinstance(v, tuple) else v for f in fields(settings) for v in [getattr(settings, f.name)]
+    }
+
+
+def settings_from_json(stored: dict[str, Any]) -> Settings:
+    """Settings back from results.json; lists become the tuples Settings holds."""
+    known = {f.name for f in fields(Settings)}
+    return Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known})
+
+
+def settings_difference(stored: Settings, asked: Settings) -> list[str]:
+    """The settings that differ, in words: `steps 20 there, 10 here`."""
+    return [
+        f"{f.name} {getattr(stored, f.name)!r} there, {getattr(asked, f.name)!r} here"
+        for f in fields(Settings)
+        if getattr(stored, f.name) != getattr(asked, f.name)
+    ]
 
 
 def effective_overrides(spec: RunSpec) -> dict[str, Any]:

@@ -29,6 +29,9 @@ from schedcmp.config import (
     check_settings,
     effective_overrides,
     plan_runs,
+    settings_difference,
+    settings_from_json,
+    settings_to_json,
     slug,
 )
 from schedcmp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
@@ -188,8 +191,8 @@ def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str
     return params
 
 
-def previous_runs(folder: Path) -> dict[str, Run]:
-    """--resume: the cells a folder's results.json lists whose image is there with the recorded pixel hash."""
+def previous_runs(folder: Path) -> tuple[Results, dict[str, Run]]:
+    """--resume: the folder's results, and the cells it lists whose image is there with the recorded pixel hash."""
     import numpy as np
     from PIL import Image
 
@@ -211,7 +214,36 @@ def previous_runs(folder: Path) -> dict[str, Run]:
             continue
         if pixel_sha256(pixels) == run.sha256:
             verified[run.id] = run
-    return verified
+    return results, verified
+
+
+def check_resumable(folder: Path, previous: Results, settings: Settings) -> None:
+    """--resume continues the same comparison or refuses: other cell settings would leave stale images."""
+    if previous.settings is None:
+        return  # written before the settings were stored: the cells' own settings are compared instead
+    difference = settings_difference(settings_from_json(previous.settings), settings)
+    if difference:
+        raise UsageError(
+            f"--resume {folder} was made with other settings ({'; '.join(difference)}); "
+            "resume with the same ones, or start a new --out"
+        )
+
+
+def check_same_model(folder: Path, previous: Results, model: "LoadedModel") -> None:
+    """--resume refuses another model: its configs and weights must be the ones the folder was made with."""
+    from schedcmp import pipeline
+
+    if previous.model_identity is None:
+        return
+    difference = pipeline.identity_difference(
+        previous.model_identity, pipeline.model_identity(model.pipe), "the folder's"
+    )
+    if difference is None and previous.weights_fingerprint != convergence.weights_fingerprint(model.pipe):
+        difference = "the same architecture and configs, but other weights"
+    if difference:
+        raise UsageError(
+            f"--resume {folder} was made with another model ({previous.model}): {model.name} differs: {difference}"
+        )
 
 
 def matches(run: Run, spec: RunSpec, reference: str | None) -> bool:
@@ -264,8 +296,11 @@ def run_comparison(
     progress = progress or output.Progress()
     with pipeline.quiet_libraries():
         params = validate_before_load(settings, options)
+        previous = None
         if options.resume is not None:
-            out_dir, done = options.resume, previous_runs(options.resume)
+            previous, done = previous_runs(options.resume)
+            check_resumable(options.resume, previous, settings)
+            out_dir = options.resume
         else:
             out_dir = prepare_out_dir(options.out or default_out_dir(settings.prompts[0]), options.overwrite)
             done = {}
@@ -278,8 +313,10 @@ def run_comparison(
                 loaded = pipeline.load(
                     model_options.model, device, dtype, model_options.allow_pickle, model_options.model_config
                 )
+            if previous is not None:
+                check_same_model(out_dir, previous, loaded)
             plan = make_plan(settings, options.reference, loaded, params, done)
-            results = ResultsFile(out_dir, header(plan, settings), [spec.id for spec in plan.cells])
+            results = ResultsFile(out_dir, header(plan, settings, model_options, options), [s.id for s in plan.cells])
             interrupted = execute(plan, settings, options, results, progress, events, keep_output)
         finally:
             events.close()
@@ -331,7 +368,9 @@ def make_plan(
     return Plan(model, cells, references, determinism, generator_device, done)
 
 
-def header(plan: Plan, settings: Settings) -> Results:
+def header(plan: Plan, settings: Settings, model_options: ModelOptions, options: OutputOptions) -> Results:
+    from schedcmp import pipeline
+
     model = plan.model
     return Results(
         model=model.name,
@@ -346,6 +385,12 @@ def header(plan: Plan, settings: Settings) -> Results:
         shared_seconds=SharedSeconds(model_load=model.load_seconds),
         started=now(),
         interval=from_json(Interval, plan.references.interval) if plan.references else None,
+        settings=settings_to_json(settings),
+        model_source=model_options.model,
+        model_config=model_options.model_config,
+        model_identity=pipeline.model_identity(model.pipe),
+        weights_fingerprint=convergence.weights_fingerprint(model.pipe),
+        reference_spec=options.reference,
     )
 
 

@@ -431,3 +431,22 @@ def model_identity(pipe: Any) -> dict[str, Any]:
         else:
             components[name] = {"class": type(component).__name__, "config": component_config(component)}
     return {"pipeline": type(pipe).__name__, "components": components}
+
+
+def identity_difference(expected: dict[str, Any], actual: dict[str, Any], whose: str = "baseline's") -> str | None:
+    """The first way two identities differ, in words; None when they are the same."""
+    if expected["pipeline"] != actual["pipeline"]:
+        return f"pipeline {actual['pipeline']} != {whose} {expected['pipeline']}"
+    for name in sorted(set(expected["components"]) | set(actual["components"])):
+        old, new = expected["components"].get(name), actual["components"].get(name)
+        if old == new:
+            continue
+        if old is None or new is None or old["class"] != new["class"]:
+            return f"component {name}: {new and new['class']} != {whose} {old and old['class']}"
+        keys = sorted(
+            k
+            for k in set(old["config"] or {}) | set(new["config"] or {})
+            if (old["config"] or {}).get(k) != (new["config"] or {}).get(k)
+        )
+        return f"component {name}: config differs in {', '.join(keys[:5])}"
+    return None

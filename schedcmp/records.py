@@ -289,6 +289,14 @@ class Results:
     interval: Interval | None = None
     charts: list[str] = field(default_factory=list)
     report: str | None = None
+    # What --resume needs to continue exactly this comparison: the cell settings it was asked for
+    # (schedcmp.config.Settings), where the model came from, and what the model is (configs and weights).
+    settings: dict[str, Any] | None = None
+    model_source: str | None = None
+    model_config: str | None = None
+    model_identity: dict[str, Any] | None = None
+    weights_fingerprint: str | None = None
+    reference_spec: str | None = None
     runs: list[Run] = field(default_factory=list)
 
 
@@ -575,4 +583,3 @@ def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
         path.write_text(json.dumps(json_schema(kind), indent=2) + "\n")
         written.append(path)
     return written
-
