@@ -310,7 +310,7 @@ def from_pipeline(pipe: Any) -> LoadedModel:
     dtype = names.get(pipe.dtype)
     if dtype is None:
         raise ModelError(f"{type(pipe).__name__} runs in {pipe.dtype}; schedcmp measures fp32, fp16 and bf16")
-    name = getattr(getattr(pipe, "config", None), "_name_or_path", None) or f"{type(pipe).__name__} (in memory)"
+    name = str(getattr(getattr(pipe, "config", None), "_name_or_path", None) or f"{type(pipe).__name__} (in memory)")
     where = device.type if device.index is None or (device.type == "cuda" and device.index == 0) else str(device)
     return describe(pipe, name, where, dtype, 0.0)
 

@@ -260,3 +260,14 @@ def test_the_embedded_model_by_default_and_a_model_path(sd15_model):
     assert embedded.to_dict()["model"] == "schedcmp default (embedded)" and embedded.runs[0].status == "ok"
     from_disk = schedcmp.compare(str(sd15_model), "a horse", steps=2, schedulers="euler", device="cpu", progress=False)
     assert from_disk.to_dict()["model"] == str(sd15_model) and from_disk.runs[0].image is not None
+
+
+def test_a_pipeline_loaded_from_a_path_object(sd15_model):
+    """from_pretrained(Path) keeps the Path as the pipeline's name: it must still make a JSON document."""
+    import diffusers
+
+    import schedcmp
+
+    pipe = diffusers.DiffusionPipeline.from_pretrained(sd15_model)
+    comparison = schedcmp.compare(pipe, "a horse", steps=2, schedulers="euler", progress=False)
+    assert comparison.to_dict()["model"] == str(sd15_model)
