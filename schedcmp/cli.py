@@ -115,12 +115,12 @@ BATCH_SIZE = typer.Option(
     help="Cells that differ only in seed or prompt share one pipeline call, up to N images (1: no batching). "
     "[default: 8]",
 )
-OVERWRITE = typer.Option(False, "--overwrite", help="Write into a non-empty output folder.")
+OVERWRITE = typer.Option(None, "--overwrite/--no-overwrite", help="Write into a non-empty output folder.")
 ALLOW_INCOMPATIBLE = typer.Option(
-    False, "--allow-incompatible", help="Run schedulers outside the pipeline's compatibles."
+    None, "--allow-incompatible/--no-allow-incompatible", help="Run schedulers outside the pipeline's compatibles."
 )
 ALLOW_PICKLE = typer.Option(
-    False, "--allow-pickle", help="Load pickle weights (.bin/.ckpt): only for models you trust."
+    None, "--allow-pickle/--no-allow-pickle", help="Load pickle weights (.bin/.ckpt): only for models you trust."
 )
 
 DEFAULTS = {
@@ -149,12 +149,13 @@ def read_prompts(path: str) -> list[str]:
 
 
 def merged_values(given: dict, config: str | None, base: dict | None = None) -> dict:
-    """Command line over --config file over `base` (a resumed folder's settings) over DEFAULTS. Unset flags are
-    None (or False for switches)."""
+    """Command line over --config file over `base` (a resumed folder's settings) over DEFAULTS. Unset flags,
+    switches included, are None."""
     values = dict(DEFAULTS) | (base or {})
     if config is not None:
         values.update(load_config_file(config))
-    values.update({key: value for key, value in given.items() if value not in (None, False, [])})
+    # Only what the command line says: None is "not given"; 0, False and "" are values (--no-strict, --repeat 0).
+    values.update({key: value for key, value in given.items() if value is not None and value != []})
     return values
 
 
@@ -261,7 +262,9 @@ def run_command(
     ),
     seed_mode: Optional[str] = SEED_MODE,
     batch_size: Optional[int] = BATCH_SIZE,
-    no_sheet: bool = typer.Option(False, "--no-sheet", help="No images and no sheet: a pure timing sweep."),
+    no_sheet: Optional[bool] = typer.Option(
+        None, "--no-sheet/--sheet", help="No images and no sheet: a pure timing sweep."
+    ),
     events: Optional[str] = typer.Option(
         None, "--events", help="Write one NDJSON line per finished cell to this file (- for stdout)."
     ),
@@ -271,24 +274,24 @@ def run_command(
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Output folder (default: ./schedcmp-runs/<timestamp>-<prompt>/)."
     ),
-    overwrite: bool = OVERWRITE,
+    overwrite: Optional[bool] = OVERWRITE,
     output_format: Optional[str] = typer.Option(
         None, "--format", "-f", help="table|json|csv|markdown: json/csv/markdown go to stdout alone. [default: table]"
     ),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 on suspect or filtered runs too."),
-    allow_incompatible: bool = ALLOW_INCOMPATIBLE,
-    allow_pickle: bool = ALLOW_PICKLE,
-    reference: bool = typer.Option(
-        False, "--reference", help="Measure each run's distance to a converged reference run (cached)."
+    strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Exit 1 on suspect or filtered runs too."),
+    allow_incompatible: Optional[bool] = ALLOW_INCOMPATIBLE,
+    allow_pickle: Optional[bool] = ALLOW_PICKLE,
+    reference: Optional[bool] = typer.Option(
+        None, "--reference/--no-reference", help="Measure each run's distance to a converged reference run (cached)."
     ),
     reference_spec: Optional[str] = typer.Option(
         None,
         "--reference-spec",
         help="The reference: one entry with :STEPS, e.g. DPMSolverMultistep:200 (implies --reference).",
     ),
-    html: bool = typer.Option(
-        False,
-        "--html",
+    html: Optional[bool] = typer.Option(
+        None,
+        "--html/--no-html",
         help="Also write report.html (self-contained); with --reference, the quality-vs-cost charts too.",
     ),
 ) -> None:
@@ -382,9 +385,9 @@ def baseline_create_command(
     config: Optional[str] = CONFIG,
     seed_mode: Optional[str] = SEED_MODE,
     batch_size: Optional[int] = BATCH_SIZE,
-    overwrite: bool = OVERWRITE,
-    allow_incompatible: bool = ALLOW_INCOMPATIBLE,
-    allow_pickle: bool = ALLOW_PICKLE,
+    overwrite: Optional[bool] = OVERWRITE,
+    allow_incompatible: Optional[bool] = ALLOW_INCOMPATIBLE,
+    allow_pickle: Optional[bool] = ALLOW_PICKLE,
 ) -> None:
     """Run a comparison (the flags of `run`, or --config) and store it as a baseline.
 
@@ -442,7 +445,7 @@ def check_command(
     ),
     junit_xml: Optional[Path] = typer.Option(None, "--junit-xml", help="Write a JUnit XML report here."),
     output_format: str = typer.Option("table", "--format", "-f", help="table|json (the results document on stdout)."),
-    allow_pickle: bool = ALLOW_PICKLE,
+    allow_pickle: Optional[bool] = ALLOW_PICKLE,
 ) -> None:
     import os
 
@@ -458,7 +461,7 @@ def check_command(
         tolerance_overrides=baseline.parse_tolerance_overrides(tolerance_for),
         preflight=preflight,
         update=update,
-        allow_pickle=allow_pickle,
+        allow_pickle=bool(allow_pickle),
     )
     document, case_results, code = baseline.check(options)
     if results is not None:

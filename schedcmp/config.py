@@ -15,6 +15,7 @@ DEFAULT_REFERENCE = "DPMSolverMultistep(use_karras_sigmas=true):400"
 # Cells that differ only in seed or prompt share one pipeline call, up to this many images.
 DEFAULT_BATCH_SIZE = 8
 SEED_MODES = ("same", "index")
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 AXES = ("steps", "seed", "guidance_scale", "prompt")
 
 
@@ -132,11 +133,14 @@ def check_settings(settings: Settings) -> None:
     for name, value in (("--width", settings.width), ("--height", settings.height)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be a positive number of pixels, got {value}")
+    for seed in settings.seeds:
+        if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+            raise UsageError(f"--seed {seed} is outside the generator's range, -2**63 to 2**64-1")
     if any(g < 0 for g in settings.guidance_scales):
         raise UsageError(f"--guidance-scale must not be negative, got {min(settings.guidance_scales)}")
 
 
-NUMBER = r"\d+(?:\.\d+)?"
+NUMBER = r"-?\d+(?:\.\d+)?"  # a sign is allowed so that a negative value gets its own message
 
 
 def parse_numbers(text: str, flag: str, integers: bool = True) -> tuple:

@@ -53,6 +53,7 @@ from schedcmp.records import (
 from schedcmp.schedulers import (
     ALIASES,
     accepted_params_of,
+    check_override_types,
     choose,
     display_label,
     init_params,
@@ -184,10 +185,12 @@ def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str
         raise UsageError("--x and --z must be different axes")
     if options.events == "-" and options.format == "json":
         raise UsageError("--events - and --format json both want stdout; send the events to a file")
-    params = accepted_params_of(scheduler_classes())
-    choose(settings.schedulers, [], params, None)  # unknown names and keys fail here, before the load
+    classes = scheduler_classes()
+    params = accepted_params_of(classes)
+    chosen = choose(settings.schedulers, [], params, None)  # unknown names, keys and types fail here, before the load
     if options.reference is not None:
-        convergence.reference_choice(options.reference, params)
+        chosen.append(convergence.reference_choice(options.reference, params))
+    check_override_types(chosen, classes)
     return params
 
 

@@ -18,6 +18,8 @@ import difflib
 import functools
 import inspect
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -352,3 +354,64 @@ def accepted_params_of(classes: dict[str, type]) -> dict[str, set[str]]:
 def build(cls: type, original_config: Any, overrides: dict[str, Any]):
     """A fresh scheduler from the pipeline's original config: never from a previous swap."""
     return cls.from_config(original_config, **overrides)
+
+
+def expected_type(cls: type, key: str) -> Any:
+    """What `cls.__init__` says `key` takes: its annotation, else (older diffusers) its default's type; None when
+    it says nothing."""
+    parameter = inspect.signature(cls.__init__).parameters[key]
+    try:
+        annotation = typing.get_type_hints(cls.__init__).get(key)
+    except Exception:  # an annotation that cannot be evaluated here
+        annotation = None
+    if annotation is not None:
+        return annotation
+    if parameter.default is inspect.Parameter.empty or parameter.default is None:
+        return None
+    return type(parameter.default)
+
+
+def fits(value: Any, expected: Any) -> bool:
+    """Does an override value have the type a constructor wants? Only plain types are judged: a Literal's choices,
+    lists, arrays and tensors are left to the scheduler, which reports a bad one on that run's tile."""
+    if expected is None or expected is Any:
+        return True
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, member) for member in typing.get_args(expected))
+    if origin is typing.Literal:
+        return all(fits(value, type(choice)) for choice in typing.get_args(expected)[:1])
+    if expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    return True
+
+
+def type_name(expected: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", type(None): "none"}
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(type_name(member) for member in typing.get_args(expected)))
+    if typing.get_origin(expected) is typing.Literal:
+        return "one of " + ", ".join(str(choice) for choice in typing.get_args(expected))
+    return names.get(expected, getattr(expected, "__name__", str(expected)))
+
+
+def check_override_types(choices: list[SchedulerChoice], classes: dict[str, type]) -> None:
+    """Refuse, before any model loads, an override whose value the constructor cannot take."""
+    for choice in choices:
+        cls = classes.get(choice.class_name)
+        for key, value in choice.overrides.items():
+            if cls is None or key not in init_params(cls):
+                continue
+            expected = expected_type(cls, key)
+            if not fits(value, expected):
+                raise UsageError(
+                    f"override {key}={value!r} for {short_name(choice.class_name)}: it takes {type_name(expected)}"
+                )

@@ -1,0 +1,68 @@
+"""Input checked up front: values that were accepted without a word, or refused with the wrong words."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def refused(result, words: str) -> None:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("schedcmp: error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and words in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--repeat", "0"], "--repeat must be at least 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--width", "0"], "--width must be a positive number of pixels, got 0"),
+        (["--steps", "0"], "--steps must be at least 1, got 0"),
+        (["--steps", "-5"], "--steps must be at least 1, got -5"),
+        (["--guidance-scale", "-3"], "--guidance-scale must not be negative, got -3.0"),
+        (["--seed", "99999999999999999999999"], "outside the generator's range"),
+        (
+            ["-s", "euler(use_karras_sigmas=maybe)"],
+            "use_karras_sigmas='maybe' for EulerDiscrete: it takes true or false",
+        ),
+        (["-s", "dpm++ 2m(solver_order=2.5)"], "solver_order=2.5 for DPMSolverMultistep: it takes a whole number"),
+        (["-s", "ddim(timestep_spacing=3)"], "it takes one of leading, trailing, linspace"),
+    ],
+)
+def test_bad_values_are_refused_before_the_model_loads(cli, tmp_path, flags, words):
+    result = cli("run", "a horse", "--model", tmp_path / "no-model-needed", *flags)
+    refused(result, words)
+    assert "loading" not in result.stderr  # refused before any model is looked at
+
+
+def test_a_negative_seed_is_a_seed(cli, sd15_model, tmp_path):
+    result = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "--seed",
+        "-1",
+        "--steps",
+        "2",
+        "-s",
+        "ddim",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0 and result.json()["runs"][0]["seed"] == -1
+
+
+def test_a_presets_switches_can_be_turned_off_on_the_command_line(cli, sd15_model, tmp_path):
+    preset = tmp_path / "p.toml"
+    preset.write_text(
+        f'prompt = "a horse"\nmodel = "{sd15_model}"\nschedulers = "EDMEuler"\nsteps = 2\nstrict = true\n'
+    )
+    assert cli("run", "--config", preset, "--out", tmp_path / "a").exit_code == 1  # suspect fails under strict
+    assert cli("run", "--config", preset, "--out", tmp_path / "b", "--no-strict").exit_code == 0
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "x").write_text("x")
+    preset.write_text(preset.read_text() + "overwrite = true\n")
+    refused(cli("run", "--config", preset, "--out", tmp_path / "c", "--no-strict", "--no-overwrite"), "not empty")
