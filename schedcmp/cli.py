@@ -21,7 +21,7 @@ from schedcmp.config import (
     parse_call_args,
     parse_numbers,
 )
-from schedcmp.errors import EXIT_INTERRUPTED, EXIT_USAGE, SchedcmpError
+from schedcmp.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, SchedcmpError, Terminated
 
 app = typer.Typer(
     add_completion=False,
@@ -517,8 +517,17 @@ def click_exceptions():
     return exceptions
 
 
+def terminate(signal_number, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every error becomes one line on stderr and a documented exit code."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)  # like Ctrl-C: finished cells, sheet and results.json are kept
     command = typer.main.get_command(app)
     exceptions = click_exceptions()
     try:
@@ -530,6 +539,8 @@ def main(argv: list[str] | None = None) -> None:
         report_error(error.format_message(), EXIT_USAGE)
     except typer.Abort:
         report_error("interrupted", EXIT_INTERRUPTED)
+    except Terminated:
+        report_error("terminated (SIGTERM)", EXIT_TERMINATED)
     except KeyboardInterrupt:
         report_error("interrupted", EXIT_INTERRUPTED)
     except SchedcmpError as error:

@@ -34,7 +34,15 @@ from schedcmp.config import (
     settings_to_json,
     slug,
 )
-from schedcmp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
+from schedcmp.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_TERMINATED,
+    OutputError,
+    Terminated,
+    UsageError,
+)
 from schedcmp.records import (
     DocumentError,
     Interval,
@@ -149,23 +157,62 @@ class ResultsFile:
 
 
 def default_out_dir(prompt: str) -> Path:
+    """./schedcmp-runs/<timestamp>-<prompt>: not created here; claim_out_dir makes it unique."""
     return Path("schedcmp-runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{slug(prompt)}"
 
 
-def prepare_out_dir(path: Path, overwrite: bool) -> Path:
-    """Create the output folder and prove it writable, before any model is loaded."""
+def check_out_dir(path: Path, overwrite: bool) -> None:
+    """Refuse an output folder that cannot be used, before any model is loaded and without creating anything."""
     if path.exists() and not path.is_dir():
         raise OutputError(f"--out {path} is a file, not a folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise OutputError(f"output folder {path} is not empty; pass --overwrite or choose another --out")
+    existing = next(folder for folder in [path, *path.absolute().parents] if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {path} is not writable: {existing} does not let us write")
+
+
+def claim_out_dir(path: Path, chosen: bool, overwrite: bool) -> Path:
+    """Create the output folder once the plan stands. A folder the user did not choose is made unique, also
+    against another schedcmp started in the same second (mkdir is atomic); one the user chose and asked to
+    overwrite loses the files its previous results.json lists, and nothing else."""
     try:
-        (path / "images").mkdir(parents=True, exist_ok=True)
+        if not chosen:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for number in range(1, 1000):
+                candidate = path if number == 1 else path.with_name(f"{path.name}-{number}")
+                try:
+                    candidate.mkdir()
+                    return candidate
+                except FileExistsError:
+                    continue
+            raise OutputError(f"no free output folder beside {path}; choose one with --out")
+        path.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            remove_previous_files(path)
         descriptor, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
         os.close(descriptor)
         os.unlink(probe)
     except OSError as error:
         raise OutputError(f"output folder {path} is not writable: {error.strerror or error}") from None
     return path
+
+
+def remove_previous_files(folder: Path) -> None:
+    """--overwrite: the images, sheets, charts, page and results.json of the comparison that was there before."""
+    try:
+        previous = read_document(folder / "results.json", "run")
+    except DocumentError:
+        return  # not a schedcmp results folder (or none): its files are not ours to delete
+    named = [run.image_path for run in previous.runs] + previous.sheets + previous.charts + [previous.report]
+    named += [reference.image for reference in previous.references] + ["results.json"]
+    for name in filter(None, named):
+        target = (folder / name).resolve()
+        if target.is_relative_to(folder.resolve()) and target.is_file():
+            target.unlink()
+    for sub in ("images", "reference"):
+        if (folder / sub).is_dir() and not any((folder / sub).iterdir()):
+            (folder / sub).rmdir()
 
 
 def check_size(value: int, multiple: int, flag: str) -> None:
@@ -299,15 +346,15 @@ def run_comparison(
     progress = progress or output.Progress()
     with pipeline.quiet_libraries():
         params = validate_before_load(settings, options)
-        previous = None
+        previous, done = None, {}
         if options.resume is not None:
             previous, done = previous_runs(options.resume)
             check_resumable(options.resume, previous, settings)
             out_dir = options.resume
         else:
-            out_dir = prepare_out_dir(options.out or default_out_dir(settings.prompts[0]), options.overwrite)
-            done = {}
-        events = Events(options.events)
+            out_dir = options.out or default_out_dir(settings.prompts[0] if settings.prompts else "")
+            check_out_dir(out_dir, options.overwrite)
+        events = None
         try:
             if loaded is None:
                 device = pipeline.resolve_device(model_options.device)
@@ -319,12 +366,16 @@ def run_comparison(
             if previous is not None:
                 check_same_model(out_dir, previous, loaded)
             plan = make_plan(settings, options.reference, loaded, params, done)
+            if options.resume is None:  # only now that nothing is left to refuse: no folder left behind
+                out_dir = claim_out_dir(out_dir, options.out is not None, options.overwrite)
+            events = Events(options.events)
             results = ResultsFile(out_dir, header(plan, settings, model_options, options), [s.id for s in plan.cells])
-            interrupted = execute(plan, settings, options, results, progress, events, keep_output)
+            stopped = execute(plan, settings, options, results, progress, events, keep_output)
         finally:
-            events.close()
+            if events is not None:
+                events.close()
             progress.close()
-        return finish(results, plan, options, interrupted, progress)
+        return finish(results, plan, options, stopped, progress)
 
 
 def make_plan(
@@ -405,8 +456,9 @@ def execute(
     progress: output.Progress,
     events: Events,
     keep_output: Callable[["Sample"], None] | None,
-) -> bool:
-    """Run every cell not already done, batch by batch, saving results.json after each. -> interrupted?"""
+) -> KeyboardInterrupt | None:
+    """Run every cell not already done, batch by batch, saving results.json after each. -> what stopped it, if
+    anything did (Ctrl-C, or SIGTERM as errors.Terminated)."""
     from schedcmp.sample import Sampler
 
     references_of = plan.references.of_run if plan.references else {}
@@ -456,16 +508,17 @@ def execute(
                 shared = results.results.shared_seconds
                 results.results.shared_seconds = replace(shared, prompt_encoding=sampler.encoding_seconds)
                 results.save()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         progress.note(f"interrupted: writing what the {len(results.runs)} finished cells made")
-        return True
-    return False
+        return stop
+    return None
 
 
 def record(sample: "Sample", plan: Plan, references: dict[str, Any], image_dir: Path | None) -> Run:
     """A finished cell as its results.json record; its image is written into `image_dir` (None: --no-sheet)."""
     image = None
     if sample.rgb is not None and image_dir is not None:
+        (image_dir / "images").mkdir(exist_ok=True)
         image = f"images/{sample.result.spec.id}.png"
         report.write_atomic(image_dir / image, render.png_bytes(sample.rgb))
     spec = sample.result.spec
@@ -478,11 +531,13 @@ def record(sample: "Sample", plan: Plan, references: dict[str, Any], image_dir: 
     return replace(run, reference=ref_id, distance=distance, distance_note=note)
 
 
-def finish(results: ResultsFile, plan: Plan, options: OutputOptions, interrupted: bool, progress) -> Outcome:
+def finish(
+    results: ResultsFile, plan: Plan, options: OutputOptions, stopped: KeyboardInterrupt | None, progress
+) -> Outcome:
     """Orders, fronts and warnings; then the sheets, charts and page; results.json last, naming them."""
     header_record = results.results
     header_record.finished = now()
-    header_record.interrupted = interrupted
+    header_record.interrupted = stopped is not None
     entries = [to_json(run) for run in results.finished()]
     orders, fronts = convergence.fit_orders(entries), convergence.pareto_fronts(entries)
     for run in results.finished():
@@ -514,7 +569,8 @@ def finish(results: ResultsFile, plan: Plan, options: OutputOptions, interrupted
         )
         html_report.write_report(results.folder, to_json(header_record))
     document = results.save()  # last: it names the sheets, charts and page only once they exist
-    return Outcome(header_record, results.folder, sheets, exit_code(document, options.strict), plan.model)
+    code = EXIT_TERMINATED if isinstance(stopped, Terminated) else exit_code(document, options.strict)
+    return Outcome(header_record, results.folder, sheets, code, plan.model)
 
 
 def exit_code(document: dict[str, Any], strict: bool) -> int:

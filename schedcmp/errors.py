@@ -6,6 +6,7 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
 
 class SchedcmpError(Exception):
@@ -24,3 +25,7 @@ class ModelError(SchedcmpError):
 
 class OutputError(SchedcmpError, OSError):
     """The output folder (or a results folder to read) cannot be used: nothing was run."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI timeout, `timeout`, a cluster's preemption), handled as Ctrl-C is: what finished is written."""

@@ -15,12 +15,20 @@ from schedcmp.sample import RunResult
 from schedcmp.schedulers import display_label
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write to a temporary file beside `path`, then rename: a reader sees the old file or the new, never half."""
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(descriptor, 0o666 & ~current_umask())  # mkstemp makes 0600; a file gets the umask's mode
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(payload)
             handle.flush()

@@ -68,3 +68,18 @@ def test_kill_9_leaves_a_valid_results_json(sd15_model, tmp_path):
     document = json.loads((out / "results.json").read_text())
     assert document["finished"] is None and len(document["runs"]) >= 2
     assert all((out / run["image"]).is_file() for run in document["runs"])
+
+
+def test_sigterm_is_handled_like_ctrl_c(sd15_model, tmp_path):
+    """A CI timeout, `timeout` or a cluster's preemption sends SIGTERM: the same as Ctrl-C, exit 143."""
+    out = tmp_path / "out"
+    process = start(sd15_model, out)
+    wait_for_runs(process, out / "results.json", 1)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    document = json.loads((out / "results.json").read_text())
+    assert document["interrupted"] is True and document["finished"]
+    assert 1 <= len(document["runs"]) < 15 and all((out / run["image"]).is_file() for run in document["runs"])
+    assert (out / "contact_sheet.png").is_file()
