@@ -17,6 +17,7 @@ from typing import Any
 
 from schedcmp import metrics, output, render, report
 from schedcmp.engine import ModelOptions, OutputOptions, run_comparison
+from schedcmp.pipeline import device_type
 from schedcmp.records import SCHEMA_VERSION, Determinism, DocumentError, load_document, now, to_json, versions
 from schedcmp.config import RunSpec, Settings
 from schedcmp.errors import EXIT_USAGE, SchedcmpError, UsageError
@@ -53,11 +54,11 @@ class BaselineError(SchedcmpError):
 
 def device_class(device: str) -> str:
     """`cpu`, `mps`, or `cuda-sm<major><minor>` (GPUs of one compute capability compute alike)."""
-    if device != "cuda":
+    if device_type(device) != "cuda":
         return device
     import torch
 
-    major, minor = torch.cuda.get_device_capability()
+    major, minor = torch.cuda.get_device_capability(device)
     return f"cuda-sm{major}{minor}"
 
 
@@ -68,7 +69,7 @@ def environment(device: str, dtype: str, generator_device: str) -> dict[str, Any
         "versions": versions(),
         "device": device,
         "device_class": device_class(device),
-        "gpu_name": torch.cuda.get_device_name() if device == "cuda" else None,
+        "gpu_name": torch.cuda.get_device_name(device) if device_type(device) == "cuda" else None,
         "dtype": dtype,
         "generator_device": generator_device,
         "determinism": {
@@ -356,8 +357,8 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
     manifest = read_manifest(folder)
     recorded = manifest["environment"]
     source = options.model if options.model is not None else manifest["model"]["source"]
-    output.info(f"checking {len(manifest['cases'])} cases of {folder} ({profile} tolerances) ...")
     model = pipeline.load(source, device, recorded["dtype"], options.allow_pickle)
+    output.info(f"checking {len(manifest['cases'])} cases of {folder} with {model.name} ({profile} tolerances) ...")
     difference = pipeline.identity_difference(manifest["model"]["identity"], pipeline.model_identity(model.pipe))
     if difference:
         raise UsageError(f"model {model.name} is not the baseline's model: {difference}")
@@ -387,8 +388,10 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
     finally:
         progress.close()
     if options.update:
+        if options.model is not None:  # what is written now was made with this model
+            manifest["model"]["source"], manifest["model"]["name"] = options.model, model.name
         write_updates(folder, manifest, results, options.update)
-    document = check_document(options.folder, folder, manifest, profile, device, results)
+    document = check_document(options.folder, folder, model.name, profile, device, results)
     return document, results, check_exit_code(results)
 
 
@@ -420,7 +423,8 @@ def judge_case(
     stored = load_baseline_case(folder, case)
     if stored is None:
         outcome.status = metrics.MISSING
-        outcome.error = f"baseline files {case['image']} / {case['array']} are missing"
+        gone = [case[key] for key in ("image", "array") if not (folder / case[key]).is_file()]
+        outcome.error = f"baseline file{'s' if len(gone) > 1 else ''} {' and '.join(gone)} missing"
         return outcome
     outcome.baseline_rgb, baseline_array = stored
     same = pixel_sha256(rgb) == case["pixel_sha256"] and array_sha256(outcome.array) == case["array_sha256"]
@@ -472,8 +476,9 @@ def check_exit_code(results: list[CaseResult]) -> int:
 
 
 def check_document(
-    root: Path, folder: Path, manifest: dict[str, Any], profile: str, device: str, results: list[CaseResult]
+    root: Path, folder: Path, model_name: str, profile: str, device: str, results: list[CaseResult]
 ) -> dict[str, Any]:
+    """The check's results; `model` names the model actually checked (it may not be the baseline's)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "check",
@@ -481,7 +486,7 @@ def check_document(
         "baseline_device_class": folder.name,
         "device_class": device_class(device),
         "tolerance_profile": profile,
-        "model": manifest["model"]["name"],
+        "model": model_name,
         "versions": versions(),
         "finished": now(),
         "exit_code": check_exit_code(results),

@@ -28,10 +28,27 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Run every scheduler a diffusers model is compatible with on one prompt and seed, and compare them.\n\n"
     "Exit codes: 0 success; 1 ran, but at least one run failed (check: drift); 2 usage or input error, "
-    "nothing run; 3, 4, 5 see `schedcmp check --help`; 130 interrupted.",
+    "nothing run; 3, 4, 5 see `schedcmp check --help`; 130 interrupted; 143 terminated (SIGTERM).",
 )
+
+
+def print_version(value: bool) -> None:
+    if value:
+        print(f"schedcmp {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def options(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=print_version, is_eager=True, help="Print schedcmp's version and exit."
+    ),
+) -> None:
+    """Run every scheduler a diffusers model is compatible with on one prompt and seed, and compare them."""
+
 
 RUN_HELP = """Generate one image per scheduler, same prompt and seed, and compare them.
 
@@ -119,6 +136,11 @@ OVERWRITE = typer.Option(None, "--overwrite/--no-overwrite", help="Write into a 
 ALLOW_INCOMPATIBLE = typer.Option(
     None, "--allow-incompatible/--no-allow-incompatible", help="Run schedulers outside the pipeline's compatibles."
 )
+ALLOW_UNKNOWN_CALL_ARGS = typer.Option(
+    None,
+    "--allow-unknown-call-args/--no-allow-unknown-call-args",
+    help="Send --call-arg names the pipeline's __call__ does not list (it may take **kwargs).",
+)
 ALLOW_PICKLE = typer.Option(
     None, "--allow-pickle/--no-allow-pickle", help="Load pickle weights (.bin/.ckpt): only for models you trust."
 )
@@ -183,6 +205,7 @@ def resume_values(folder: Path) -> dict:
         "negative_prompt": stored["negative_prompt"],
         "call_arg": stored["call_args"],
         "allow_incompatible": stored["allow_incompatible"],
+        "allow_unknown_call_args": stored.get("allow_unknown_call_args"),
         "repeat": stored["repeat"],
         "generator_device": stored["generator_device"],
         "seed_mode": stored["seed_mode"],
@@ -216,6 +239,7 @@ def comparison_from(values: dict):
         negative_prompt=values.get("negative_prompt"),
         call_args=values["call_arg"] if isinstance(values["call_arg"], dict) else parse_call_args(values["call_arg"]),
         allow_incompatible=bool(values.get("allow_incompatible")),
+        allow_unknown_call_args=bool(values.get("allow_unknown_call_args")),
         repeat=values["repeat"],
         generator_device=values["generator_device"],
         seed_mode=values["seed_mode"],
@@ -281,6 +305,7 @@ def run_command(
     strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Exit 1 on suspect or filtered runs too."),
     allow_incompatible: Optional[bool] = ALLOW_INCOMPATIBLE,
     allow_pickle: Optional[bool] = ALLOW_PICKLE,
+    allow_unknown_call_args: Optional[bool] = ALLOW_UNKNOWN_CALL_ARGS,
     reference: Optional[bool] = typer.Option(
         None, "--reference/--no-reference", help="Measure each run's distance to a converged reference run (cached)."
     ),
@@ -336,8 +361,9 @@ def run_command(
         output.print_table(
             rows, f"{outcome.document['pipeline']} · {outcome.document['device']} {outcome.document['dtype']}"
         )
-        for sheet in outcome.sheets:
-            output.info(f"contact sheet: {sheet}")
+        if not output.stdout_is_terminal():  # on a terminal the path on stdout below says it already
+            for sheet in outcome.sheets:
+                output.info(f"contact sheet: {sheet}")
         if outcome.document.get("report"):
             output.info(f"report: {outcome.out_dir / outcome.document['report']}")
         output.data("".join(f"{sheet}\n" for sheet in outcome.sheets))
@@ -388,6 +414,7 @@ def baseline_create_command(
     overwrite: Optional[bool] = OVERWRITE,
     allow_incompatible: Optional[bool] = ALLOW_INCOMPATIBLE,
     allow_pickle: Optional[bool] = ALLOW_PICKLE,
+    allow_unknown_call_args: Optional[bool] = ALLOW_UNKNOWN_CALL_ARGS,
 ) -> None:
     """Run a comparison (the flags of `run`, or --config) and store it as a baseline.
 

@@ -33,6 +33,7 @@ class Settings:
     negative_prompt: str | None = None
     call_args: dict[str, Any] = field(default_factory=dict)
     allow_incompatible: bool = False
+    allow_unknown_call_args: bool = False  # names the pipeline's __call__ does not list (it may take **kwargs)
     repeat: int = 1
     generator_device: str = "cpu"
     seed_mode: str = "same"  # same: a cell's seed is its seed value; index: seed value + the cell's column
@@ -119,9 +120,6 @@ def check_settings(settings: Settings) -> None:
     """Reject what can be rejected before a model is loaded."""
     if not settings.prompts:
         raise UsageError("no prompt: give PROMPT, --prompts-file or `prompt` in --config")
-    for prompt in settings.prompts:
-        if not prompt.strip():
-            raise UsageError("the prompt is empty")
     if any(steps < 1 for steps in settings.steps):
         raise UsageError(f"--steps must be at least 1, got {min(settings.steps)}")
     if settings.repeat < 1:
@@ -330,6 +328,7 @@ CONFIG_KEYS: dict[str, tuple[type, ...]] = {
     "format": (str,),
     "strict": (bool,),
     "allow_incompatible": (bool,),
+    "allow_unknown_call_args": (bool,),
     "allow_pickle": (bool,),
     "x": (str,),
     "z": (str,),

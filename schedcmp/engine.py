@@ -166,7 +166,7 @@ def check_out_dir(path: Path, overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise OutputError(f"--out {path} is a file, not a folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise OutputError(f"output folder {path} is not empty; pass --overwrite or choose another --out")
+        raise OutputError(f"output folder {path} is not empty; pass --overwrite or choose another folder")
     existing = next(folder for folder in [path, *path.absolute().parents] if folder.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {path} is not writable: {existing} does not let us write")
@@ -378,6 +378,17 @@ def run_comparison(
         return finish(results, plan, options, stopped, progress)
 
 
+def check_call_args(settings: Settings, model: "LoadedModel") -> None:
+    """--call-arg names the pipeline does not list would vanish into its **kwargs, silently."""
+    taken = inspect.signature(model.pipe.__call__).parameters
+    unknown = [name for name in settings.call_args if name not in taken]
+    if unknown and not settings.allow_unknown_call_args:
+        raise UsageError(
+            f"--call-arg {', '.join(unknown)}: {type(model.pipe).__name__} takes no such argument "
+            "(pass --allow-unknown-call-args to send it anyway)"
+        )
+
+
 def make_plan(
     settings: Settings, reference: str | None, model: "LoadedModel", params: dict[str, set[str]], done: dict[str, Run]
 ) -> Plan:
@@ -387,6 +398,7 @@ def make_plan(
     cells = plan_runs(chosen, set(model.compatible), settings, model.defaults)
     if not cells:
         raise UsageError(f"{type(model.pipe).__name__} lists no compatible schedulers; name some with --schedulers")
+    check_call_args(settings, model)
     check_size(cells[0].width, model.size_multiple, "--width")
     check_size(cells[0].height, model.size_multiple, "--height")
     classes = scheduler_classes()

@@ -32,6 +32,10 @@ def info(message: str) -> None:
     error_console.print(message, markup=False)
 
 
+def stdout_is_terminal() -> bool:
+    return console.is_terminal
+
+
 def data(text: str) -> None:
     """Machine-readable output: exactly `text` on stdout, nothing added."""
     sys.stdout.write(text)

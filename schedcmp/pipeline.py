@@ -9,6 +9,7 @@ import contextlib
 import inspect
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,17 +126,22 @@ def device_type(device: str) -> str:
 
 
 def resolve_device(requested: str) -> str:
-    """`auto` is cuda, then mps, then cpu; an explicit device that is not there is an error."""
+    """`auto` is cuda, then mps, then cpu; `cuda:N` picks a GPU; an explicit device that is not there is an error."""
     import torch
 
-    if requested not in DEVICES:
-        raise UsageError(f"unknown --device {requested!r}; choose from {', '.join(DEVICES)}")
+    match = re.fullmatch(r"(auto|cpu|cuda|mps)(?::(\d+))?", requested)
+    if match is None or (match[2] is not None and match[1] != "cuda"):
+        raise UsageError(f"unknown --device {requested!r}; choose from {', '.join(DEVICES)} (or cuda:N)")
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if requested == "auto":
         return "cuda" if cuda else "mps" if mps else "cpu"
-    if requested == "cuda" and not cuda:
-        raise UsageError("--device cuda asked for, but torch sees no CUDA device (is this a CPU build of torch?)")
+    if match[1] == "cuda" and not cuda:
+        raise UsageError(
+            f"--device {requested} asked for, but torch sees no CUDA device (is this a CPU build of torch?)"
+        )
+    if match[2] is not None and int(match[2]) >= torch.cuda.device_count():
+        raise UsageError(f"--device {requested} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
     if requested == "mps" and not mps:
         raise UsageError("--device mps asked for, but torch sees no MPS device")
     return requested
@@ -146,7 +152,7 @@ def resolve_dtype(requested: str, device: str) -> str:
     if requested not in DTYPES:
         raise UsageError(f"unknown --dtype {requested!r}; choose from {', '.join(DTYPES)}")
     if requested == "auto":
-        return "fp16" if device == "cuda" else "fp32"
+        return "fp16" if device_type(device) == "cuda" else "fp32"
     return requested
 
 
@@ -244,7 +250,7 @@ def load_pipeline_from_hub(repo_id: str, dtype, allow_pickle: bool):
             ) from None
         raise ModelError(
             f"cannot load {repo_id!r}: no network access to the model hub and not in the local cache "
-            f"({constants.HF_HUB_CACHE}) ({one_line(cache_miss)[:120]}; {text[:120]})"
+            f"({constants.HF_HUB_CACHE}) ({clip(one_line(cache_miss), 160)}; {clip(text, 160)})"
         ) from None
 
 
@@ -279,7 +285,7 @@ def load_pipeline_from_file(path: str, dtype, allow_pickle: bool, model_config: 
         raise ModelError(
             f"{path} ({model_type}) needs the config of {config!r}, which is not available offline: "
             "pass --model-config DIR (a diffusers folder or cached hub id of the same architecture) "
-            f"({one_line(error)[:160]})"
+            f"({clip(one_line(error), 160)})"
         ) from None
 
 
@@ -381,6 +387,13 @@ def size_multiple(pipe: Any) -> int:
     if transformer is not None:
         factor *= int(transformer.config.get("patch_size", 1) or 1)
     return factor
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters, cut between words (a message cut mid-word reads as a typo)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
 
 
 def one_line(error: BaseException) -> str:

@@ -269,12 +269,12 @@ class Interval:
 class Results:
     """results.json of `schedcmp run`: the comparison's header, then one entry per finished cell."""
 
+    schema_version: int = SCHEMA_VERSION
+    kind: str = "run"
     model: str | None = None
     pipeline: str | None = None
     device: str | None = None
     dtype: str | None = None
-    schema_version: int = SCHEMA_VERSION
-    kind: str = "run"
     original_scheduler: str | None = None
     generator_device: str | None = None
     repeat: int = 1

@@ -174,7 +174,7 @@ class Sampler:
         import torch
 
         if device_type(self.model.device) == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.model.device)
         elif device_type(self.model.device) == "mps":
             torch.mps.synchronize()
 
@@ -359,7 +359,7 @@ class Sampler:
         import torch
 
         if device_type(self.model.device) == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(self.model.device)
         elif device_type(self.model.device) == "cpu":
             peak_rss_reset()
 
@@ -368,7 +368,7 @@ class Sampler:
         import torch
 
         if device_type(self.model.device) == "cuda":
-            return int(torch.cuda.max_memory_allocated())
+            return int(torch.cuda.max_memory_allocated(self.model.device))
         if device_type(self.model.device) == "cpu":
             return peak_rss_bytes()
         return None

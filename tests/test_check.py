@@ -289,3 +289,19 @@ def test_report_html_shows_the_three_images_in_chromium(cli, baseline, patch_bui
         [chromium, *flags, f"--screenshot={artifact}", "--window-size=1000,700", page], capture_output=True, timeout=120
     )
     assert artifact.is_file() and artifact.stat().st_size > 1000
+
+
+def test_check_names_the_model_it_checked(cli, baseline, sd15_model, tmp_path):
+    copy = shutil.copytree(sd15_model, tmp_path / "copy-of-the-model")
+    result = cli("check", baseline, "--model", copy, "--format", "json")
+    assert result.exit_code == 0 and result.json()["model"] == str(copy) and str(copy) in result.stderr
+    cli("check", baseline, "--model", copy, "--update", "all", "--format", "json")
+    manifest = json.loads((baseline / "cpu" / "manifest.json").read_text())
+    assert manifest["model"]["source"] == str(copy) and manifest["model"]["name"] == str(copy)
+
+
+def test_a_missing_array_is_named_alone(cli, baseline):
+    (baseline / "cpu" / "arrays" / f"{IDS[0]}.npz").unlink()
+    result = cli("check", baseline, "--format", "json")
+    case = next(c for c in result.json()["cases"] if c["id"] == IDS[0])
+    assert case["status"] == "missing-baseline" and case["error"] == f"baseline file arrays/{IDS[0]}.npz missing"

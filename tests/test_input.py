@@ -66,3 +66,38 @@ def test_a_presets_switches_can_be_turned_off_on_the_command_line(cli, sd15_mode
     (tmp_path / "c" / "x").write_text("x")
     preset.write_text(preset.read_text() + "overwrite = true\n")
     refused(cli("run", "--config", preset, "--out", tmp_path / "c", "--no-strict", "--no-overwrite"), "not empty")
+
+
+def test_version_and_short_help(cli):
+    version = cli("--version")
+    assert version.exit_code == 0 and version.stdout.strip().startswith("schedcmp ")
+    assert cli("-h").exit_code == 0 and cli("run", "-h").exit_code == 0
+
+
+def test_a_gpu_index_is_a_device(cli, tmp_path):
+    refused(cli("run", "a horse", "--device", "cuda:1"), "--device cuda:1 asked for, but torch sees")
+    refused(cli("run", "a horse", "--device", "mps:1"), "unknown --device 'mps:1'")
+
+
+def test_an_empty_prompt_is_unconditional_generation(cli, sd15_model, tmp_path):
+    result = cli(
+        "run", "", "--model", sd15_model, "-s", "ddim", "--steps", "2", "--out", tmp_path / "o", "--format", "json"
+    )
+    assert result.exit_code == 0 and result.json()["runs"][0]["prompt"] == ""
+
+
+def test_call_args_the_pipeline_does_not_take_are_refused(cli, sd15_model, tmp_path):
+    base = ["run", "a horse", "--model", sd15_model, "-s", "ddim", "--steps", "2"]
+    refused(cli(*base, "--call-arg", "foo=bar", "--out", tmp_path / "a"), "--call-arg foo: StableDiffusionPipeline")
+    assert not (tmp_path / "a").exists()
+    sent = cli(*base, "--call-arg", "foo=bar", "--allow-unknown-call-args", "--out", tmp_path / "b", "--format", "json")
+    assert sent.exit_code == 0 and sent.json()["runs"][0]["call_args"] == {"foo": "bar"}
+
+
+def test_long_messages_are_cut_between_words():
+    from schedcmp.pipeline import clip
+
+    text = "the model was not found in the local cache and nothing could be fetched " * 5
+    cut = clip(text, 60)
+    assert len(cut) <= 62 and cut.endswith(" …") and text.startswith(cut[:-2])
+    assert cut[:-2].split()[-1] in text.split()  # the last word is whole
