@@ -487,6 +487,7 @@ def execute(
     results.save()
     progress.begin(len(plan.cells))
     finished = len(resumed)
+    varying = [axis for axis in AXES if len({repr(getattr(spec, axis)) for spec in plan.cells}) > 1]
     references: dict[str, convergence.ReferenceOutput | None] = {}
     try:
         with Sampler(plan.model, plan.generator_device) as sampler:
@@ -516,7 +517,9 @@ def execute(
                     results.add(run)
                     finished += 1
                     events.cell(run)
-                    progress.finished(finished, run.label, run.status, run.seconds, run.reason)
+                    progress.finished(
+                        finished, run.label + axes_text(run, varying), run.status, run.seconds, run.reason
+                    )
                 shared = results.results.shared_seconds
                 results.results.shared_seconds = replace(shared, prompt_encoding=sampler.encoding_seconds)
                 results.save()
@@ -524,6 +527,12 @@ def execute(
         progress.note(f"interrupted: writing what the {len(results.runs)} finished cells made")
         return stop
     return None
+
+
+def axes_text(run: Run, varying: list[str]) -> str:
+    """` · seed 2 · 20 steps`: what tells a cell from the others of its row in progress lines."""
+    words = {"steps": "{} steps", "seed": "seed {}", "guidance_scale": "guidance {}", "prompt": "{!r}"}
+    return "".join(" · " + words[axis].format(getattr(run, axis)) for axis in varying)
 
 
 def record(sample: "Sample", plan: Plan, references: dict[str, Any], image_dir: Path | None) -> Run:

@@ -18,6 +18,8 @@ from rich.table import Table
 TABLE_WIDTH_OFF_TERMINAL = 160
 
 console = Console(soft_wrap=True)
+if not console.is_terminal and "COLUMNS" not in os.environ:  # piped `schedcmp list`: whole names, not folded
+    console.width = TABLE_WIDTH_OFF_TERMINAL
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 if not error_console.is_terminal and "COLUMNS" not in os.environ:
     error_console.width = TABLE_WIDTH_OFF_TERMINAL
@@ -125,53 +127,73 @@ class Progress:
             self.notebook_bar = None
 
 
+NARROW = 110  # below this many columns the table names schedulers by their UI or short name
+
+
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
     """The timing table, on stderr (the terminal), sorted, with its total row last.
 
     Under --reference the distances take the place of ms/NFE and peak memory, which stay in the CSV and JSON.
+    The settings a sweep varies get a column each; a column with nothing in it is left out.
     """
-    from schedcmp.report import has_distances
+    from schedcmp.report import TOTAL, has_distances, varying_axes
 
     measured = has_distances(rows)
-    table = Table(title=title, title_justify="left")
-    columns = [("scheduler", "left"), ("steps", "right"), ("NFE", "right"), ("seconds", "right")]
+    narrow = error_console.width < NARROW
+    axis_titles = {"seed": "seed", "guidance_scale": "guidance", "prompt": "prompt"}
+
+    def seconds(row) -> str:
+        text = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
+        if row.get("seconds_min") is not None and row["seconds_max"] != row["seconds_min"]:
+            text += f" ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
+        return text
+
+    def number(value, spec: str) -> str:
+        return "" if value is None else format(value, spec)
+
+    columns: list[tuple[str, str, Any]] = [("scheduler", "left", lambda r: r["name" if narrow else "scheduler"])]
+    columns += [(axis_titles[a], "left", lambda r, a=a: "" if r[a] is None else str(r[a])) for a in varying_axes(rows)]
+    columns += [
+        ("steps", "right", lambda r: str(r["steps"])),
+        ("NFE", "right", lambda r: str(r["nfe"] or "")),
+        ("seconds", "right", seconds),
+    ]
     if measured:
-        columns += [("RMSE", "right"), ("PSNR", "right"), ("SSIM", "right"), ("order", "left"), ("Pareto", "left")]
+        columns += [
+            ("RMSE", "right", lambda r: number(r["latent_rmse"], ".3g")),
+            ("PSNR", "right", lambda r: number(r["psnr"], ".1f")),
+            ("SSIM", "right", lambda r: number(r["ssim"], ".4f")),
+            (
+                "order",
+                "left",
+                lambda r: f"{r['order']:.2f} ({r['order_note']})" if r["order"] is not None else r["order_note"] or "",
+            ),
+            ("Pareto", "left", lambda r: r["pareto"] or ""),
+        ]
     else:
-        columns += [("ms/NFE", "right"), ("peak MiB", "right")]
-    for column, justify in columns + [("status", "left")]:
-        wraps = column in ("scheduler", "status", "order")
+        columns += [
+            ("ms/NFE", "right", lambda r: number(r["ms_per_nfe"], ".1f")),
+            ("peak MiB", "right", lambda r: number(r["peak_memory_mib"], ".0f")),
+        ]
+    columns.append(
+        ("status", "left", lambda r: r["status"] + (f" ({r['note']})" if measured and r.get("note") else ""))
+    )
+    runs = [row for row in rows if row["id"] != TOTAL]
+    columns = [c for c in columns if c[0] in ("scheduler", "status") or any(c[2](row) for row in runs)]
+    table = Table(title=title, title_justify="left")
+    for column, justify, _ in columns:
         table.add_column(
             column,
             justify=justify,
-            no_wrap=not wraps,
+            no_wrap=column not in ("scheduler", "status", "order", "prompt"),
             overflow="fold",
             ratio=3 if column in ("scheduler", "status") else None,
         )
     for row in rows:
-        seconds = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
-        if row.get("seconds_min") is not None and row["seconds_max"] != row["seconds_min"]:
-            seconds += f" ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
-        values = [row["scheduler"], str(row["steps"]), str(row["nfe"] or ""), seconds]
-        if measured:
-            values += [
-                "" if row["latent_rmse"] is None else f"{row['latent_rmse']:.3g}",
-                "" if row["psnr"] is None else f"{row['psnr']:.1f}",
-                "" if row["ssim"] is None else f"{row['ssim']:.4f}",
-                (f"{row['order']:.2f} ({row['order_note']})" if row["order"] is not None else row["order_note"] or ""),
-                row["pareto"] or "",
-            ]
-        else:
-            values += [
-                "" if row["ms_per_nfe"] is None else f"{row['ms_per_nfe']:.1f}",
-                "" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}",
-            ]
-        status = row["status"] + (f" ({row['note']})" if measured and row.get("note") else "")
         table.add_row(
-            *values,
-            status,
+            *(value(row) for _, _, value in columns),
             end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,
-            style="bold" if row["id"] == "total" else None,
+            style="bold" if row["id"] == TOTAL else None,
         )
     error_console.print(table)
 

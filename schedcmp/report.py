@@ -12,7 +12,7 @@ from typing import Any
 
 from schedcmp.records import Run, RunError, Status, TimestepRange
 from schedcmp.sample import RunResult
-from schedcmp.schedulers import display_label
+from schedcmp.schedulers import display_label, short_name
 
 
 def current_umask() -> int:
@@ -99,9 +99,11 @@ TABLE_COLUMNS = [
     "seconds_min",
     "seconds_max",
     "ms_per_nfe",
-    "peak_memory_mb",
+    "peak_memory_mib",
     "status",
 ]
+# The settings a sweep varies besides steps: a column each where they vary, so that rows are told apart.
+AXIS_COLUMNS = ["seed", "guidance_scale", "prompt"]
 # With --reference: each run's distance to the converged reference, and its order of convergence.
 CONVERGENCE_COLUMNS = ["latent_rmse", "psnr", "ssim", "order", "order_note", "pareto", "note"]
 
@@ -113,8 +115,15 @@ def has_distances(rows: list[dict[str, Any]]) -> bool:
     return any(row.get(name) is not None for row in rows for name in ("latent_rmse", "order_note", "note"))
 
 
+def varying_axes(rows: list[dict[str, Any]]) -> list[str]:
+    """The AXIS_COLUMNS whose values differ between runs (the total row aside)."""
+    runs = [row for row in rows if row["id"] != TOTAL]
+    return [axis for axis in AXIS_COLUMNS if len({repr(row.get(axis)) for row in runs}) > 1]
+
+
 def table_columns(rows: list[dict[str, Any]]) -> list[str]:
-    return TABLE_COLUMNS + CONVERGENCE_COLUMNS if has_distances(rows) else TABLE_COLUMNS
+    columns = TABLE_COLUMNS[:2] + varying_axes(rows) + TABLE_COLUMNS[2:]
+    return columns + CONVERGENCE_COLUMNS if has_distances(rows) else columns
 
 
 def order_note(order: dict[str, Any] | None) -> str | None:
@@ -124,6 +133,9 @@ def order_note(order: dict[str, Any] | None) -> str | None:
     if order.get("order") is None:
         return f"no fit: {order.get('reason')}"
     return f"{order['steps'][0]}-{order['steps'][1]} steps"
+
+
+TOTAL = "total"  # the id of the table's last row, which sums the others
 
 
 def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,13 +153,18 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "id": entry["id"],
                 "scheduler": label(entry) + (" · trailing" if entry.get("interval") else ""),
+                "name": (entry.get("alias") or short_name(entry["scheduler"]))
+                + (" · trailing" if entry.get("interval") else ""),
+                "seed": entry.get("seed"),
+                "guidance_scale": entry.get("guidance_scale"),
+                "prompt": entry.get("prompt"),
                 "steps": entry["steps"],
                 "nfe": entry.get("nfe"),
                 "seconds": entry.get("seconds"),
                 "seconds_min": min(times) if times else None,
                 "seconds_max": max(times) if times else None,
                 "ms_per_nfe": entry.get("ms_per_nfe"),
-                "peak_memory_mb": None if peak is None else peak / 2**20,
+                "peak_memory_mib": None if peak is None else peak / 2**20,
                 "status": status,
                 "latent_rmse": distance.get("latent_rmse"),
                 "psnr": distance.get("psnr"),
@@ -161,15 +178,17 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
     rows.append(
         {
-            "id": "total",
+            "id": TOTAL,
             "scheduler": f"{len(entries)} runs",
+            "name": f"{len(entries)} runs",
+            **{axis: None for axis in AXIS_COLUMNS},
             "steps": sum(e["steps"] for e in entries),
             "nfe": sum(e.get("nfe") or 0 for e in entries),
             "seconds": sum(e.get("seconds") or 0.0 for e in entries),
             "seconds_min": None,
             "seconds_max": None,
             "ms_per_nfe": None,
-            "peak_memory_mb": None,
+            "peak_memory_mib": None,
             "status": f"{sum(e['status'] == Status.FAILED for e in entries)} failed",
             **{column: None for column in CONVERGENCE_COLUMNS},
         }
@@ -193,6 +212,8 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
+        if row["id"] == TOTAL:
+            continue  # a sum is not a run: data stays data
         writer.writerow({key: cell(row[key]) for key in columns})
     return buffer.getvalue()
 

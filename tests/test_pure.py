@@ -152,7 +152,7 @@ def test_table_rows_sorted_failed_last_with_total():
     rows = report.table_rows([entry("b", 2.0), entry("x", None, "failed", nfe=0), entry("a", 1.0)])
     assert [r["id"] for r in rows] == ["a", "b", "x", "total"]
     assert rows[-1]["seconds"] == 3.0 and rows[-1]["nfe"] == 10 and rows[-1]["status"] == "1 failed"
-    assert rows[0]["seconds_max"] == 2.0 and rows[0]["peak_memory_mb"] == 1.0
+    assert rows[0]["seconds_max"] == 2.0 and rows[0]["peak_memory_mib"] == 1.0  # MiB, and named so
 
 
 def test_csv_and_markdown():
@@ -160,8 +160,18 @@ def test_csv_and_markdown():
     csv_text = report.to_csv(rows)
     assert csv_text.splitlines()[0] == ",".join(report.TABLE_COLUMNS)
     assert csv_text.splitlines()[1].startswith("a,DDIM,5,5,1.000")
+    assert len(csv_text.splitlines()) == 2  # no total row: a sum is not a run
     markdown = report.to_markdown(rows)
     assert markdown.splitlines()[0].startswith("| id | scheduler |") and len(markdown.splitlines()) == 4
+
+
+def test_a_seed_sweep_tells_its_rows_apart():
+    """Four identical "EulerDiscrete (Euler) | 20 | 20 | 0.15" rows: the varying axes get columns."""
+    entries = [dict(entry(f"e{seed}", 1.0), seed=seed) for seed in (1, 2)]
+    rows = report.table_rows(entries)
+    assert report.table_columns(rows)[:3] == ["id", "scheduler", "seed"]
+    assert [line.split(",")[2] for line in report.to_csv(rows).splitlines()] == ["seed", "1", "2"]
+    assert "prompt" not in report.table_columns(rows) and "guidance_scale" not in report.table_columns(rows)
 
 
 def test_write_atomic_replaces_whole_files(tmp_path):
