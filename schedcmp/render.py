@@ -357,6 +357,14 @@ def axis_text(axis: str, value) -> str:
     return f"{AXIS_NAMES[axis]} {value}" if axis != "prompt" else f"“{value}”"
 
 
+def column_axis(varying: list[str], x: str | None, z: str | None) -> str | None:
+    """The grid's columns: `x` where it varies, else the first varying axis that is not `z` (which stacks)."""
+    if x in varying:
+        return x
+    candidates = [axis for axis in varying if axis != z] or varying
+    return candidates[0] if candidates else None
+
+
 def plan_sheets(entries: list[dict], x: str | None, z: str | None) -> list[SheetPlan] | None:
     """Schedulers as rows, axis `x` as columns, one sheet per combination of the other varying axes.
 
@@ -366,7 +374,7 @@ def plan_sheets(entries: list[dict], x: str | None, z: str | None) -> list[Sheet
     from schedcmp.report import label
 
     varying = multi_valued_axes(entries)
-    x = x or (varying[0] if varying else None)
+    x = column_axis(varying, x, z)
     if x is None:
         return None
     others = [axis for axis in varying if axis != x]
@@ -454,6 +462,9 @@ def write_sheets(out_dir: Path, document: dict[str, Any], x: str | None, z: str 
     width, height = entries[0]["width"], entries[0]["height"]
     header = sheet_header(document)
     plans = plan_sheets(entries, x, z)
+    varying = multi_valued_axes(entries)
+    if x is not None and x not in varying and plans is not None:
+        notices.append(f"--x {x}: the {x} does not vary here; the columns are {column_axis(varying, x, z)}")
     if plans is None:
         tiles = [
             Tile(

@@ -312,3 +312,24 @@ def test_z_axis_makes_a_grid_of_grids(sd15_model, cli, tmp_path):
     )
     one_grid = Image.open(tmp_path / "p" / single.json()["sheets"][0])
     assert separate.height > 1.8 * one_grid.height - 100  # two grids, one under the other
+
+
+def test_an_x_axis_that_does_not_vary_is_said(sd15_model, cli, tmp_path):
+    result = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "-s",
+        "ddim",
+        "--steps",
+        "2,3",
+        "--x",
+        "seed",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0 and "--x seed: the seed does not vary here; the columns are steps" in result.stderr
+    assert result.json()["sheets"] == ["contact_sheet.png"]

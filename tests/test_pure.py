@@ -308,6 +308,22 @@ def test_plan_sheets_rows_columns_and_one_sheet_per_other_axis():
     assert render.plan_sheets([grid_entry("DDIMScheduler", 10, 1)], None, None) is None
 
 
+def test_the_z_axis_stacks_and_an_x_that_does_not_vary_is_not_obeyed():
+    """`--z seed` without --x used to make seed the columns; `--x seed` without seeds split a sweep in 1-cell sheets."""
+    entries = [
+        dict(grid_entry(s, 10, seed), guidance_scale=g)
+        for s in ("DDIMScheduler", "EulerDiscreteScheduler")
+        for seed in (1, 2)
+        for g in (5.0, 7.5)
+    ]
+    stacked = render.plan_sheets(entries, None, "seed")
+    assert [sheet.title for sheet in stacked] == ["seed 1", "seed 2"]
+    assert stacked[0].columns == ["guidance 5.0", "guidance 7.5"]
+    steps_only = [grid_entry(s, st, 1) for s in ("DDIMScheduler",) for st in (10, 20)]
+    [sheet] = render.plan_sheets(steps_only, "seed", None)
+    assert sheet.columns == ["steps 10", "steps 20"] and sheet.title == ""
+
+
 def test_presets_in_configs_load():
     from pathlib import Path
 
