@@ -365,7 +365,7 @@ def run_comparison(
                 )
             if previous is not None:
                 check_same_model(out_dir, previous, loaded)
-            plan = make_plan(settings, options.reference, loaded, params, done)
+            plan = make_plan(settings, options.reference, loaded, params, done, progress.note)
             if options.resume is None:  # only now that nothing is left to refuse: no folder left behind
                 out_dir = claim_out_dir(out_dir, options.out is not None, options.overwrite)
             events = Events(options.events)
@@ -389,8 +389,49 @@ def check_call_args(settings: Settings, model: "LoadedModel") -> None:
         )
 
 
+# A size this far from the model's own (by area) is slow, or poor, or both: say so before the wait.
+SIZE_WARNING_FACTOR = 4
+
+
+def size_warnings(spec: RunSpec, model: "LoadedModel") -> list[str]:
+    native = model.defaults.width * model.defaults.height
+    ratio = spec.width * spec.height / native
+    if 1 / SIZE_WARNING_FACTOR <= ratio <= SIZE_WARNING_FACTOR:
+        return []
+    return [
+        f"{spec.width}x{spec.height} is {ratio:.3g} times the area of this model's native "
+        f"{model.defaults.width}x{model.defaults.height}: expect {'slow runs' if ratio > 1 else 'poor images'}"
+    ]
+
+
+def prompt_warnings(settings: Settings, model: "LoadedModel") -> list[str]:
+    """One line per tokenizer that cuts a prompt: the text encoders never see what lies past their limit."""
+    parameters = inspect.signature(model.pipe.__call__).parameters
+    lines = []
+    for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+        tokenizer = getattr(model.pipe, name, None)
+        if tokenizer is None:
+            continue
+        limit = tokenizer.model_max_length
+        if name == "tokenizer_3" and "max_sequence_length" in parameters:  # SD3's T5: the pipeline's own cap
+            limit = parameters["max_sequence_length"].default
+        texts = [*settings.prompts, *([settings.negative_prompt] if settings.negative_prompt else [])]
+        longest = max(len(tokenizer(text).input_ids) for text in texts)
+        if longest > limit:
+            lines.append(
+                f"{name} ({type(tokenizer).__name__}) takes {limit} tokens; a prompt has {longest}, "
+                f"so its last {longest - limit} are dropped"
+            )
+    return lines
+
+
 def make_plan(
-    settings: Settings, reference: str | None, model: "LoadedModel", params: dict[str, set[str]], done: dict[str, Run]
+    settings: Settings,
+    reference: str | None,
+    model: "LoadedModel",
+    params: dict[str, set[str]],
+    done: dict[str, Run],
+    note: Callable[[str], None] = lambda line: None,
 ) -> Plan:
     """The cells, their references and which of them are stochastic; refusals that need the model happen here."""
     generator_device = model.device if settings.generator_device == "device" else settings.generator_device
@@ -401,6 +442,8 @@ def make_plan(
     check_call_args(settings, model)
     check_size(cells[0].width, model.size_multiple, "--width")
     check_size(cells[0].height, model.size_multiple, "--height")
+    for line in size_warnings(cells[0], model) + prompt_warnings(settings, model):
+        note(f"warning: {line}")
     classes = scheduler_classes()
     references = None
     if reference is not None:
@@ -493,7 +536,8 @@ def execute(
         with Sampler(plan.model, plan.generator_device) as sampler:
             if todo:
                 progress.note(f"warming up ({plan.model.original_scheduler_class}, 2 steps) ...")
-                warmup = sampler.warm_up(todo[0])
+                progress.started(0, f"warm-up ({plan.model.original_scheduler_class})", 2)
+                warmup = sampler.warm_up(todo[0], 2, progress.step)
                 results.results.shared_seconds = SharedSeconds(
                     plan.model.load_seconds, sampler.encoding_seconds, max(0.0, warmup - sampler.encoding_seconds)
                 )

@@ -259,14 +259,16 @@ class Sampler:
             overrides.setdefault("noise_sampler_seed", seeds[0] if len(seeds) == 1 else seeds)
         return overrides
 
-    def warm_up(self, spec: RunSpec, steps: int = 2) -> float:
+    def warm_up(self, spec: RunSpec, steps: int = 2, on_step: Callable[[int, int], None] | None = None) -> float:
         """One short call with the pipeline's own scheduler, so one-time costs land on no scheduler."""
         self.model.pipe.scheduler = build(type(self.original_scheduler), self.model.original_config, {})
         started = time.perf_counter()
         try:
-            self.model.pipe(**self.call_kwargs([replace_steps(spec, steps)], None))
+            self.model.pipe(**self.call_kwargs([replace_steps(spec, steps)], on_step))
         except Exception:  # the scheduler runs will report whatever this is, each on its own tile
             pass
+        finally:
+            self.model.pipe.scheduler = self.original_scheduler
         self.synchronise()
         return time.perf_counter() - started
 

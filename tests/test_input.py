@@ -101,3 +101,29 @@ def test_long_messages_are_cut_between_words():
     cut = clip(text, 60)
     assert len(cut) <= 62 and cut.endswith(" …") and text.startswith(cut[:-2])
     assert cut[:-2].split()[-1] in text.split()  # the last word is whole
+
+
+def test_a_size_far_from_native_and_a_cut_prompt_are_warned_about(cli, sd15_model, tmp_path):
+    long_prompt = "a horse " * 20  # the tiny tokenizer spells letters: 160 characters, 77 tokens at most
+    result = cli(
+        "run",
+        long_prompt,
+        "--model",
+        sd15_model,
+        "-s",
+        "ddim",
+        "--steps",
+        "2",
+        "--width",
+        "128",
+        "--height",
+        "128",
+        "--out",
+        tmp_path / "o",
+    )
+    assert result.exit_code == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("128x128 is 16 times the area of this model's native 32x32" in line for line in warnings), warnings
+    assert any("tokenizer (CLIPTokenizer) takes 77 tokens; a prompt has" in line for line in warnings), warnings
+    quiet = cli("run", "a horse", "--model", sd15_model, "-s", "ddim", "--steps", "2", "--out", tmp_path / "q")
+    assert "warning:" not in quiet.stderr
