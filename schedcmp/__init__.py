@@ -7,7 +7,6 @@ Importing schedcmp costs nothing: torch and diffusers load when a comparison run
 """
 
 from schedcmp.errors import ModelError, OutputError, SchedcmpError, UsageError
-from schedcmp.records import Determinism, Run, Status
 
 __version__ = "0.1.0"
 
@@ -26,8 +25,13 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    """The API's names load on first use, so that `schedcmp --help` imports none of it."""
     if name in ("compare", "Comparison"):
         from schedcmp import api
 
         return getattr(api, name)
+    if name in ("Run", "Status", "Determinism"):
+        from schedcmp import records
+
+        return getattr(records, name)
     raise AttributeError(f"module 'schedcmp' has no attribute {name!r}")

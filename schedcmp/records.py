@@ -19,7 +19,6 @@ import types
 import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Union
 
@@ -86,6 +85,8 @@ def now() -> str:
 
 
 def versions() -> dict[str, str | None]:
+    from importlib import metadata
+
     found = {}
     for package in ("schedcmp", "diffusers", "torch", "transformers"):
         try:
