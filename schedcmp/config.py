@@ -120,6 +120,9 @@ def check_settings(settings: Settings) -> None:
     """Reject what can be rejected before a model is loaded."""
     if not settings.prompts:
         raise UsageError("no prompt: give PROMPT, --prompts-file or `prompt` in --config")
+    for prompt in settings.prompts:
+        if prompt and not prompt.strip():  # "" is unconditional generation; a few spaces look like a slip
+            raise UsageError('the prompt is empty but for whitespace; pass "" for unconditional generation')
     if any(steps < 1 for steps in settings.steps):
         raise UsageError(f"--steps must be at least 1, got {min(settings.steps)}")
     if settings.repeat < 1:
