@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import shutil
 import tempfile
-import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -114,8 +114,8 @@ def compare(
             temporary.cleanup()
         raise
     comparison = Comparison(outcome.results, outcome.out_dir, temporary)
-    if outcome.results.interrupted:
-        raise KeyboardInterrupt  # what finished is in `out`
+    if outcome.stopped is not None:
+        raise outcome.stopped  # what finished is in `out`
     return comparison
 
 
@@ -142,7 +142,7 @@ def numbers(value: Any, name: str, integers: bool = True) -> tuple:
     if values is None or not values or not all(isinstance(v, kinds) and not isinstance(v, bool) for v in values):
         expected = "whole numbers" if integers else "numbers"
         raise UsageError(f"{name} must be {expected}, a list or range of them, or a number-list string; got {value!r}")
-    return tuple(dict.fromkeys(values))
+    return tuple(dict.fromkeys(values if integers else [float(v) for v in values]))  # as the CLI parses them
 
 
 def whole_number(value: Any, name: str) -> int | None:
@@ -173,9 +173,16 @@ def reference_text(reference: bool | str | None) -> str | None:
 
 def checked_call_args(call_args: dict[str, Any] | None) -> dict[str, Any]:
     call_args = dict(call_args or {})
-    for key in call_args:
+    for key, value in call_args.items():
         if key in RESERVED_CALL_ARGS:
             raise UsageError(f"call_args {key} is set by schedcmp: use {RESERVED_CALL_ARGS[key]}")
+        try:  # results.json records them, and the reference cache keys on them
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"call_args {key}: {type(value).__name__} values cannot be recorded; "
+                "pass numbers, strings, booleans, lists or None"
+            ) from None
     return call_args
 
 
@@ -188,9 +195,7 @@ class Comparison:
     def __init__(self, results: Results, folder: Path, temporary: tempfile.TemporaryDirectory | None = None):
         self.results = results
         self.folder = Path(folder)
-        self.temporary = temporary
-        if temporary is not None:  # the files live as long as the object
-            weakref.finalize(self, temporary.cleanup)
+        self.temporary = temporary  # the files live as long as this, or a run taken from it, is referenced
 
     @classmethod
     def load(cls, folder: str | Path) -> "Comparison":
@@ -205,7 +210,7 @@ class Comparison:
     @property
     def runs(self) -> list[Run]:
         """Every cell, in plan order; each run's `image` is its PIL.Image (None where it made none)."""
-        return [replace(run, folder=self.folder) for run in self.results.runs]
+        return [replace(run, folder=self.folder, keep=self.temporary) for run in self.results.runs]
 
     @property
     def sheet_paths(self) -> list[Path]:
@@ -234,22 +239,24 @@ class Comparison:
         return to_json(self.results)
 
     def files(self) -> list[str]:
-        """Every file the results name, relative to the folder: images, sheets, references, charts, report."""
-        named = [run.image_path for run in self.results.runs] + list(self.results.sheets)
-        named += [reference.image for reference in self.results.references] + list(self.results.charts)
-        named.append(self.results.report)
-        return [name for name in dict.fromkeys(named) if name and (self.folder / name).is_file()]
+        """Every file the results name that is there, relative to the folder."""
+        return [name for name in self.results.files() if (self.folder / name).is_file()]
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """The CLI's folder layout in `folder`: results.json, images/, the sheets (and report, charts)."""
+        from schedcmp.engine import remove_previous_files
         from schedcmp.report import write_atomic
 
         target = Path(folder)
         if target.resolve() == self.folder.resolve():
             return target
-        if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not overwrite)):
+        if target.exists() and not target.is_dir():
+            raise OutputError(f"{target} is a file, not a folder")
+        if target.is_dir() and any(target.iterdir()) and not overwrite:
             raise OutputError(f"output folder {target} is not empty; pass overwrite=True or choose another folder")
         try:
+            if overwrite:
+                remove_previous_files(target)  # as `run --overwrite` does: the previous comparison's, nothing else
             for name in self.files():
                 (target / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(self.folder / name, target / name)

@@ -21,7 +21,7 @@ from schedcmp.config import (
     parse_call_args,
     parse_numbers,
 )
-from schedcmp.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, SchedcmpError, Terminated
+from schedcmp.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, OutputError, SchedcmpError, Terminated
 
 app = typer.Typer(
     add_completion=False,
@@ -184,7 +184,6 @@ def merged_values(given: dict, config: str | None, base: dict | None = None) -> 
 def resume_values(folder: Path) -> dict:
     """--resume DIR: the settings DIR was made with, as flag values, so that `run --resume DIR` is the whole
     command. Flags given again must agree with them (the engine refuses other cell settings)."""
-    from schedcmp.errors import OutputError
     from schedcmp.records import DocumentError, read_document
 
     try:
@@ -194,6 +193,14 @@ def resume_values(folder: Path) -> dict:
     stored = previous.settings
     if stored is None:  # written before schedcmp stored its settings: the command line must give them
         return {}
+    try:
+        return stored_values(previous, stored)
+    except (KeyError, TypeError) as error:
+        raise OutputError(f"cannot resume from {folder}: its stored settings are malformed ({error!r})") from None
+
+
+def stored_values(previous, stored: dict) -> dict:
+    """The flag values a results.json's stored settings stand for."""
     values = {
         "prompt": list(stored["prompts"]),
         "schedulers": stored["schedulers"],
@@ -257,6 +264,7 @@ def comparison_from(values: dict):
 
 @app.command("run", help=RUN_HELP.replace("{reference}", DEFAULT_REFERENCE), no_args_is_help=True)
 def run_command(
+    ctx: typer.Context,
     prompt: Optional[str] = typer.Argument(
         None, help="The prompt every scheduler gets (or use --prompts-file / --config)."
     ),
@@ -320,7 +328,7 @@ def run_command(
         help="Also write report.html (self-contained); with --reference, the quality-vs-cost charts too.",
     ),
 ) -> None:
-    given = dict(locals())  # first: only the flags
+    given = dict(ctx.params)  # what the command line said, by parameter name (None: not given)
     from schedcmp import engine, output, report
 
     flags = {k: v for k, v in given.items() if k not in ("config", "prompt", "output_format")}
@@ -388,6 +396,7 @@ app.add_typer(baseline_app, name="baseline")
 
 @baseline_app.command("create", no_args_is_help=True)
 def baseline_create_command(
+    ctx: typer.Context,
     folder: Path = typer.Argument(
         ..., help="Baseline folder; the cases go into FOLDER/<device class>/ (cpu, cuda-sm90, mps)."
     ),
@@ -419,7 +428,7 @@ def baseline_create_command(
     """Run a comparison (the flags of `run`, or --config) and store it as a baseline.
 
     It stores images, float outputs and manifest.json."""
-    given = dict(locals())  # first: only the flags
+    given = dict(ctx.params)  # what the command line said, by parameter name (None: not given)
     from schedcmp import baseline, output
 
     values = merged_values(
@@ -491,14 +500,19 @@ def check_command(
         allow_pickle=bool(allow_pickle),
     )
     document, case_results, code = baseline.check(options)
-    if results is not None:
-        baseline.write_artifacts(results, document, case_results)
-    if junit_xml is not None:
-        report.write_atomic(junit_xml, check_report.junit_xml(document))
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary_path:
-        with open(summary_path, "a", encoding="utf-8") as summary:
-            summary.write(check_report.step_summary(document))
+    try:
+        if results is not None:
+            baseline.write_artifacts(results, document, case_results)
+        if junit_xml is not None:
+            report.write_atomic(junit_xml, check_report.junit_xml(document))
+        if summary_path:
+            with open(summary_path, "a", encoding="utf-8") as summary:
+                summary.write(check_report.step_summary(document))
+    except OSError as error:
+        raise OutputError(
+            f"cannot write the check's reports: {error.filename or ''} {error.strerror or error}"
+        ) from None
     if output_format == "json":
         output.data(report.to_json(document))
     else:

@@ -308,7 +308,10 @@ def cache_dir() -> Path:
 
 
 def weights_fingerprint(pipe: Any) -> str:
-    """A digest of every weight's shape, sum and sum of squares: two models with one config but other weights differ."""
+    """A digest of every weight's shape, sum and sum of squares: two models with one config but other weights differ.
+
+    Weights an offloading pipeline keeps on the meta device count by their shape alone.
+    """
     import torch
 
     digest = hashlib.sha256()
@@ -316,12 +319,18 @@ def weights_fingerprint(pipe: Any) -> str:
         if isinstance(component, torch.nn.Module):
             with torch.no_grad():
                 for key, tensor in component.state_dict().items():
-                    values = tensor.detach().float()
-                    digest.update(
-                        f"{name}.{key}:{tuple(tensor.shape)}:"
-                        f"{float(values.sum()):.9g}:{float((values * values).sum()):.9g}".encode()
-                    )
+                    digest.update(f"{name}.{key}:{tuple(tensor.shape)}".encode())
+                    if not tensor.is_meta:
+                        values = tensor.detach().float()
+                        digest.update(f":{float(values.sum()):.9g}:{float((values * values).sum()):.9g}".encode())
     return digest.hexdigest()
+
+
+def model_fingerprint(model) -> str:
+    """weights_fingerprint of a loaded model, computed once (it reads every weight)."""
+    if model.weights_fingerprint is None:
+        model.weights_fingerprint = weights_fingerprint(model.pipe)
+    return model.weights_fingerprint
 
 
 def cache_key(identity: dict[str, Any], spec: RunSpec) -> str:
@@ -507,7 +516,7 @@ def reference_identity(sampler) -> dict[str, Any]:
     model = sampler.model
     return {
         "model": model_identity(model.pipe),
-        "weights": weights_fingerprint(model.pipe),
+        "weights": model_fingerprint(model),
         "device": model.device,
         "dtype": model.dtype,
         "generator_device": sampler.generator_device,

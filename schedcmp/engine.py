@@ -119,6 +119,7 @@ class Outcome:
     sheets: list[Path]
     exit_code: int
     model: Any = None  # the LoadedModel the runs used
+    stopped: KeyboardInterrupt | None = None  # Ctrl-C or SIGTERM ended it early: what finished is written
 
     @property
     def document(self) -> dict[str, Any]:
@@ -204,9 +205,7 @@ def remove_previous_files(folder: Path) -> None:
         previous = read_document(folder / "results.json", "run")
     except DocumentError:
         return  # not a schedcmp results folder (or none): its files are not ours to delete
-    named = [run.image_path for run in previous.runs] + previous.sheets + previous.charts + [previous.report]
-    named += [reference.image for reference in previous.references] + ["results.json"]
-    for name in filter(None, named):
+    for name in previous.files():
         target = (folder / name).resolve()
         if target.is_relative_to(folder.resolve()) and target.is_file():
             target.unlink()
@@ -288,7 +287,7 @@ def check_same_model(folder: Path, previous: Results, model: "LoadedModel") -> N
     difference = pipeline.identity_difference(
         previous.model_identity, pipeline.model_identity(model.pipe), "the folder's"
     )
-    if difference is None and previous.weights_fingerprint != convergence.weights_fingerprint(model.pipe):
+    if difference is None and previous.weights_fingerprint != convergence.model_fingerprint(model):
         difference = "the same architecture and configs, but other weights"
     if difference:
         raise UsageError(
@@ -366,9 +365,9 @@ def run_comparison(
             if previous is not None:
                 check_same_model(out_dir, previous, loaded)
             plan = make_plan(settings, options.reference, loaded, params, done, progress.note)
+            events = Events(options.events)
             if options.resume is None:  # only now that nothing is left to refuse: no folder left behind
                 out_dir = claim_out_dir(out_dir, options.out is not None, options.overwrite)
-            events = Events(options.events)
             results = ResultsFile(out_dir, header(plan, settings, model_options, options), [s.id for s in plan.cells])
             stopped = execute(plan, settings, options, results, progress, events, keep_output)
         finally:
@@ -498,7 +497,7 @@ def header(plan: Plan, settings: Settings, model_options: ModelOptions, options:
         model_source=model_options.model,
         model_config=model_options.model_config,
         model_identity=pipeline.model_identity(model.pipe),
-        weights_fingerprint=convergence.weights_fingerprint(model.pipe),
+        weights_fingerprint=convergence.model_fingerprint(model),
         reference_spec=options.reference,
     )
 
@@ -635,7 +634,7 @@ def finish(
         html_report.write_report(results.folder, to_json(header_record))
     document = results.save()  # last: it names the sheets, charts and page only once they exist
     code = EXIT_TERMINATED if isinstance(stopped, Terminated) else exit_code(document, options.strict)
-    return Outcome(header_record, results.folder, sheets, code, plan.model)
+    return Outcome(header_record, results.folder, sheets, code, plan.model, stopped)
 
 
 def exit_code(document: dict[str, Any], strict: bool) -> int:

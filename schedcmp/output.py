@@ -136,6 +136,9 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     Under --reference the distances take the place of ms/NFE and peak memory, which stay in the CSV and JSON.
     The settings a sweep varies get a column each; a column with nothing in it is left out.
     """
+    from rich.text import Text
+
+    from schedcmp.records import status_colour
     from schedcmp.report import TOTAL, has_distances, varying_axes
 
     measured = has_distances(rows)
@@ -189,9 +192,13 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
             overflow="fold",
             ratio=3 if column in ("scheduler", "status") else None,
         )
+    status_colours = {"ok": None} | {row["status"]: status_colour(row["status"].split(":")[0]) for row in runs}
     for row in rows:
+        cells = [value(row) for _, _, value in columns]
+        colour = status_colours.get(row["status"]) if row["id"] != TOTAL else None
+        cells[-1] = Text(cells[-1], style=colour) if colour else cells[-1]  # the shared status colours
         table.add_row(
-            *(value(row) for _, _, value in columns),
+            *cells,
             end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,
             style="bold" if row["id"] == TOTAL else None,
         )

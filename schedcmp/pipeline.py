@@ -62,13 +62,14 @@ class LoadedModel:
     size_multiple: int
     num_train_timesteps: int
     flow_shift: float | None
-    load_seconds: float
+    load_seconds: float | None  # None for a pipeline schedcmp was handed, not loaded
+    weights_fingerprint: str | None = None  # schedcmp.convergence.model_fingerprint fills it once
 
 
 def silence_libraries() -> None:
     """Keep the libraries' advice and progress bars off our stderr; our own progress reports instead.
 
-    For a whole process (the CLI, the benchmarks); quiet_libraries() does it for a while and undoes it.
+    For a whole process (the benchmark scripts); quiet_libraries() does it for a while and undoes it.
     """
     import warnings
 
@@ -317,11 +318,10 @@ def from_pipeline(pipe: Any) -> LoadedModel:
     if dtype is None:
         raise ModelError(f"{type(pipe).__name__} runs in {pipe.dtype}; schedcmp measures fp32, fp16 and bf16")
     name = str(getattr(getattr(pipe, "config", None), "_name_or_path", None) or f"{type(pipe).__name__} (in memory)")
-    where = device.type if device.index is None or (device.type == "cuda" and device.index == 0) else str(device)
-    return describe(pipe, name, where, dtype, 0.0)
+    return describe(pipe, name, str(device), dtype, None)
 
 
-def describe(pipe: Any, model: str | None, device: str, dtype_name: str, load_seconds: float) -> LoadedModel:
+def describe(pipe: Any, model: str | None, device: str, dtype_name: str, load_seconds: float | None) -> LoadedModel:
     """What schedcmp needs to know about a loaded pipeline."""
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None:

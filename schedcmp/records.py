@@ -189,6 +189,7 @@ class Run:
     order: Order | None = None
     pareto: Pareto | None = None
     folder: Path | None = field(default=None, metadata=INTERNAL, compare=False, repr=False)
+    keep: Any = field(default=None, metadata=INTERNAL, compare=False, repr=False)  # keeps a temporary folder alive
 
     @functools.cached_property
     def image(self):
@@ -299,6 +300,12 @@ class Results:
     weights_fingerprint: str | None = None
     reference_spec: str | None = None
     runs: list[Run] = field(default_factory=list)
+
+    def files(self) -> list[str]:
+        """Every file this document names, relative to its folder: images, sheets, references, charts, page."""
+        named = [run.image_path for run in self.runs] + self.sheets + self.charts + [self.report]
+        named += [reference.image for reference in self.references] + ["results.json"]
+        return [name for name in dict.fromkeys(named) if name]
 
 
 # -- baseline manifests and check results -----------------------------------------------------------------

@@ -39,7 +39,6 @@ class RunResult:
     denoiser_seconds: float | None = None
     peak_memory_bytes: int | None = None
     timesteps: tuple[float, float] | None = None  # (min, max) of what the denoiser was given
-    image: str | None = None  # path relative to the output folder
     sha256: str | None = None
     batch_size: int = 1  # images made by the same pipeline call
     batch_seconds: float | None = None  # that call's whole time; `seconds` is its share per image
@@ -132,6 +131,7 @@ class Sampler:
         self.final_latents: Any = None  # what the last step of the latest call handed the decoder
         self.handles: list[Any] = []
         self.encoders: list[tuple[Any, Any]] = []  # (encoder, its own instance forward or None)
+        self.had_progress_bar_config = False
         self.progress_bar_config: dict[str, Any] | None = None
         self.original_scheduler = model.pipe.scheduler
 
@@ -141,34 +141,37 @@ class Sampler:
         """Hook the denoiser, memoise the text encoders and silence the pipeline's own progress bar."""
         pipe = self.model.pipe
         denoiser = self.model.denoiser
-        self.handles.append(denoiser.register_forward_pre_hook(self.before_denoiser, with_kwargs=True))
-        self.handles.append(denoiser.register_forward_hook(self.after_denoiser))
-        for encoder in self.model.text_encoders:
-            # An instance `forward` (someone's own wrapper) is kept to be put back; else none is left behind.
-            self.encoders.append((encoder, vars(encoder).get("forward")))
-            encoder.forward = self.memoised(encoder.forward)
-        self.progress_bar_config = dict(vars(pipe).get("_progress_bar_config", {}))
         self.had_progress_bar_config = "_progress_bar_config" in vars(pipe)
-        pipe.set_progress_bar_config(disable=True)
+        self.progress_bar_config = dict(vars(pipe).get("_progress_bar_config", {}))
+        try:
+            self.handles.append(denoiser.register_forward_pre_hook(self.before_denoiser, with_kwargs=True))
+            self.handles.append(denoiser.register_forward_hook(self.after_denoiser))
+            for encoder in self.model.text_encoders:
+                # An instance `forward` (someone's own wrapper) is kept to be put back; else none is left behind.
+                self.encoders.append((encoder, vars(encoder).get("forward")))
+                encoder.forward = self.memoised(encoder.forward)
+            pipe.set_progress_bar_config(disable=True)
+        except BaseException:  # half set up (even by Ctrl-C): undo what was done
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         """Leave the pipeline exactly as it was: scheduler, hooks, encoders and progress-bar setting."""
         pipe = self.model.pipe
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-        for encoder, own_forward in self.encoders:
-            if own_forward is None:
-                del encoder.forward  # the class's forward shows through again
-            else:
-                encoder.forward = own_forward
-        self.encoders.clear()
+        pipe.scheduler = self.original_scheduler
         if self.had_progress_bar_config:
             pipe._progress_bar_config = self.progress_bar_config
         else:
             vars(pipe).pop("_progress_bar_config", None)
-        pipe.scheduler = self.original_scheduler
+        while self.handles:
+            self.handles.pop().remove()
+        while self.encoders:
+            encoder, own_forward = self.encoders.pop()
+            if own_forward is None:
+                vars(encoder).pop("forward", None)  # the class's forward shows through again
+            else:
+                encoder.forward = own_forward
 
     def synchronise(self) -> None:
         import torch

@@ -108,7 +108,9 @@ def test_runs_are_records_of_results_json(compared):
     assert isinstance(run, schedcmp.Run) and dataclasses.is_dataclass(run)
     with pytest.raises(dataclasses.FrozenInstanceError):
         run.steps = 4  # type: ignore[misc]
-    assert set(document["runs"][0]) == {f.metadata.get("json", f.name) for f in dataclasses.fields(run)} - {"folder"}
+    assert set(document["runs"][0]) == {
+        f.metadata.get("json", f.name) for f in dataclasses.fields(run) if not f.metadata.get("internal")
+    }
     assert run.image_path == document["runs"][0]["image"] and run.image.size == (run.width, run.height)
     assert [r.id for r in comparison.runs] == [r["id"] for r in document["runs"]]
     assert comparison.sheet.size == comparison.sheets[0].size and comparison.sheet.width > 4 * run.width
@@ -271,3 +273,56 @@ def test_a_pipeline_loaded_from_a_path_object(sd15_model):
     pipe = diffusers.DiffusionPipeline.from_pretrained(sd15_model)
     comparison = schedcmp.compare(pipe, "a horse", steps=2, schedulers="euler", progress=False)
     assert comparison.to_dict()["model"] == str(sd15_model)
+
+
+def test_runs_keep_their_images_after_the_comparison_is_gone(pipe):
+    import gc
+
+    import schedcmp
+
+    runs = schedcmp.compare(pipe, "a horse", steps=2, schedulers="ddim,euler", progress=False).runs
+    gc.collect()
+    assert [r.image.size for r in runs] == [(r.width, r.height) for r in runs]
+
+
+def test_api_values_become_what_the_cli_parses(pipe, cli, sd15_model, tmp_path):
+    import numpy as np
+
+    import schedcmp
+
+    comparison = schedcmp.compare(pipe, "a horse", steps=2, schedulers="ddim", guidance_scale=[5, 7], progress=False)
+    by_cli = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "--steps",
+        "2",
+        "-s",
+        "ddim",
+        "--guidance-scale",
+        "5,7",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+    )
+    assert [r.id for r in comparison.runs] == [r["id"] for r in by_cli.json()["runs"]]
+    with pytest.raises(schedcmp.UsageError, match="call_args eta: ndarray values cannot be recorded"):
+        schedcmp.compare(pipe, "a horse", steps=2, schedulers="ddim", call_args={"eta": np.zeros(2)}, progress=False)
+
+
+def test_a_sampler_that_fails_to_set_up_undoes_what_it_did(pipe, monkeypatch):
+    from schedcmp import pipeline
+    from schedcmp.sample import Sampler
+
+    before = library_state(pipe)
+    model = pipeline.from_pipeline(pipe)
+    monkeypatch.setattr(
+        type(pipe), "set_progress_bar_config", lambda self, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        with Sampler(model):
+            pass
+    monkeypatch.undo()
+    assert library_state(pipe) == before

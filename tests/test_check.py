@@ -305,3 +305,9 @@ def test_a_missing_array_is_named_alone(cli, baseline):
     result = cli("check", baseline, "--format", "json")
     case = next(c for c in result.json()["cases"] if c["id"] == IDS[0])
     assert case["status"] == "missing-baseline" and case["error"] == f"baseline file arrays/{IDS[0]}.npz missing"
+
+
+def test_an_unwritable_report_path_is_one_line(cli, baseline, tmp_path):
+    result = cli("check", baseline, "--junit-xml", tmp_path / "no" / "such" / "junit.xml")
+    assert result.exit_code == 2 and "cannot write the check's reports" in result.stderr
+    assert "Traceback" not in result.stderr
