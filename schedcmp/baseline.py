@@ -18,7 +18,22 @@ from typing import Any
 from schedcmp import metrics, output, render, report
 from schedcmp.engine import ModelOptions, OutputOptions, run_comparison
 from schedcmp.pipeline import device_type
-from schedcmp.records import SCHEMA_VERSION, Determinism, DocumentError, load_document, now, to_json, versions
+from schedcmp.records import (
+    BaselineModel,
+    Case,
+    CheckCase,
+    CheckResults,
+    Determinism,
+    DocumentError,
+    Manifest,
+    Run,
+    ToleranceRecord,
+    dumps,
+    load_document,
+    now,
+    to_json,
+    versions,
+)
 from schedcmp.config import RunSpec, Settings
 from schedcmp.errors import EXIT_USAGE, SchedcmpError, UsageError
 from schedcmp.schedulers import parse_entry, resolve_entry
@@ -110,39 +125,26 @@ def load_array(path: Path):
         return data["output"]
 
 
-def case_entry(run: dict[str, Any], array) -> dict[str, Any]:
+def case_entry(run: Run, array) -> Case:
     """A manifest case: the run's settings and where its files are, with hashes of their content."""
-    settings = {
-        key: run[key]
-        for key in (
-            "id",
-            "scheduler",
-            "alias",
-            "overrides",
-            "compatible",
-            "prompt",
-            "negative_prompt",
-            "seed",
-            "steps",
-            "guidance_scale",
-            "width",
-            "height",
-            "call_args",
-        )
-    }
-    return {
-        **settings,
-        "batch": run["batch"],  # cells made by one pipeline call are regenerated together, in this order
-        "batch_size": run["batch_size"],
-        "status": run["status"],
-        "determinism": run["determinism"],  # the probe's finding: stochastic cases get the wider tolerance
-        "image": run["image"],
-        "array": f"arrays/{run['id']}.npz",
-        "pixel_sha256": run["sha256"],
-        "array_sha256": array_sha256(array),
-        "shape": list(array.shape),
-        "dtype": str(array.dtype),
-    }
+    settings = ("id", "scheduler", "alias", "overrides", "compatible", "prompt", "negative_prompt", "seed", "steps")
+    return Case(
+        **{key: getattr(run, key) for key in settings},
+        guidance_scale=run.guidance_scale,
+        width=run.width,
+        height=run.height,
+        call_args=run.call_args,
+        batch=run.batch,  # cells made by one pipeline call are regenerated together, in this order
+        batch_size=run.batch_size,
+        status=run.status,
+        determinism=run.determinism,  # the probe's finding: stochastic cases get the wider tolerance
+        image=run.image_path,
+        array=f"arrays/{run.id}.npz",
+        pixel_sha256=run.sha256,
+        array_sha256=array_sha256(array),
+        shape=list(array.shape),
+        dtype=str(array.dtype),
+    )
 
 
 # -- create ----------------------------------------------------------------------------------------------
@@ -166,27 +168,19 @@ def create(
     outcome = run_comparison(
         settings, model_options, OutputOptions(out=target, overwrite=overwrite, format="json"), keep_output=keep
     )
-    document = outcome.document
-    stored = [run for run in document["runs"] if run["id"] in arrays]
-    skipped = [run["id"] for run in document["runs"] if run["id"] not in arrays]
+    results = outcome.results
+    skipped = [run.id for run in results.runs if run.id not in arrays]
     for run_id in skipped:
         output.info(f"not stored: {run_id} made no image")
-    manifest = {
-        "kind": "baseline",
-        "schema_version": SCHEMA_VERSION,
-        "created": now(),
-        "model": {
-            "source": model_options.model,
-            "name": document["model"],
-            "identity": pipeline.model_identity(outcome.model.pipe),
-        },
-        "environment": environment(document["device"], document["dtype"], document["generator_device"]),
-        "cases": [],
-    }
-    manifest["cases"] = [case_entry(run, arrays[run["id"]]) for run in stored]
-    report.write_atomic(target / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    manifest = Manifest(
+        created=now(),
+        model=BaselineModel(model_options.model, results.model, pipeline.model_identity(outcome.model.pipe)),
+        environment=environment(results.device, results.dtype, results.generator_device),
+        cases=[case_entry(run, arrays[run.id]) for run in results.runs if run.id in arrays],
+    )
+    report.write_atomic(target / MANIFEST, dumps(manifest))
     code = outcome.exit_code if outcome.exit_code else (EXIT_DRIFT if skipped else 0)
-    return target, manifest, code
+    return target, to_json(manifest), code
 
 
 # -- check -----------------------------------------------------------------------------------------------
@@ -205,7 +199,6 @@ class CaseResult:
     rgb: Any = None
     array: Any = None
     baseline_rgb: Any = None
-    files: dict[str, str] = field(default_factory=dict)
     updated: bool = False
 
 
@@ -479,33 +472,31 @@ def check_document(
     root: Path, folder: Path, model_name: str, profile: str, device: str, results: list[CaseResult]
 ) -> dict[str, Any]:
     """The check's results; `model` names the model actually checked (it may not be the baseline's)."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "check",
-        "baseline": str(folder),
-        "baseline_device_class": folder.name,
-        "device_class": device_class(device),
-        "tolerance_profile": profile,
-        "model": model_name,
-        "versions": versions(),
-        "finished": now(),
-        "exit_code": check_exit_code(results),
-        "cases": [
-            {
-                "id": r.case["id"],
-                "scheduler": r.case["scheduler"],
-                "alias": r.case["alias"],
-                "status": r.status,
-                "updated": r.updated,
-                "metrics": r.metrics,
-                "tolerance": r.tolerance,
-                "error": r.error,
-                "seconds": r.seconds,
-                **r.files,
-            }
+    checked = CheckResults(
+        baseline=str(folder),
+        baseline_device_class=folder.name,
+        device_class=device_class(device),
+        tolerance_profile=profile,
+        model=model_name,
+        versions=versions(),
+        finished=now(),
+        exit_code=check_exit_code(results),
+        cases=[
+            CheckCase(
+                id=r.case["id"],
+                scheduler=r.case["scheduler"],
+                alias=r.case["alias"],
+                status=r.status,
+                updated=r.updated,
+                metrics=r.metrics,
+                tolerance=None if r.tolerance is None else ToleranceRecord(**r.tolerance),
+                error=r.error,
+                seconds=r.seconds,
+            )
             for r in results
         ],
-    }
+    )
+    return to_json(checked)
 
 
 def write_artifacts(results_dir: Path, document: dict[str, Any], results: list[CaseResult]) -> None:
