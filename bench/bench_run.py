@@ -1,6 +1,6 @@
 """Benchmark: schedcmp's run against the diffusers guide's plain loop, in one process, on one loaded model.
 
-    python bench/bench_run.py [--model M] [--steps 20] [--rounds 3] [--schedulers all]
+    python bench/bench_run.py [--model M] [--steps 20] [--rounds 5] [--schedulers all]
 
 Prints (a) the guide's plain loop (fresh scheduler, fresh CPU generator, `pipe(prompt, ...)` per
 scheduler), (b) schedcmp's run of the same schedulers (images, results.json and the sheet written), and
@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="default: the embedded model")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--schedulers", default="all")
     parser.add_argument("--prompt", default="astronaut on mars")
     parser.add_argument("--seed", type=int, default=8)
