@@ -119,7 +119,7 @@ class Outcome:
     sheets: list[Path]
     exit_code: int
     model: Any = None  # the LoadedModel the runs used
-    stopped: KeyboardInterrupt | None = None  # Ctrl-C or SIGTERM ended it early: what finished is written
+    stopped: BaseException | None = None  # Ctrl-C or SIGTERM ended it early: what finished is written
 
     @property
     def document(self) -> dict[str, Any]:
@@ -510,7 +510,7 @@ def execute(
     progress: output.Progress,
     events: Events,
     keep_output: Callable[["Sample"], None] | None,
-) -> KeyboardInterrupt | None:
+) -> BaseException | None:
     """Run every cell not already done, batch by batch, saving results.json after each. -> what stopped it, if
     anything did (Ctrl-C, or SIGTERM as errors.Terminated)."""
     from schedcmp.sample import Sampler
@@ -566,7 +566,7 @@ def execute(
                 shared = results.results.shared_seconds
                 results.results.shared_seconds = replace(shared, prompt_encoding=sampler.encoding_seconds)
                 results.save()
-    except KeyboardInterrupt as stop:
+    except (KeyboardInterrupt, Terminated) as stop:
         progress.note(f"interrupted: writing what the {len(results.runs)} finished cells made")
         return stop
     return None
@@ -596,7 +596,7 @@ def record(sample: "Sample", plan: Plan, references: dict[str, Any], image_dir: 
 
 
 def finish(
-    results: ResultsFile, plan: Plan, options: OutputOptions, stopped: KeyboardInterrupt | None, progress
+    results: ResultsFile, plan: Plan, options: OutputOptions, stopped: BaseException | None, progress
 ) -> Outcome:
     """Orders, fronts and warnings; then the sheets, charts and page; results.json last, naming them."""
     header_record = results.results

@@ -27,5 +27,7 @@ class OutputError(SchedcmpError, OSError):
     """The output folder (or a results folder to read) cannot be used: nothing was run."""
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a CI timeout, `timeout`, a cluster's preemption), handled as Ctrl-C is: what finished is written."""
+class Terminated(BaseException):
+    """SIGTERM (a CI timeout, `timeout`, a cluster's preemption), handled as Ctrl-C is: what finished is written.
+
+    Not a KeyboardInterrupt: typer turns one of those into a silent exit 130, and this must reach cli.main."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from schedcmp.config import RunSpec, effective_overrides
+from schedcmp.errors import Terminated
 from schedcmp.pipeline import LoadedModel, device_type, one_line
 from schedcmp.records import Status
 from schedcmp.schedulers import build, scheduler_classes
@@ -308,7 +309,7 @@ class Sampler:
                 produced = self.model.pipe(**kwargs)
                 self.synchronise()
                 elapsed = time.perf_counter() - started
-            except (KeyboardInterrupt, SystemExit):
+            except (KeyboardInterrupt, SystemExit, Terminated):
                 raise
             except Exception as error:  # one scheduler failing must not sink the others
                 for result in results:
