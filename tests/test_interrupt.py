@@ -83,3 +83,15 @@ def test_sigterm_is_handled_like_ctrl_c(sd15_model, tmp_path):
     assert document["interrupted"] is True and document["finished"]
     assert 1 <= len(document["runs"]) < 15 and all((out / run["image"]).is_file() for run in document["runs"])
     assert (out / "contact_sheet.png").is_file()
+
+
+def test_sigterm_while_the_model_loads_exits_143_and_leaves_nothing(sd15_model, tmp_path):
+    out = tmp_path / "out"
+    process = start(sd15_model, out)
+    for line in process.stderr:  # "loading ..." is said once the libraries are imported, before the load
+        if line.startswith("loading"):
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 143 and "terminated (SIGTERM)" in stderr and "Traceback" not in stderr
+    assert not out.exists()
