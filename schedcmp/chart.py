@@ -160,14 +160,21 @@ def segment_boxes(line: list[tuple[float, float]], half_width: float = 1.5) -> l
 
 
 def label_candidates(x: float, y: float, width: float, height: float, radius: float, gap: float) -> list[Box]:
-    """Where a label may go around its marker, in order of preference: right, left, above, below."""
-    reach = radius + gap
-    return [
-        Box(x + reach, y - height / 2, x + reach + width, y + height / 2),
-        Box(x - reach - width, y - height / 2, x - reach, y + height / 2),
-        Box(x - width / 2, y - reach - height, x + width / 2, y - reach),
-        Box(x - width / 2, y + reach, x + width / 2, y + reach + height),
-    ]
+    """Where a label may go around its marker, in order of preference: right, left, above, below, then the four
+    corners, then all eight again one label height farther out (a crowded cluster needs room to step aside)."""
+    boxes = []
+    for reach in (radius + gap, radius + gap + height):
+        boxes += [
+            Box(x + reach, y - height / 2, x + reach + width, y + height / 2),
+            Box(x - reach - width, y - height / 2, x - reach, y + height / 2),
+            Box(x - width / 2, y - reach - height, x + width / 2, y - reach),
+            Box(x - width / 2, y + reach, x + width / 2, y + reach + height),
+            Box(x + reach, y - reach - height, x + reach + width, y - reach),
+            Box(x + reach, y + reach, x + reach + width, y + reach + height),
+            Box(x - reach - width, y - reach - height, x - reach, y - reach),
+            Box(x - reach - width, y + reach, x - reach, y + reach + height),
+        ]
+    return boxes
 
 
 def outside(box: Box, bounds: Box) -> float:

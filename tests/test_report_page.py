@@ -411,3 +411,16 @@ def test_report_page_in_chromium(results, tmp_path):
         browser.click("#overlay")
         assert browser.evaluate("document.getElementById('overlay').hidden") is True
     assert (ARTIFACTS / "report_page.png").stat().st_size > 10_000
+
+
+def test_a_crowded_cluster_of_labels_does_not_overlap():
+    """The 20-step chart's cluster: "DPM++ 2M" sat on "DPMSolverSinglestep" and "UniPC" on a marker."""
+    bounds = Box(0, 0, 850, 550)
+    anchors = [(70, 470), (80, 455), (95, 452), (118, 446), (100, 466), (72, 500)]
+    sizes = [(60, 16), (44, 16), (140, 16), (40, 16), (44, 16), (40, 16)]
+    boxes = place_labels(anchors, sizes, bounds, radius=5, gap=4)
+    markers = [Box(x - 5, y - 5, x + 5, y + 5) for x, y in anchors]
+    for index, box in enumerate(boxes):
+        assert box.left >= 0 and box.right <= 850 and box.top >= 0 and box.bottom <= 550
+        assert all(box.overlap(other) == 0 for other in boxes[:index] + boxes[index + 1 :]), (index, boxes)
+        assert all(box.overlap(marker) == 0 for marker in markers), (index, box)
