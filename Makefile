@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+TEXT_FONT := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install run test system-deps bench clean
@@ -24,10 +25,13 @@ run: install
 	$(BIN)/schedcmp run "astronaut on mars" --seed 8 --schedulers all
 
 # The emoji font and FriBiDi for Pillow's complex text layout (training tests draw emoji, ZWJ sequences
-# included), and Chromium (the HTML report is tested in a real browser).
+# included), DejaVu and fontconfig (the sheets' labels find their fonts through it; a test draws Cyrillic,
+# Greek and Arabic), and Chromium (the HTML report is tested in a real browser).
 system-deps:
-	@test -f $(EMOJI_FONT) && ldconfig -p | grep -q libfribidi && command -v chromium >/dev/null || { \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq fonts-noto-color-emoji libfribidi0 chromium; }
+	@test -f $(EMOJI_FONT) && test -f $(TEXT_FONT) && command -v fc-match >/dev/null && \
+		ldconfig -p | grep -q libfribidi && command -v chromium >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq fonts-noto-color-emoji fonts-dejavu-core fontconfig libfribidi0 chromium; }
 
 test: install system-deps
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -109,12 +110,111 @@ def layout(count: int, image_width: int, image_height: int, header_lines: int) -
 
 
 def font(size: int = FONT_SIZE):
+    """Pillow's own font: Latin only, but always there (the last resort of Lettering)."""
     from PIL import ImageFont
 
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType: the fixed bitmap font
         return ImageFont.load_default()
+
+
+# Fonts asked of fontconfig, in order: DejaVu Sans (Latin, Cyrillic, Greek, Arabic, Hebrew and many symbols),
+# then one installed font for each script it lacks (Noto CJK where installed).
+FONT_FAMILIES = ("DejaVu Sans",)
+FONT_LANGUAGES = ("zh-cn", "ja", "ko", "hi", "th")
+HEADER_LINES_PER_ITEM = 3  # a 10,000-character prompt gets three lines of the header, not the whole sheet
+
+
+def fontconfig(*command: str) -> str:
+    """What a fontconfig tool prints; nothing where fontconfig is not installed."""
+    import subprocess
+
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def charset_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    """fontconfig's charset (`20-7e a0-2e9 2ec ...`, hexadecimal) as sorted (first, last) code point ranges."""
+    ranges = []
+    for item in text.split():
+        first, _, last = item.partition("-")
+        ranges.append((int(first, 16), int(last or first, 16)))
+    return tuple(sorted(ranges))
+
+
+def covers(ranges: tuple[tuple[int, int], ...], code_point: int) -> bool:
+    import bisect
+
+    index = bisect.bisect_right(ranges, (code_point, float("inf"))) - 1
+    return index >= 0 and ranges[index][0] <= code_point <= ranges[index][1]
+
+
+@functools.cache
+def font_chain() -> tuple[tuple[str, tuple[tuple[int, int], ...]], ...]:
+    """(font file, the code points it has) for each font of the fallback chain that fontconfig finds."""
+    files = [fontconfig("fc-match", "-f", "%{file}", family).strip() for family in FONT_FAMILIES]
+    for language in FONT_LANGUAGES:
+        found = sorted(fontconfig("fc-list", f":lang={language}", "-f", "%{file}\n").split())
+        files += found[:1]
+    chain = []
+    for path in dict.fromkeys(file for file in files if file):
+        charset = fontconfig("fc-query", "-i", "0", "--format", "%{charset}", path)
+        if charset.strip():
+            chain.append((path, charset_ranges(charset)))
+    return tuple(chain)
+
+
+class Lettering:
+    """Text in the first font of the chain that has each character, Pillow's own font last. Labels and headers
+    are drawn and measured through it."""
+
+    def __init__(self, size: int = FONT_SIZE):
+        from PIL import ImageFont
+
+        self.fonts = [(ImageFont.truetype(path, size), ranges) for path, ranges in font_chain()]
+        self.last_resort = font(size)
+
+    def font_for(self, character: str):
+        for candidate, ranges in self.fonts:
+            if covers(ranges, ord(character)):
+                return candidate
+        return self.last_resort
+
+    def runs(self, text: str) -> list[tuple[object, str]]:
+        """The text cut where the font changes; spaces stay with the run they are in."""
+        runs: list[tuple[object, str]] = []
+        for character in text:
+            chosen = runs[-1][0] if runs and character.isspace() else self.font_for(character)
+            if runs and runs[-1][0] is chosen:
+                runs[-1] = (chosen, runs[-1][1] + character)
+            else:
+                runs.append((chosen, character))
+        return runs
+
+    def length(self, text: str) -> float:
+        return sum(chosen.getlength(run) for chosen, run in self.runs(text))
+
+    def draw(self, draw, xy: tuple[float, float], text: str, fill) -> None:
+        # With raqm (Pillow's default layout engine where it is installed) each run gets the Unicode
+        # bidirectional algorithm and shaping: Arabic joins and reads right to left inside a Latin line.
+        x, y = xy
+        for chosen, run in self.runs(text):
+            draw.text((x, y), run, fill=fill, font=chosen)
+            x += chosen.getlength(run)
+
+
+def header_lines(header: list[str], fits: Callable[[str], bool]) -> list[str]:
+    """The header wrapped, each item to at most HEADER_LINES_PER_ITEM lines (the last one ending in …)."""
+    lines = []
+    for text in header:
+        wrapped = wrap(text, fits)
+        if len(wrapped) > HEADER_LINES_PER_ITEM:
+            wrapped = wrapped[: HEADER_LINES_PER_ITEM - 1] + [wrapped[HEADER_LINES_PER_ITEM - 1].rstrip() + " …"]
+        lines += wrapped
+    return lines
 
 
 def paste_picture(
@@ -129,10 +229,10 @@ def paste_picture(
         sheet.paste(picture.resize((width, height), resample), (x, y))
     else:
         draw.rectangle([x, y, x + width - 1, y + height - 1], fill=(235, 235, 235))
-        fits = lambda line: draw.textlength(line, font=text_font) <= width - 16  # noqa: E731
+        fits = lambda line: text_font.length(line) <= width - 16  # noqa: E731
         message = [status.upper()] + wrap(reason or "", fits)
         for number, line in enumerate(message[: max(1, (height - 16) // LINE_HEIGHT)]):
-            draw.text((x + 8, y + 8 + number * LINE_HEIGHT), line, fill=status_rgb(Status.FAILED), font=text_font)
+            text_font.draw(draw, (x + 8, y + 8 + number * LINE_HEIGHT), line, status_rgb(Status.FAILED))
     if status != "ok":
         draw.rectangle([x, y, x + width - 1, y + height - 1], outline=status_rgb(status), width=3)
 
@@ -141,19 +241,18 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
     """The whole sheet as PNG bytes: a header, then one labelled tile per run."""
     from PIL import Image, ImageDraw
 
-    text_font = font()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_font = Lettering()
 
     def fits(width: int) -> Callable[[str], bool]:
-        return lambda line: probe.textlength(line, font=text_font) <= width
+        return lambda line: text_font.length(line) <= width
 
     sheet_width = layout(len(tiles), image_width, image_height, 0).width
-    header_wrapped = [line for text in header for line in wrap(text, fits(sheet_width - 2 * PADDING))]
+    header_wrapped = header_lines(header, fits(sheet_width - 2 * PADDING))
     shape = layout(len(tiles), image_width, image_height, len(header_wrapped))
     sheet = Image.new("RGB", (shape.width, shape.height), "white")
     draw = ImageDraw.Draw(sheet)
     for number, line in enumerate(header_wrapped):
-        draw.text((PADDING, PADDING // 2 + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
+        text_font.draw(draw, (PADDING, PADDING // 2 + number * LINE_HEIGHT), line, (0, 0, 0))
     for index, tile in enumerate(tiles):
         x, y = shape.origin(index)
         paste_picture(
@@ -164,7 +263,7 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
             label_lines = label_lines[: LABEL_LINES - 1] + [label_lines[LABEL_LINES - 1].rstrip() + " …"]
         for number, line in enumerate(label_lines):
             colour = TEXT_COLOUR if number < 2 else label_colour(tile.status)
-            draw.text((x, y + shape.tile_height + 2 + number * LINE_HEIGHT), line, fill=colour, font=text_font)
+            text_font.draw(draw, (x, y + shape.tile_height + 2 + number * LINE_HEIGHT), line, colour)
     output = io.BytesIO()
     sheet.save(output, format="PNG")
     return output.getvalue()
@@ -276,28 +375,27 @@ def render_grid(
     """One grid sheet as PNG bytes: legend header, column labels on top, row labels at the left."""
     from PIL import Image, ImageDraw
 
-    text_font = font()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_font = Lettering()
 
     def fits(width: int) -> Callable[[str], bool]:
-        return lambda line: probe.textlength(line, font=text_font) <= width
+        return lambda line: text_font.length(line) <= width
 
     width_guess = grid_shape_for(len(row_labels), len(column_labels), image_width, image_height, 0).width
-    header_wrapped = [line for text in header for line in wrap(text, fits(max(width_guess, 600) - 2 * PADDING))]
+    header_wrapped = header_lines(header, fits(max(width_guess, 600) - 2 * PADDING))
     shape = grid_shape_for(len(row_labels), len(column_labels), image_width, image_height, len(header_wrapped))
     sheet = Image.new("RGB", (max(shape.width, 600), shape.height), "white")
     draw = ImageDraw.Draw(sheet)
     for number, line in enumerate(header_wrapped):
-        draw.text((PADDING, PADDING // 2 + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
+        text_font.draw(draw, (PADDING, PADDING // 2 + number * LINE_HEIGHT), line, (0, 0, 0))
     for column, label in enumerate(column_labels):
         x, y = shape.cell_origin(0, column)
         for number, line in enumerate(wrap(label, fits(shape.cell_width))[:2]):
-            draw.text((x, y - shape.column_label_height + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
+            text_font.draw(draw, (x, y - shape.column_label_height + number * LINE_HEIGHT), line, (0, 0, 0))
     for row, label in enumerate(row_labels):
         _, y = shape.cell_origin(row, 0)
         lines = wrap(label, fits(GRID_LABEL_WIDTH - PADDING))
         for number, line in enumerate(lines[: max(1, shape.cell_height // LINE_HEIGHT)]):
-            draw.text((PADDING, y + number * LINE_HEIGHT), line, fill=(0, 0, 0), font=text_font)
+            text_font.draw(draw, (PADDING, y + number * LINE_HEIGHT), line, (0, 0, 0))
     for cell in cells:
         x, y = shape.cell_origin(cell.row, cell.column)
         paste_picture(
@@ -306,7 +404,7 @@ def render_grid(
         lines = [w for line in cell.lines for w in wrap(line, fits(shape.cell_width))][:GRID_CELL_LINES]
         for number, line in enumerate(lines):
             colour = TEXT_COLOUR if number == 0 else label_colour(cell.status)
-            draw.text((x, y + shape.image_height + 2 + number * LINE_HEIGHT), line, fill=colour, font=text_font)
+            text_font.draw(draw, (x, y + shape.image_height + 2 + number * LINE_HEIGHT), line, colour)
     output = io.BytesIO()
     sheet.save(output, format="PNG")
     return output.getvalue()

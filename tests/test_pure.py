@@ -377,3 +377,30 @@ def test_negative_numbers_parse_so_that_each_flag_says_what_is_wrong_with_them()
     assert parse_numbers("-3", "--seed") == (-3,) and parse_numbers("-3-1", "--seed") == (-3, -2, -1, 0, 1)
     with pytest.raises(UsageError, match="--steps must be at least 1, got -5"):
         check_settings(Settings(prompts=("x",), steps=parse_numbers("-5", "--steps")))
+
+
+def test_fontconfig_charsets_parse_to_ranges():
+    ranges = render.charset_ranges("20-7e a0-2e9 2ec 400-4ff")
+    assert ranges == ((0x20, 0x7E), (0xA0, 0x2E9), (0x2EC, 0x2EC), (0x400, 0x4FF))
+    assert render.covers(ranges, ord("Ж")) and render.covers(ranges, 0x2EC) and not render.covers(ranges, 0x2EB)
+    assert not render.covers(ranges, 0x10) and not render.covers((), 0x41)
+
+
+def test_every_character_of_a_mixed_prompt_has_a_glyph_in_the_font_drawing_it():
+    """Cyrillic, Greek and Arabic came out as boxes in Pillow's own font; now each finds a font that has it."""
+    lettering = render.Lettering()
+    chain = {id(chosen): ranges for chosen, ranges in lettering.fonts}
+    text = "astronaut Привет мир Γειά σου مرحبا بالعالم 宇航员"
+    for chosen, run in lettering.runs(text):
+        for character in run.strip():
+            if id(chosen) in chain:
+                assert render.covers(chain[id(chosen)], ord(character)), (character, chosen.path)
+            else:  # Pillow's own font only where no installed font has the character (CJK without Noto CJK here)
+                assert not any(render.covers(ranges, ord(character)) for _, ranges in lettering.fonts), character
+    script_fonts = {character: lettering.font_for(character) for character in "aЖΓم"}
+    assert all(id(chosen) in chain for chosen in script_fonts.values()), "DejaVu Sans (make test installs it)"
+
+
+def test_a_huge_prompt_gets_a_few_header_lines():
+    lines = render.header_lines(["prompt: " + "word " * 2000, "seed 1"], lambda line: len(line) <= 80)
+    assert len(lines) == render.HEADER_LINES_PER_ITEM + 1 and lines[-2].endswith(" …") and lines[-1] == "seed 1"
