@@ -152,7 +152,8 @@ def plan_references(
     for spec in runs:
         start = start_of(spec)
         if differs(start, reference_start) and accepts_spacing(spec):
-            moved = replace(spec, interval="trailing")
+            # Another schedule makes another image: it gets its own id (an id names one image).
+            moved = replace(spec, interval="trailing", id=f"{spec.id}-trailing")
             moved_start = start_of(moved)
             if not differs(moved_start, reference_start):  # only a move that lands on the interval
                 spec, start = moved, moved_start

@@ -601,3 +601,17 @@ def test_a_real_runs_report_in_chromium(reference_run, tmp_path):
         ranked = sorted((e for e in document["runs"] if e["distance"]), key=lambda e: e["distance"]["latent_rmse"])
         assert browser.evaluate(rows)[: len(ranked)] == [e["id"] for e in ranked]
         browser.screenshot(Path(__file__).parent / "artifacts" / "report_page_real_run.png")
+
+
+def test_an_id_names_one_image_with_and_without_the_reference(cli, sd15_model, tmp_path, monkeypatch):
+    """DDIM moved onto trailing spacing made another image under the id of its plain run."""
+    monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
+    common = ["run", "a horse", "--model", sd15_model, "-s", "ddim,euler", "--steps", "4", "--format", "json"]
+    plain = cli(*common, "--out", tmp_path / "plain").json()
+    measured = cli(*common, "--out", tmp_path / "measured", "--reference-spec", "DPMSolverMultistep:8").json()
+    images = {}
+    for document in (plain, measured):
+        for run in document["runs"]:
+            assert images.setdefault(run["id"], run["sha256"]) == run["sha256"], run["id"]
+    moved = next(run for run in measured["runs"] if run["interval"] == "trailing")
+    assert moved["id"] == "ddim-s4-seed0-trailing" and "ddim-s4-seed0" in {run["id"] for run in plain["runs"]}
