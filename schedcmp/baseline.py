@@ -384,7 +384,7 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
         if options.model is not None:  # what is written now was made with this model
             manifest["model"]["source"], manifest["model"]["name"] = options.model, model.name
         write_updates(folder, manifest, results, options.update)
-    document = check_document(options.folder, folder, model.name, profile, device, results)
+    document = check_document(folder, model.name, profile, device, results)
     return document, results, check_exit_code(results)
 
 
@@ -469,7 +469,7 @@ def check_exit_code(results: list[CaseResult]) -> int:
 
 
 def check_document(
-    root: Path, folder: Path, model_name: str, profile: str, device: str, results: list[CaseResult]
+    folder: Path, model_name: str, profile: str, device: str, results: list[CaseResult]
 ) -> dict[str, Any]:
     """The check's results; `model` names the model actually checked (it may not be the baseline's)."""
     checked = CheckResults(

@@ -8,7 +8,6 @@ listing what finished.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -379,8 +378,7 @@ def run_comparison(
 
 def check_call_args(settings: Settings, model: "LoadedModel") -> None:
     """--call-arg names the pipeline does not list would vanish into its **kwargs, silently."""
-    taken = inspect.signature(model.pipe.__call__).parameters
-    unknown = [name for name in settings.call_args if name not in taken]
+    unknown = [name for name in settings.call_args if name not in model.call_parameters]
     if unknown and not settings.allow_unknown_call_args:
         raise UsageError(
             f"--call-arg {', '.join(unknown)}: {type(model.pipe).__name__} takes no such argument "
@@ -405,7 +403,7 @@ def size_warnings(spec: RunSpec, model: "LoadedModel") -> list[str]:
 
 def prompt_warnings(settings: Settings, model: "LoadedModel") -> list[str]:
     """One line per tokenizer that cuts a prompt: the text encoders never see what lies past their limit."""
-    parameters = inspect.signature(model.pipe.__call__).parameters
+    parameters = model.call_parameters
     lines = []
     for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
         tokenizer = getattr(model.pipe, name, None)
@@ -446,7 +444,7 @@ def make_plan(
     classes = scheduler_classes()
     references = None
     if reference is not None:
-        if "callback_on_step_end" not in inspect.signature(model.pipe.__call__).parameters:
+        if "callback_on_step_end" not in model.call_parameters:
             raise UsageError(
                 f"--reference needs the final latents, and {type(model.pipe).__name__} offers no callback_on_step_end"
             )

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from schedcmp.config import PipelineDefaults
 from schedcmp.errors import ModelError, UsageError
@@ -62,6 +62,7 @@ class LoadedModel:
     size_multiple: int
     num_train_timesteps: int
     flow_shift: float | None
+    call_parameters: Mapping[str, inspect.Parameter]  # what the pipeline's __call__ takes, and its defaults
     load_seconds: float | None  # None for a pipeline schedcmp was handed, not loaded
     weights_fingerprint: str | None = None  # schedcmp.convergence.model_fingerprint fills it once
 
@@ -334,6 +335,7 @@ def describe(pipe: Any, model: str | None, device: str, dtype_name: str, load_se
     config = scheduler.config
     compatible = list(dict.fromkeys(cls.__name__ for cls in scheduler.compatibles))
     flow = type(scheduler).__name__.startswith("FlowMatch")
+    parameters = inspect.signature(pipe.__call__).parameters
     return LoadedModel(
         pipe=pipe,
         name=model or DEFAULT_MODEL_NAME,
@@ -344,17 +346,17 @@ def describe(pipe: Any, model: str | None, device: str, dtype_name: str, load_se
         original_scheduler_class=type(scheduler).__name__,
         original_config=config,
         compatible=compatible,
-        defaults=call_defaults(pipe),
+        defaults=call_defaults(parameters, pipe),
         size_multiple=size_multiple(pipe),
         num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
         flow_shift=float(config.get("shift", 1.0)) if flow else None,
+        call_parameters=parameters,
         load_seconds=load_seconds,
     )
 
 
-def call_defaults(pipe: Any) -> PipelineDefaults:
-    """What the pipeline's __call__ does when a setting is not passed."""
-    parameters = inspect.signature(pipe.__call__).parameters
+def call_defaults(parameters: Mapping[str, inspect.Parameter], pipe: Any) -> PipelineDefaults:
+    """What the pipeline's __call__ (whose `parameters` these are) does when a setting is not passed."""
 
     def default(name, fallback):
         parameter = parameters.get(name)

@@ -122,7 +122,7 @@ class Sampler:
         self.model = model
         self.generator_device = generator_device
         self.classes = scheduler_classes()
-        self.call_parameters = set(inspect.signature(model.pipe.__call__).parameters)
+        self.call_parameters = model.call_parameters
         self.calls = 0
         self.denoiser_seconds = 0.0
         self.timestep_low = float("inf")
