@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from schedcmp import chart, convergence, html_report, output, render, report
+from schedcmp import convergence, html_report, output, render, report
 from schedcmp.config import (
     AXES,
     DEFAULT_REFERENCE,
@@ -624,12 +624,7 @@ def finish(
             progress.note(notice)
     header_record.sheets = [str(path.relative_to(results.folder)) for path in sheets]
     if options.html:
-        document = to_json(header_record)
-        header_record.charts, header_record.report = (
-            chart.write_charts(results.folder, document),
-            html_report.REPORT_NAME,
-        )
-        html_report.write_report(results.folder, to_json(header_record))
+        html_report.write_charts_and_page(results.folder, header_record)
     document = results.save()  # last: it names the sheets, charts and page only once they exist
     code = EXIT_TERMINATED if isinstance(stopped, Terminated) else exit_code(document, options.strict)
     return Outcome(header_record, results.folder, sheets, code, plan.model, stopped)

@@ -407,11 +407,19 @@ document.addEventListener("keydown", function (event) {{ if (event.key === "Esca
 """
 
 
+def write_charts_and_page(folder: Path, results) -> Path:
+    """The quality charts and report.html of a comparison's records; `results` names them afterwards."""
+    from schedcmp import chart
+    from schedcmp.records import to_json
+
+    results.charts, results.report = chart.write_charts(folder, to_json(results)), REPORT_NAME
+    return write_report(folder, to_json(results))
+
+
 def rebuild_report(folder: Path) -> Path:
     """`schedcmp report DIR`: the charts and report.html again, from DIR/results.json and its images."""
-    from schedcmp import chart
     from schedcmp.errors import OutputError
-    from schedcmp.records import DocumentError, dumps, read_document, to_json
+    from schedcmp.records import DocumentError, dumps, read_document
 
     path = folder / "results.json"
     try:
@@ -421,8 +429,7 @@ def rebuild_report(folder: Path) -> Path:
             f"cannot build a report from {folder}: {path} is missing or not a run's results ({error})"
         ) from None
     try:
-        results.charts, results.report = chart.write_charts(folder, to_json(results)), REPORT_NAME
-        page = write_report(folder, to_json(results))
+        page = write_charts_and_page(folder, results)
         write_atomic(path, dumps(results))  # last: it names the charts and the page only once they exist
     except OSError as error:
         raise OutputError(f"cannot write the report into {folder}: {error.strerror or error}") from None
