@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from schedcmp import convergence, metrics, pipeline
-    from schedcmp.config import DEFAULT_REFERENCE, RunSpec, effective_overrides
+    from schedcmp.config import DEFAULT_REFERENCE, RunSpec
     from schedcmp.sample import Sampler
     from schedcmp.schedulers import (
         ordered,
@@ -106,13 +106,13 @@ def main() -> None:
         reference, half = latents[name, int(steps)][0], latents[name, int(steps) // 2][0]
         print(f"\ndistance of each deterministic scheduler at 20 steps to the default reference {DEFAULT_REFERENCE}:")
         runs = [spec_of(class_name, 20) for class_name in ordered(model.compatible)]
-        runs, plan = convergence.plan_references(
+        plan = convergence.plan_references(
             runs, resolve_entry(parse_entry(DEFAULT_REFERENCE), params), model.original_config, classes
         )
         smallest = None
         for spec in runs:
             label, reason = convergence.probe_determinism(
-                classes[spec.scheduler], model.original_config, effective_overrides(spec), {}
+                classes[spec.scheduler], model.original_config, spec.overrides, {}
             )
             if label != convergence.DETERMINISTIC or spec.id in plan.off_interval:
                 print(
@@ -122,10 +122,8 @@ def main() -> None:
                 continue
             distance = metrics.latent_rmse(run(sampler, spec)[0], reference)
             smallest = distance if smallest is None else min(smallest, distance)
-            print(
-                f"  {short_name(spec.scheduler):25s} {distance:.4f}"
-                + ("   (trailing spacing)" if spec.interval else "")
-            )
+            note = plan.schedule_notes.get(spec.id)
+            print(f"  {short_name(spec.scheduler):25s} {distance:.4f}" + (f"   ({note})" if note else ""))
         self_change = metrics.latent_rmse(reference, half)
         print(
             f"\nsmallest 20-step distance {smallest:.4f}; halving the default reference moves it {self_change:.2e}: "

@@ -68,8 +68,6 @@ class RunSpec:
     height: int
     call_args: dict[str, Any] = field(default_factory=dict)
     batch: str | None = None  # cells generated in one pipeline call share this
-    # The timestep spacing that puts this run on its reference's interval (--reference), else None.
-    interval: str | None = None
 
 
 # Everything that decides what a run produces (not its id or batch): a resumed cell and a cached reference
@@ -85,7 +83,6 @@ RUN_SETTINGS = (
     "width",
     "height",
     "call_args",
-    "interval",
 )
 
 
@@ -109,11 +106,6 @@ def settings_difference(stored: Settings, asked: Settings) -> list[str]:
         for f in fields(Settings)
         if getattr(stored, f.name) != getattr(asked, f.name)
     ]
-
-
-def effective_overrides(spec: RunSpec) -> dict[str, Any]:
-    """A run's scheduler overrides: its own, and the spacing that puts it on its reference's interval."""
-    return {**spec.overrides, **({"timestep_spacing": spec.interval} if spec.interval else {})}
 
 
 def check_settings(settings: Settings) -> None:
@@ -290,7 +282,6 @@ def batch_key(run: RunSpec) -> tuple:
         run.height,
         run.negative_prompt,
         repr(sorted(run.call_args.items())),
-        run.interval,
     )
 
 

@@ -1,10 +1,10 @@
 """How close each run comes to a converged reference solution from the same starting noise.
 
 The solver papers judge a sampler by its distance to a reference computed with many steps of an accurate
-solver. This module plans those references (one per prompt, seed and settings), puts every run on the
-interval the reference integrates over, decides which runs are stochastic (they converge to a different
-sample and are never ranked), measures distances, and fits the empirical order of convergence of a steps
-sweep. Everything below "pure" works on results.json entries and needs neither torch nor diffusers.
+solver. This module plans those references (one per prompt, seed and settings), notes which runs start
+later than the reference (their distance includes it), decides which runs are stochastic (they converge to a
+different sample and are never ranked), measures distances, and fits the empirical order of convergence of a
+steps sweep. Everything below "pure" works on results.json entries and needs neither torch nor diffusers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from schedcmp import metrics
-from schedcmp.config import RUN_SETTINGS, RunSpec, effective_overrides
+from schedcmp.config import RUN_SETTINGS, RunSpec
 from schedcmp.errors import UsageError
 from schedcmp.records import Determinism, Distance, Reference, SelfConvergence, Status, versions
 from schedcmp.schedulers import SchedulerChoice, display_label, init_params, parse_entry, resolve_entry, short_name
@@ -35,10 +35,12 @@ FLOW_REFERENCE_STEPS = 400  # not measured on a real flow model: the tiny test o
 # not converged enough to rank those runs: say so.
 SELF_CONVERGENCE_WARNING = 0.1
 
-# Runs whose first timestep differs from the reference's by more than this do not share its interval. One
-# training timestep: on flow models FlowMatchEuler starts at σ=1 (t=1000) and DPM++ on flow sigmas at
-# σ=0.999 (t=999), both from what is in practice the same pure noise.
-INTERVAL_SLACK = 1.0
+# A run that starts at a noise level this much (relatively) below the reference's starts late; one this much
+# above starts outside the range the reference integrates over. 1% is far below what a late start costs
+# (SD 1.5's leading spacing starts 20 steps at t=951, sigma 9.7 against the reference's 14.6) and above what
+# rounding gives: on flow models FlowMatchEuler starts at sigma 1 and DPM++ on flow sigmas at 0.999, both
+# from what is in practice the same pure noise.
+START_TOLERANCE = 0.01
 
 # The determinism vocabulary is declared once, in schedcmp.records.
 DETERMINISTIC, STOCHASTIC, UNKNOWN = Determinism.DETERMINISTIC, Determinism.STOCHASTIC, Determinism.UNKNOWN
@@ -49,14 +51,15 @@ REFERENCE_FIELDS = ("prompt", "negative_prompt", "seed", "guidance_scale", "widt
 
 @dataclass(frozen=True)
 class ReferencePlan:
-    """The references a comparison needs and the interval its runs were put on."""
+    """The references a comparison needs, and what each run's own schedule means for its distance."""
 
     text: str  # the reference entry, spelled out: NAME(overrides):STEPS
     specs: dict[str, RunSpec]  # reference id -> the reference run
     half_specs: dict[str, RunSpec]  # reference id -> the same run with half the steps (its self-convergence)
     of_run: dict[str, str]  # run id -> reference id
-    interval: dict[str, Any]  # spacing, forced, moved, start_timestep, note: what results.json and the report say
-    off_interval: dict[str, str]  # run id -> why it cannot be compared (it starts elsewhere)
+    interval: dict[str, Any]  # start_timestep, note: what results.json and the report say
+    off_interval: dict[str, str]  # run id -> why it cannot be compared (it starts outside the reference's range)
+    schedule_notes: dict[str, str]  # run id -> what of its distance its own schedule explains (a late start)
 
 
 def reference_choice(text: str, accepted_params: dict[str, set[str]]) -> SchedulerChoice:
@@ -118,54 +121,74 @@ def reference_id(choice: SchedulerChoice, spec: RunSpec) -> str:
     return f"ref-{short_name(choice.class_name).lower()}-s{choice.steps}-{digest[:8]}"
 
 
-def start_timestep(cls: type, config: Any, overrides: dict[str, Any], steps: int) -> float | None:
-    """The first timestep a scheduler gives the denoiser for this many steps (None: it cannot say)."""
+@dataclass(frozen=True)
+class Start:
+    """Where a schedule starts: its first timestep, the noise level there, and whether it ends early."""
+
+    timestep: float
+    sigma: float
+    ends_early: bool = False
+
+
+def schedule_start(cls: type, config: Any, overrides: dict[str, Any], steps: int) -> Start | None:
+    """Where a scheduler starts for this many steps (None: it cannot say without a pipeline, e.g. a flow
+    scheduler with dynamic shifting, which needs the image size)."""
     try:
         scheduler = cls.from_config(config, **overrides)
         scheduler.set_timesteps(steps, device="cpu")
-        return float(scheduler.timesteps.max())
-    except Exception:  # flow schedulers with dynamic shifting need the image size; those are checked by the run
+        timestep = float(scheduler.timesteps.max())
+        sigmas = getattr(scheduler, "sigmas", None)
+        if sigmas is not None and len(sigmas):
+            sigma = float(sigmas.max())
+        else:  # DDIM, PNDM, DDPM step on alphas: the noise level of their first timestep
+            alpha = float(scheduler.alphas_cumprod[int(round(timestep))])
+            sigma = ((1 - alpha) / alpha) ** 0.5
+    except Exception:
         return None
+    # DDIM and PNDM with set_alpha_to_one=false end at the first training timestep's noise, not at zero.
+    ends_early = "set_alpha_to_one" in init_params(cls) and scheduler.config.set_alpha_to_one is False
+    return Start(timestep, sigma, ends_early)
 
 
 def plan_references(
     runs: list[RunSpec], choice: SchedulerChoice, config: Any, classes: dict[str, type]
-) -> tuple[list[RunSpec], ReferencePlan]:
-    """One reference per group of runs, and a common interval: each run starts where its reference starts.
+) -> ReferencePlan:
+    """One reference per group of runs; every run keeps the schedule it has for the user.
 
-    With "leading" spacing and `steps_offset` (what Stable Diffusion 1.5's config gives DDIM, PNDM and DDPM),
-    20 steps start at t=951 while the default reference starts at t=999: such a run integrates over a
-    shorter interval than its reference and would be judged for it. Those runs, and only those, get
-    "trailing" spacing, which starts every step count at the last training timestep; runs already on the
-    interval keep their own schedule, since forcing one on them changes what they are (Euler's Karras
-    sigmas, for one, would then stop short of the lowest noise level).
+    A run that starts later than the reference (Stable Diffusion 1.5's "leading" spacing starts DDIM, PNDM and
+    DDPM at t=951 for 20 steps, the reference at t=999) or ends early (`set_alpha_to_one=false`) is measured
+    as it is: what its schedule leaves undone is part of what that scheduler gets the user, and its note says
+    so. Only a run that starts outside the reference's range (EDM's sigma 80 against 14.6) is not measured.
     """
-
-    def start_of(spec: RunSpec) -> float | None:
-        return start_timestep(classes[spec.scheduler], config, effective_overrides(spec), spec.steps)
-
-    def accepts_spacing(spec: RunSpec) -> bool:
-        return "timestep_spacing" in init_params(classes[spec.scheduler]) and "timestep_spacing" not in spec.overrides
-
-    reference_start = start_timestep(classes[choice.class_name], config, choice.overrides, choice.steps)
-    placed, off_interval = [], {}
+    reference = schedule_start(classes[choice.class_name], config, choice.overrides, choice.steps)
+    off_interval: dict[str, str] = {}
+    schedule_notes: dict[str, str] = {}
+    late, early, outside = [], [], []
     for spec in runs:
-        start = start_of(spec)
-        if differs(start, reference_start) and accepts_spacing(spec):
-            # Another schedule makes another image: it gets its own id (an id names one image).
-            moved = replace(spec, interval="trailing", id=f"{spec.id}-trailing")
-            moved_start = start_of(moved)
-            if not differs(moved_start, reference_start):  # only a move that lands on the interval
-                spec, start = moved, moved_start
-        if differs(start, reference_start):
+        start = schedule_start(classes[spec.scheduler], config, spec.overrides, spec.steps)
+        if start is None or reference is None:
+            continue
+        name = short_name(spec.scheduler)
+        if start.sigma > reference.sigma * (1 + START_TOLERANCE):
             off_interval[spec.id] = (
-                f"starts at t={start:.1f}, the reference at t={reference_start:.1f}: not on its interval"
+                f"starts at sigma {start.sigma:.3g}, outside the reference's range (sigma up to "
+                f"{reference.sigma:.3g}): not measured"
             )
-        placed.append(spec)
+            outside.append(name)
+            continue
+        notes = []
+        if start.sigma < reference.sigma * (1 - START_TOLERANCE):
+            notes.append(f"starts at t={start.timestep:.0f}: part of its distance is the late start")
+            late.append(name)
+        if start.ends_early:
+            notes.append("ends early (set_alpha_to_one=false): part of its distance is the early end")
+            early.append(name)
+        if notes:
+            schedule_notes[spec.id] = "; ".join(notes)
     specs: dict[str, RunSpec] = {}
     half_specs: dict[str, RunSpec] = {}
     of_run: dict[str, str] = {}
-    for spec in placed:
+    for spec in runs:
         ref_id = reference_id(choice, spec)
         of_run[spec.id] = ref_id
         if ref_id not in specs:
@@ -178,36 +201,29 @@ def plan_references(
                 compatible=True,
                 steps=choice.steps,
                 batch=None,
-                interval=None,
             )
             half_specs[ref_id] = replace(specs[ref_id], id=ref_id + "-half", steps=max(1, choice.steps // 2))
-    moved = list(dict.fromkeys(short_name(spec.scheduler) for spec in placed if spec.interval))
-    where = f"t={reference_start:.0f}" if reference_start is not None else "the reference's first timestep"
-    note = f"the compared runs start at {where}, as the reference does"
-    if moved:
-        note += (
-            f"; {', '.join(moved)} start{'s' if len(moved) == 1 else ''} later with the model's timestep spacing, "
-            f"so {'it was' if len(moved) == 1 else 'they were'} run with trailing spacing"
-        )
-    elsewhere = list(dict.fromkeys(short_name(spec.scheduler) for spec in placed if spec.id in off_interval))
-    if elsewhere:
-        one = len(elsewhere) == 1
-        note += (
-            f"; {', '.join(elsewhere)} start{'s' if one else ''} elsewhere and {'is' if one else 'are'} not compared"
-        )
     text = f"{display_label(choice.class_name, None, choice.overrides)}:{choice.steps}"
-    interval = {
-        "spacing": "trailing" if moved else None,
-        "forced": bool(moved),
-        "moved": moved,
-        "start_timestep": reference_start,
-        "note": note,
-    }
-    return placed, ReferencePlan(text, specs, half_specs, of_run, interval, off_interval)
+    start_at = reference.timestep if reference is not None else None
+    interval = {"start_timestep": start_at, "note": interval_note(start_at, late, early, outside)}
+    return ReferencePlan(text, specs, half_specs, of_run, interval, off_interval, schedule_notes)
 
 
-def differs(start: float | None, reference_start: float | None) -> bool:
-    return start is not None and reference_start is not None and abs(start - reference_start) > INTERVAL_SLACK
+def interval_note(start_at: float | None, late: list[str], early: list[str], outside: list[str]) -> str:
+    """One sentence for the report: every run keeps its own schedule, and what that means for its distance."""
+
+    def names(found: list[str]) -> str:
+        return ", ".join(dict.fromkeys(found))
+
+    where = f"t={start_at:.0f}" if start_at is not None else "its first timestep"
+    note = f"the reference starts at {where}; every run keeps its own schedule"
+    if late:
+        note += f"; {names(late)} start later, and part of their distance is the late start"
+    if early:
+        note += f"; {names(early)} end early (set_alpha_to_one=false), and part of their distance is the early end"
+    if outside:
+        note += f"; {names(outside)} start outside the reference's range and are not measured"
+    return note
 
 
 # -- stochastic or not, found by running the scheduler ------------------------------------------------
@@ -573,7 +589,6 @@ def reference_run(
         scheduler=spec.scheduler,
         overrides=spec.overrides,
         steps=spec.steps,
-        interval=spec.interval,
         **{name: getattr(spec, name) for name in REFERENCE_FIELDS},
         status=Status.OK if reference is not None else Status.FAILED,
         reason=failure,

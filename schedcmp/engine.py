@@ -26,7 +26,6 @@ from schedcmp.config import (
     Settings,
     batches,
     check_settings,
-    effective_overrides,
     plan_runs,
     settings_difference,
     settings_from_json,
@@ -460,7 +459,7 @@ def make_plan(
         convergence.check_reference(
             choice, model.compatible, settings.allow_incompatible, model.flow_shift is not None, probed
         )
-        cells, references = convergence.plan_references(cells, choice, model.original_config, classes)
+        references = convergence.plan_references(cells, choice, model.original_config, classes)
     determinism: dict[str, tuple[str, str]] = {}
     for spec in cells:
         key = convergence.determinism_key(spec)
@@ -468,7 +467,7 @@ def make_plan(
             determinism[key] = convergence.probe_determinism(
                 classes[spec.scheduler],
                 model.original_config,
-                effective_overrides(spec),
+                spec.overrides,
                 convergence.step_arguments(spec.call_args),
             )
     return Plan(model, cells, references, determinism, generator_device, done)
@@ -590,7 +589,8 @@ def record(sample: "Sample", plan: Plan, references: dict[str, Any], image_dir: 
         return run
     ref_id = plan.references.of_run[spec.id]
     distance, note = convergence.measure(sample, determinism, why, references.get(ref_id), plan.references)
-    return replace(run, reference=ref_id, distance=distance, distance_note=note)
+    schedule_note = plan.references.schedule_notes.get(spec.id)
+    return replace(run, reference=ref_id, distance=distance, distance_note=note, schedule_note=schedule_note)
 
 
 def finish(

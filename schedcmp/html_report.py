@@ -114,7 +114,8 @@ def cells(entry: dict[str, Any], folder: Path) -> dict[str, tuple[str, Any]]:
         ),
         "scheduler": (
             f'{escape(name)}{badge}<br><span class="note">{escape(entry["id"])}'
-            f"{' · trailing spacing' if entry.get('interval') else ''}</span>",
+            f"{' · trailing spacing' if entry.get('interval') else ''}"
+            f"{' · ' + escape(entry['schedule_note']) if entry.get('schedule_note') else ''}</span>",
             name,
         ),
         "steps": (number(entry.get("steps")), entry.get("steps")),
@@ -277,7 +278,7 @@ def page(document: dict[str, Any], folder: Path) -> str:
     header = "".join(f"<dt>{escape(term)}</dt><dd>{text}</dd>" for term, text in header_items(document))
     interval = document.get("interval") or {}
     note = (
-        f'<p class="interval"><b>Common interval:</b> {escape(interval.get("note"))}</p>'
+        f'<p class="interval"><b>Schedules:</b> {escape(interval.get("note"))}</p>'
         if interval.get("note")
         else ""
     )

@@ -167,7 +167,8 @@ class Run:
     width: int | None = None
     height: int | None = None
     call_args: dict[str, Any] = field(default_factory=dict)
-    interval: str | None = None  # the spacing that put it on its reference's interval (--reference)
+    # Written before 2026-12 only: the spacing a --reference run was moved onto. Runs now keep their schedule.
+    interval: str | None = None
     reason: str | None = None
     error: RunError | None = None
     nfe: int | None = None
@@ -185,7 +186,8 @@ class Run:
     determinism: Determinism | None = None
     reference: str | None = None
     distance: Distance | None = None
-    distance_note: str | None = None
+    distance_note: str | None = None  # why it has no distance
+    schedule_note: str | None = None  # what of its distance its own schedule explains: a late start, an early end
     order: Order | None = None
     pareto: Pareto | None = None
     folder: Path | None = field(default=None, metadata=INTERNAL, compare=False, repr=False)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from schedcmp.config import slug
 from schedcmp.records import Status, status_rgb
+from schedcmp import report
 from schedcmp.report import write_atomic
 
 TILE_MIN = 192  # tiny models make 64 px images: scale them up so a label fits under each
@@ -544,9 +545,13 @@ def sheet_header(document: dict[str, Any]) -> list[str]:
     references = document.get("references") or []
     if references:
         line = f"distances (latent RMSE · image PSNR) to the reference {references[0]['spec']}"
-        moved = (document.get("interval") or {}).get("moved")
+        moved = (document.get("interval") or {}).get("moved")  # results.json written before runs kept their schedule
         if moved:
             line += f" · run with trailing spacing to start where it does: {', '.join(moved)}"
+        notes = [(report.label(entry), entry.get("schedule_note") or "") for entry in entries]
+        late = list(dict.fromkeys(name for name, note in notes if "late start" in note))
+        if late:
+            line += f" · late start counted in the distance: {', '.join(late)}"
         lines.append(line)
     return lines
 

@@ -56,7 +56,6 @@ def run_record(result: RunResult, image: str | None, determinism: str) -> Run:
         width=spec.width,
         height=spec.height,
         call_args=spec.call_args,
-        interval=spec.interval,
         status=result.status,
         reason=result.reason,
         error=None if result.error is None else RunError(**result.error),
@@ -146,8 +145,8 @@ def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         peak = entry.get("peak_memory_bytes")
         distance = entry.get("distance") or {}
         status = entry["status"] if not entry.get("reason") else f"{entry['status']}: {entry['reason']}"
-        note = None  # why a run measured against a reference has no distance
-        if entry.get("reference") and not distance and entry.get("distance_note"):
+        note = entry.get("schedule_note")  # what of its distance its own schedule explains
+        if entry.get("reference") and not distance and entry.get("distance_note"):  # why it has no distance
             note = "stochastic: not ranked" if entry.get("determinism") == "stochastic" else entry["distance_note"]
         rows.append(
             {

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from schedcmp.config import RunSpec, effective_overrides
+from schedcmp.config import RunSpec
 from schedcmp.errors import Terminated
 from schedcmp.pipeline import LoadedModel, device_type, one_line
 from schedcmp.records import Status
@@ -254,7 +254,7 @@ class Sampler:
         return kwargs
 
     def scheduler_overrides(self, specs: list[RunSpec]) -> dict[str, Any]:
-        overrides = effective_overrides(specs[0])
+        overrides = specs[0].overrides
         cls = self.classes[specs[0].scheduler]
         if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:
             # DPMSolverSDE draws its Brownian noise from its own seed: tie it to --seed so runs repeat; a batch

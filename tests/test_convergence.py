@@ -217,7 +217,8 @@ def test_fitted_orders_match_theory_on_gaussian_data(sd15_model, tmp_path, monke
     outcome = engine.run_comparison(
         Settings(
             prompts=("x",),
-            schedulers="Euler,DDIM(set_alpha_to_one=true),Heun(use_karras_sigmas=true),DPM++ 2M Karras",
+            schedulers="Euler,DDIM(set_alpha_to_one=true,timestep_spacing=trailing),Heun(use_karras_sigmas=true),"
+            "DPM++ 2M Karras",
             seeds=(1,),
             steps=(8, 16, 32, 64),
             guidance_scales=(1.0,),
@@ -237,9 +238,10 @@ def test_fitted_orders_match_theory_on_gaussian_data(sd15_model, tmp_path, monke
     assert 1.7 <= orders["DPMSolverMultistepScheduler", True]["order"] <= 2.3
     for found in orders.values():
         assert found["steps"][0] < found["steps"][1] and found["r_squared"] >= metrics.FIT_MIN_R_SQUARED
-    ddim = next(e for e in outcome.document["runs"] if e["scheduler"] == "DDIMScheduler")
-    assert ddim["interval"] == "trailing"  # leading spacing started it late; Euler's linspace did not
-    assert next(e for e in outcome.document["runs"] if e["scheduler"] == "EulerDiscreteScheduler")["interval"] is None
+    # Each run keeps the schedule it was given: DDIM starts where the reference does because the user said
+    # trailing, not because schedcmp moved it.
+    for entry in outcome.document["runs"]:
+        assert entry["interval"] is None and entry["schedule_note"] is None, entry["id"]
 
 
 # -- the CLI: --reference, the cache, --html, `schedcmp report` -----------------------------------------
@@ -286,7 +288,13 @@ def test_reference_distances_labels_and_cache(reference_run, tmp_path):
     for name in ("DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler"):
         distance = runs[name]["distance"]
         assert distance["latent_rmse"] > 0 and 0 < distance["ssim"] <= 1 and distance["psnr"] > 0
-    assert runs["DDIMScheduler"]["interval"] == "trailing" and "DDIM" in document["interval"]["note"]
+    # DDIM keeps its leading spacing and starts late: measured as the user runs it, and labelled.
+    assert runs["DDIMScheduler"]["interval"] is None and runs["DDIMScheduler"]["id"] == "ddim-s3-seed0"
+    assert runs["DDIMScheduler"]["schedule_note"].startswith("starts at t=") and "late start" in (
+        runs["DDIMScheduler"]["schedule_note"]
+    )
+    assert runs["EulerDiscreteScheduler"]["schedule_note"] is None
+    assert "DDIM start later" in document["interval"]["note"]
     ranked = [e for e in document["runs"] if e["distance"]]
     for run in ranked:  # on the front exactly when no other run is both no slower and no farther, and better in one
         beaten = any(
@@ -604,7 +612,7 @@ def test_a_real_runs_report_in_chromium(reference_run, tmp_path):
 
 
 def test_an_id_names_one_image_with_and_without_the_reference(cli, sd15_model, tmp_path, monkeypatch):
-    """DDIM moved onto trailing spacing made another image under the id of its plain run."""
+    """--reference measures the run the user makes: the same id, the same image, as without it."""
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
     common = ["run", "a horse", "--model", sd15_model, "-s", "ddim,euler", "--steps", "4", "--format", "json"]
     plain = cli(*common, "--out", tmp_path / "plain").json()
@@ -613,5 +621,9 @@ def test_an_id_names_one_image_with_and_without_the_reference(cli, sd15_model, t
     for document in (plain, measured):
         for run in document["runs"]:
             assert images.setdefault(run["id"], run["sha256"]) == run["sha256"], run["id"]
-    moved = next(run for run in measured["runs"] if run["interval"] == "trailing")
-    assert moved["id"] == "ddim-s4-seed0-trailing" and "ddim-s4-seed0" in {run["id"] for run in plain["runs"]}
+    assert {run["id"] for run in measured["runs"]} == {run["id"] for run in plain["runs"]} == {
+        "ddim-s4-seed0",
+        "eulerdiscrete-s4-seed0",
+    }
+    ddim = next(run for run in measured["runs"] if run["id"] == "ddim-s4-seed0")
+    assert ddim["distance"] is not None and "late start" in ddim["schedule_note"]
