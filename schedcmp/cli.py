@@ -15,6 +15,7 @@ import typer
 from schedcmp import __version__
 from schedcmp.config import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_STEPS,
     DEFAULT_REFERENCE,
     Settings,
     load_config_file,
@@ -220,8 +221,25 @@ def stored_values(previous, stored: dict) -> dict:
         "model": previous.model_source,
         "model_config": previous.model_config,
         "reference_spec": previous.reference_spec,
+        "target_psnr": stored.get("target_value") if stored.get("target_metric") == "psnr" else None,
+        "target_rmse": stored.get("target_value") if stored.get("target_metric") == "latent_rmse" else None,
+        "max_steps": stored.get("max_steps") if stored.get("target_metric") else None,
     }
     return {key: value for key, value in values.items() if value is not None}
+
+
+def target_of(values: dict) -> tuple[str | None, float | None]:
+    """--target-psnr or --target-rmse (one of them), as (metric, value)."""
+    psnr, rmse = values.get("target_psnr"), values.get("target_rmse")
+    if psnr is not None and rmse is not None:
+        raise SchedcmpError("--target-psnr and --target-rmse both given: choose one")
+    if values.get("max_steps") is not None and psnr is None and rmse is None:
+        raise SchedcmpError("--max-steps bounds a --target-psnr or --target-rmse search: give one of those")
+    if psnr is not None:
+        return "psnr", float(psnr)
+    if rmse is not None:
+        return "latent_rmse", float(rmse)
+    return None, None
 
 
 def comparison_from(values: dict):
@@ -233,6 +251,7 @@ def comparison_from(values: dict):
         prompts += read_prompts(values["prompts_file"])
     if values["generator_device"] not in ("cpu", "device", "cuda", "mps"):
         raise SchedcmpError(f"unknown --generator-device {values['generator_device']!r}; choose cpu or device")
+    target_metric, target_value = target_of(values)
     settings = Settings(
         prompts=tuple(prompts),
         schedulers=values["schedulers"],
@@ -251,6 +270,9 @@ def comparison_from(values: dict):
         generator_device=values["generator_device"],
         seed_mode=values["seed_mode"],
         batch_size=values["batch_size"],
+        target_metric=target_metric,
+        target_value=target_value,
+        max_steps=values.get("max_steps") or DEFAULT_MAX_STEPS,
     )
     model_options = engine.ModelOptions(
         values.get("model"),
@@ -327,9 +349,25 @@ def run_command(
         "--html/--no-html",
         help="Also write report.html (self-contained); with --reference, the quality-vs-cost charts too.",
     ),
+    target_psnr: Optional[float] = typer.Option(
+        None,
+        "--target-psnr",
+        help="Equal quality: find each scheduler's fewest steps whose image is within DB dB PSNR of the reference "
+        "(implies --reference; the median over prompts and seeds).",
+        metavar="DB",
+    ),
+    target_rmse: Optional[float] = typer.Option(
+        None,
+        "--target-rmse",
+        help="Equal quality, in latent RMSE to the reference: the fewest steps at most X away.",
+        metavar="X",
+    ),
+    max_steps: Optional[int] = typer.Option(
+        None, "--max-steps", help="Where a --target search gives up. [default: 100]"
+    ),
 ) -> None:
     given = dict(ctx.params)  # what the command line said, by parameter name (None: not given)
-    from schedcmp import engine, output, report
+    from schedcmp import engine
 
     flags = {k: v for k, v in given.items() if k not in ("config", "prompt", "output_format")}
     flags |= {"prompt": [prompt] if prompt is not None else None, "format": output_format}
@@ -358,24 +396,46 @@ def run_command(
             reference=values.get("reference_spec") or (DEFAULT_REFERENCE if values.get("reference") else None),
         ),
     )
-    rows = report.table_rows(outcome.document["runs"])
+    show_results(outcome, output_format)
+    raise typer.Exit(outcome.exit_code)
+
+
+def show_results(outcome, output_format: str) -> None:
+    """The data on stdout in the asked format; the tables and the answer in words on stderr."""
+    from schedcmp import output, report
+
+    document = outcome.document
+    title = f"{document['pipeline']} · {document['device']} {document['dtype']}"
+    target = document.get("target")
+    summary = document.get("summary")
+    rows = report.table_rows(document["runs"])
+    if target:
+        rows = report.equal_quality_rows(document["equal_quality"], target["metric"])
     if output_format == "json":
-        output.data(report.to_json(outcome.document))
+        output.data(report.to_json(document))
     elif output_format == "csv":
-        output.data(report.to_csv(rows))
+        output.data(report.rows_csv(rows) if target else report.to_csv(rows))
     elif output_format == "markdown":
-        output.data(report.to_markdown(rows))
+        text = report.rows_markdown(rows) if target else report.to_markdown(rows)
+        if summary and summary["pairs"] > 1 and not target:
+            text += "\n" + report.rows_markdown(report.summary_rows(summary))
+        output.data(text)
     else:
-        output.print_table(
-            rows, f"{outcome.document['pipeline']} · {outcome.document['device']} {outcome.document['dtype']}"
-        )
+        if target:
+            goal = f"PSNR ≥ {target['value']:g} dB" if target["metric"] == "psnr" else f"RMSE ≤ {target['value']:g}"
+            output.print_equal_quality(rows, target["metric"], f"{title} · steps at {goal}, fastest first")
+        else:
+            output.print_table(rows, title)
+            if summary and summary["pairs"] > 1:
+                output.print_summary(summary)
         if not output.stdout_is_terminal():  # on a terminal the path on stdout below says it already
             for sheet in outcome.sheets:
                 output.info(f"contact sheet: {sheet}")
         if outcome.document.get("report"):
             output.info(f"report: {outcome.out_dir / outcome.document['report']}")
         output.data("".join(f"{sheet}\n" for sheet in outcome.sheets))
-    raise typer.Exit(outcome.exit_code)
+    for line in document.get("answer") or []:  # the answer in words, last
+        output.info(f"answer: {line}")
 
 
 @app.command("report", no_args_is_help=True)

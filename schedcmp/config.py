@@ -14,6 +14,7 @@ DEFAULT_REFERENCE = "DPMSolverMultistep(use_karras_sigmas=true):400"
 
 # Cells that differ only in seed or prompt share one pipeline call, up to this many images.
 DEFAULT_BATCH_SIZE = 8
+DEFAULT_MAX_STEPS = 100  # --max-steps: where an equal-quality search gives up
 SEED_MODES = ("same", "index")
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 AXES = ("steps", "seed", "guidance_scale", "prompt")
@@ -38,6 +39,10 @@ class Settings:
     generator_device: str = "cpu"
     seed_mode: str = "same"  # same: a cell's seed is its seed value; index: seed value + the cell's column
     batch_size: int = DEFAULT_BATCH_SIZE
+    # --target-psnr / --target-rmse: search each entry's step count at this distance to the reference.
+    target_metric: str | None = None  # psnr or latent_rmse
+    target_value: float | None = None
+    max_steps: int = DEFAULT_MAX_STEPS
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,19 @@ def check_settings(settings: Settings) -> None:
             raise UsageError(f"--seed {seed} is outside the generator's range, -2**63 to 2**64-1")
     if any(g < 0 for g in settings.guidance_scales):
         raise UsageError(f"--guidance-scale must not be negative, got {min(settings.guidance_scales)}")
+    check_target(settings)
+
+
+def check_target(settings: Settings) -> None:
+    if settings.target_metric is None:
+        return
+    flag = "--target-psnr" if settings.target_metric == "psnr" else "--target-rmse"
+    if settings.steps:
+        raise UsageError(f"{flag} chooses each scheduler's steps itself: drop --steps")
+    if settings.target_value is None or not settings.target_value > 0 or settings.target_value == float("inf"):
+        raise UsageError(f"{flag} must be a positive number, got {settings.target_value}")
+    if settings.max_steps < 1:
+        raise UsageError(f"--max-steps must be at least 1, got {settings.max_steps}")
 
 
 NUMBER = r"-?\d+(?:\.\d+)?"  # a sign is allowed so that a negative value gets its own message
@@ -333,6 +351,9 @@ CONFIG_KEYS: dict[str, tuple[type, ...]] = {
     "reference": (bool,),
     "reference_spec": (str,),
     "html": (bool,),
+    "target_psnr": (int, float),
+    "target_rmse": (int, float),
+    "max_steps": (int,),
 }
 
 

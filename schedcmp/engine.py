@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from schedcmp import convergence, html_report, output, render, report
+from schedcmp import convergence, html_report, output, render, report, summary, targets
 from schedcmp.config import (
     AXES,
     DEFAULT_REFERENCE,
@@ -50,6 +50,7 @@ from schedcmp.records import (
     Run,
     SharedSeconds,
     Status,
+    Summary,
     from_json,
     now,
     read_document,
@@ -64,8 +65,10 @@ from schedcmp.schedulers import (
     display_label,
     init_params,
     ordered,
+    parse_entries,
     scheduler_classes,
 )
+from schedcmp.stepsearch import Target
 
 if TYPE_CHECKING:
     from schedcmp.pipeline import LoadedModel
@@ -108,6 +111,8 @@ class Plan:
     determinism: dict[str, tuple[str, str]]  # determinism_key -> (label, reason), from the probe
     generator_device: str
     done: dict[str, Run]  # cells a resumed folder already holds, verified
+    reference_choice: Any = None  # the reference entry (a SchedulerChoice), for cells a search adds
+    rounds: targets.Rounds | None = None  # --target-psnr/--target-rmse: the step search; `cells` is its first round
 
 
 @dataclass
@@ -232,6 +237,11 @@ def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str
     classes = scheduler_classes()
     params = accepted_params_of(classes)
     chosen = choose(settings.schedulers, [], params, None)  # unknown names, keys and types fail here, before the load
+    pinned = [entry.name for entry in parse_entries(settings.schedulers) if entry.steps is not None]
+    if settings.target_metric is not None and pinned:
+        raise UsageError(
+            f"{pinned[0]}:STEPS pins its steps, and a target chooses each scheduler's steps itself: drop the :STEPS"
+        )
     if options.reference is not None:
         chosen.append(convergence.reference_choice(options.reference, params))
     check_override_types(chosen, classes)
@@ -341,6 +351,8 @@ def run_comparison(
     from schedcmp import pipeline
 
     progress = progress or output.Progress()
+    if settings.target_metric is not None and options.reference is None:  # a target is a distance to the reference
+        options = replace(options, reference=DEFAULT_REFERENCE)
     with pipeline.quiet_libraries():
         params = validate_before_load(settings, options)
         previous, done = None, {}
@@ -432,6 +444,10 @@ def make_plan(
     """The cells, their references and which of them are stochastic; refusals that need the model happen here."""
     generator_device = model.device if settings.generator_device == "device" else settings.generator_device
     chosen = choose(settings.schedulers, model.compatible, params, model.flow_shift)
+    target = None
+    if settings.target_metric is not None:
+        target = Target(settings.target_metric, settings.target_value, settings.max_steps)
+        settings = replace(settings, steps=(1,))  # the search's first probe: every entry at one step
     cells = plan_runs(chosen, set(model.compatible), settings, model.defaults)
     if not cells:
         raise UsageError(f"{type(model.pipe).__name__} lists no compatible schedulers; name some with --schedulers")
@@ -441,7 +457,7 @@ def make_plan(
     for line in size_warnings(cells[0], model) + prompt_warnings(settings, model):
         note(f"warning: {line}")
     classes = scheduler_classes()
-    references = None
+    references, choice = None, None
     if reference is not None:
         if "callback_on_step_end" not in model.call_parameters:
             raise UsageError(
@@ -470,7 +486,39 @@ def make_plan(
                 spec.overrides,
                 convergence.step_arguments(spec.call_args),
             )
-    return Plan(model, cells, references, determinism, generator_device, done)
+    plan = Plan(model, cells, references, determinism, generator_device, done, reference_choice=choice)
+    if target is not None:
+        plan.rounds = plan_search(plan, target, settings, chosen)
+        plan.cells = plan.rounds.first_round()
+    return plan
+
+
+def plan_search(plan: Plan, target: Target, settings: Settings, chosen: list) -> targets.Rounds:
+    """The entries the equal-quality search runs: deterministic ones measured against the reference."""
+    model = plan.model
+
+    def template(choice) -> RunSpec:
+        return plan_runs([choice], set(model.compatible), settings, model.defaults)[0]
+
+    return targets.plan_rounds(
+        target,
+        settings,
+        chosen,
+        set(model.compatible),
+        model.defaults,
+        determinism_of=lambda choice: plan.determinism[convergence.determinism_key(template(choice))],
+        outside=lambda choice: plan.references.off_interval.get(template(choice).id),
+    )
+
+
+def add_cells(plan: Plan, cells: list[RunSpec]) -> None:
+    """A search round's cells join the plan, with their references (the same ones: a reference does not depend
+    on the steps) and what their schedule means for their distance."""
+    plan.cells.extend(cells)
+    more = convergence.plan_references(cells, plan.reference_choice, plan.model.original_config, scheduler_classes())
+    plan.references.of_run.update(more.of_run)
+    plan.references.off_interval.update(more.off_interval)
+    plan.references.schedule_notes.update(more.schedule_notes)
 
 
 def header(plan: Plan, settings: Settings, model_options: ModelOptions, options: OutputOptions) -> Results:
@@ -496,6 +544,7 @@ def header(plan: Plan, settings: Settings, model_options: ModelOptions, options:
         model_identity=pipeline.model_identity(model.pipe),
         weights_fingerprint=convergence.model_fingerprint(model),
         reference_spec=options.reference,
+        target=plan.rounds.spec() if plan.rounds else None,
     )
 
 
@@ -512,22 +561,26 @@ def execute(
     anything did (Ctrl-C, or SIGTERM as errors.Terminated)."""
     from schedcmp.sample import Sampler
 
-    references_of = plan.references.of_run if plan.references else {}
-    resumed = [
-        spec
-        for spec in plan.cells
-        if spec.id in plan.done and matches(plan.done[spec.id], spec, references_of.get(spec.id))
-    ]
-    for spec in resumed:
-        results.add(plan.done[spec.id])
+    def still_to_run(cells: list[RunSpec]) -> list[RunSpec]:
+        """The cells a resumed folder does not already hold, made exactly so; those it holds join the results."""
+        references_of = plan.references.of_run if plan.references else {}
+        for spec in cells:
+            if spec.id in plan.done and matches(plan.done[spec.id], spec, references_of.get(spec.id)):
+                results.add(plan.done[spec.id])
+        return [spec for spec in cells if spec.id not in results.runs]
+
+    todo = still_to_run(plan.cells)
+    resumed = len(plan.cells) - len(todo)
     if resumed:
-        progress.note(f"resuming: {len(resumed)} of {len(plan.cells)} cells already done and verified")
-    todo = [spec for spec in plan.cells if spec.id not in results.runs]
+        progress.note(f"resuming: {resumed} of {len(plan.cells)} cells already done and verified")
     results.save()
     progress.begin(len(plan.cells))
-    finished = len(resumed)
+    finished = resumed
     varying = [axis for axis in AXES if len({repr(getattr(spec, axis)) for spec in plan.cells}) > 1]
+    if plan.rounds is not None:
+        varying = [axis for axis in varying if axis != "steps"] + ["steps"]  # a search varies the steps
     references: dict[str, convergence.ReferenceOutput | None] = {}
+    number = 0  # batches run, for their labels
     try:
         with Sampler(plan.model, plan.generator_device) as sampler:
             if todo:
@@ -546,23 +599,34 @@ def execute(
                     )
                     results.results.references.append(summary)
                     results.save()
-            for number, batch in enumerate(batches(todo, settings.batch_size)):
-                name = display_label(batch[0].scheduler, batch[0].alias, batch[0].overrides)
-                progress.started(finished + 1, name + (f" ×{len(batch)}" if len(batch) > 1 else ""), batch[0].steps)
-                batch = [replace(spec, batch=f"b{number}") for spec in batch]
-                for sample in sampler.run_batch(batch, settings.repeat, progress.step):
-                    run = record(sample, plan, references, None if options.no_sheet else results.folder)
-                    if keep_output is not None and sample.rgb is not None:
-                        keep_output(sample)
-                    results.add(run)
-                    finished += 1
-                    events.cell(run)
-                    progress.finished(
-                        finished, run.label + axes_text(run, varying), run.status, run.seconds, run.reason
-                    )
-                shared = results.results.shared_seconds
-                results.results.shared_seconds = replace(shared, prompt_encoding=sampler.encoding_seconds)
-                results.save()
+            while todo or plan.rounds is not None:
+                for batch in batches(todo, settings.batch_size):
+                    name = display_label(batch[0].scheduler, batch[0].alias, batch[0].overrides)
+                    progress.started(finished + 1, name + (f" ×{len(batch)}" if len(batch) > 1 else ""), batch[0].steps)
+                    batch = [replace(spec, batch=f"b{number}") for spec in batch]
+                    number += 1
+                    for sample in sampler.run_batch(batch, settings.repeat, progress.step):
+                        run = record(sample, plan, references, None if options.no_sheet else results.folder)
+                        if keep_output is not None and sample.rgb is not None:
+                            keep_output(sample)
+                        results.add(run)
+                        finished += 1
+                        events.cell(run)
+                        progress.finished(
+                            finished, run.label + axes_text(run, varying), run.status, run.seconds, run.reason
+                        )
+                    shared = results.results.shared_seconds
+                    results.results.shared_seconds = replace(shared, prompt_encoding=sampler.encoding_seconds)
+                    results.save()
+                if plan.rounds is None:
+                    break
+                following = plan.rounds.next_round(results.runs)  # the search's next step counts
+                if not following:
+                    break
+                add_cells(plan, following)
+                results.order.extend(spec.id for spec in following)
+                progress.grow(len(plan.cells))
+                todo = still_to_run(following)
     except (KeyboardInterrupt, Terminated) as stop:
         progress.note(f"interrupted: writing what the {len(results.runs)} finished cells made")
         return stop
@@ -616,10 +680,11 @@ def finish(
     header_record.references = [replace(r, warning=warnings.get(r.id, r.warning)) for r in header_record.references]
     for line in convergence.warning_lines(references, warnings):
         progress.note(f"warning: {line}")
+    conclude(header_record, plan, results.finished())
     document = results.save()  # first without the sheets: drawing them must not put the results at risk
     sheets: list[Path] = []
     if not options.no_sheet and document["runs"]:
-        sheets, notices = render.write_sheets(results.folder, document, options.x, options.z)
+        sheets, notices = render.write_sheets(results.folder, sheet_document(document), options.x, options.z)
         for notice in notices:
             progress.note(notice)
     header_record.sheets = [str(path.relative_to(results.folder)) for path in sheets]
@@ -628,6 +693,30 @@ def finish(
     document = results.save()  # last: it names the sheets, charts and page only once they exist
     code = EXIT_TERMINATED if isinstance(stopped, Terminated) else exit_code(document, options.strict)
     return Outcome(header_record, results.folder, sheets, code, plan.model, stopped)
+
+
+def conclude(header_record: Results, plan: Plan, runs: list[Run]) -> None:
+    """The answer: each entry's steps at the target, the summary across prompts and seeds, and both in words."""
+    if plan.references is None:
+        return
+    target_answer = None
+    if plan.rounds is not None:
+        header_record.equal_quality = targets.results(plan.rounds, {run.id: run for run in runs})
+        target_answer = targets.answer_line(header_record.target, header_record.equal_quality)
+    metric = plan.rounds.target.metric if plan.rounds is not None else "latent_rmse"
+    found = summary.summarise([to_json(run) for run in runs], metric)
+    header_record.summary = from_json(Summary, found)
+    header_record.answer = summary.answer_lines(found, target_answer)
+
+
+def sheet_document(document: dict[str, Any]) -> dict[str, Any]:
+    """What the sheets show: every run; after a step search, each entry's runs at its own equal-quality steps."""
+    found = document.get("equal_quality") or []
+    if not document.get("target") or not any(entry["status"] == "reached" for entry in found):
+        return document
+    chosen = [cell for entry in found for cell in entry["runs"]]
+    by_id = {run["id"]: run for run in document["runs"]}
+    return {**document, "runs": [by_id[cell] for cell in chosen if cell in by_id], "steps_per_row": True}
 
 
 def exit_code(document: dict[str, Any], strict: bool) -> int:

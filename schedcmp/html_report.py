@@ -266,6 +266,146 @@ def charts_note(document: dict[str, Any]) -> str:
     )
 
 
+def answer_section(document: dict[str, Any]) -> str:
+    """The comparison's conclusion in words, at the top of the page."""
+    lines = document.get("answer") or []
+    if not lines:
+        return ""
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    return f'<section id="answer"><h2>Answer</h2><ul>{items}</ul></section>'
+
+
+METRIC_TITLES = {"psnr": "PSNR (dB)", "latent_rmse": "latent RMSE"}
+
+
+def spread_cell(found: dict[str, Any] | None, digits: int = 3) -> str:
+    if not found or found.get("median") is None:
+        return ""
+    text = number(found["median"], digits)
+    if found.get("q1") is not None and found["q1"] != found["q3"]:
+        text += f' <span class="note">({number(found["q1"], digits)}–{number(found["q3"], digits)})</span>'
+    return text
+
+
+def equal_quality_section(document: dict[str, Any]) -> str:
+    """Each entry's steps at the target, fastest first, with the probe below it and how the search went."""
+    target = document.get("target")
+    if not target:
+        return ""
+    metric = target["metric"]
+    goal = f"PSNR ≥ {target['value']:g} dB" if metric == "psnr" else f"latent RMSE ≤ {target['value']:g}"
+    rows = []
+    for entry in document.get("equal_quality") or []:
+        probes = ", ".join(f"{probe['steps']}: {number(probe['distance'])}" for probe in entry.get("probes") or [])
+        below = (
+            f"{entry['below_steps']} steps: {number(entry.get('below_distance'))}" if entry.get("below_steps") else ""
+        )
+        rows.append(
+            f'<tr data-status="{escape(entry["status"])}"><td>{escape(entry["label"])}</td>'
+            f"<td>{escape(entry['status'])}</td><td>{number(entry.get('steps'))}</td>"
+            f"<td>{number(entry.get('nfe'))}</td><td>{spread_cell(entry.get('seconds'))}</td>"
+            f"<td>{spread_cell(entry.get('distance'))}</td><td>{escape(below)}</td>"
+            f'<td class="note">{escape(entry.get("reason") or "")}<br>'
+            f"probes (steps: median): {escape(probes)}</td></tr>"
+        )
+    head = "".join(
+        f"<th>{name}</th>"
+        for name in ("scheduler", "status", "steps", "NFE", "seconds", METRIC_TITLES[metric], "one step fewer", "")
+    )
+    return (
+        f"<h2>Equal quality: {escape(goal)}</h2>"
+        f'<p class="note">Median (IQR) over the prompts and seeds; the fewest steps found by doubling then '
+        f"bisection, with at most {escape(target['max_steps'])} steps. The run one step fewer does not reach "
+        f"the target.</p>"
+        f'<table id="equal-quality"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+def distribution_svg(entries: list[dict[str, Any]], metric: str) -> str:
+    """One row per scheduler entry, a dot per prompt and seed pair, the median as a bar."""
+    values = [value for entry in entries for value in entry["values"].values() if math.isfinite(value)]
+    if not values:
+        return ""
+    log = metric == "latent_rmse" and min(values) > 0 and max(values) / min(values) > 20
+    scale = math.log10 if log else (lambda v: v)
+    low, high = scale(min(values)), scale(max(values))
+    if high == low:
+        low, high = low - 1, high + 1
+    left, width, row = 190, 420, 22
+
+    def x(value: float) -> float:
+        value = min(max(value, min(values)), max(values))  # inf (equal to the reference) drawn at the edge
+        return left + (scale(value) - low) / (high - low) * width
+
+    parts = []
+    for index, entry in enumerate(entries):
+        y = 14 + index * row
+        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{escape(entry["label"])}</text>')
+        parts.append(f'<line x1="{left}" y1="{y}" x2="{left + width}" y2="{y}" stroke="#eaeef2"/>')
+        for value in entry["values"].values():
+            parts.append(f'<circle class="pair" cx="{x(value):.1f}" cy="{y}" r="3.5" fill="#1f6feb" opacity="0.6"/>')
+        median = entry["distance"]["median"]
+        if median is not None:
+            parts.append(
+                f'<line class="median" x1="{x(median):.1f}" y1="{y - 8}" x2="{x(median):.1f}" y2="{y + 8}" '
+                'stroke="#cf222e" stroke-width="3"/>'
+            )
+    bottom = 14 + len(entries) * row
+    for value, anchor in ((min(values), "start"), (max(values), "end")):
+        parts.append(
+            f'<text x="{x(value):.1f}" y="{bottom + 4}" text-anchor="{anchor}" class="tick">{number(value)}</text>'
+        )
+    caption = (
+        METRIC_TITLES[metric]
+        + (" (log scale)" if log else "")
+        + ("; higher is closer" if metric == "psnr" else "; lower is closer")
+    )
+    parts.append(f'<text x="{left + width / 2}" y="{bottom + 20}" text-anchor="middle" class="tick">{caption}</text>')
+    return (
+        f'<svg class="distribution" width="{left + width + 20}" height="{bottom + 28}" role="img" '
+        f'font-size="12" font-family="system-ui, sans-serif">{"".join(parts)}</svg>'
+    )
+
+
+def win_matrix(group: dict[str, Any]) -> str:
+    """Row A, column B: on how many pairs A came strictly closer than B."""
+    labels = [entry["label"] for entry in group["entries"]]
+    head = "<th>A beats B on … pairs</th>" + "".join(f"<th>{escape(name)}</th>" for name in labels)
+    rows = "".join(
+        f"<tr><th>{escape(a)}</th>"
+        + "".join("<td>–</td>" if a == b else f"<td>{group['wins'].get(a, {}).get(b, 0)}</td>" for b in labels)
+        + "</tr>"
+        for a in labels
+    )
+    return (
+        f'<table class="wins" data-steps="{group["steps"]}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    )
+
+
+def summary_section(document: dict[str, Any]) -> str:
+    """Across prompts and seeds: per step count, the distribution chart, the ranks and the win matrix."""
+    found = document.get("summary")
+    if not found or not found.get("step_counts"):
+        return ""
+    metric = found["metric"]
+    note = found.get("note") or "rank: 1 + the entries significantly better (two-sided sign test at 5% on the pairs)"
+    parts = [
+        f'<h2>Across prompts and seeds</h2><p id="summary-note">{escape(found["pairs"])} prompt and seed pairs; '
+        f"{escape(note)}. Each dot is one pair, the red bar the median.</p>"
+    ]
+    for group in found["step_counts"]:
+        ranks = ", ".join(
+            f"{escape(entry['label'])} {entry['rank']}" for entry in group["entries"] if entry.get("rank") is not None
+        )
+        parts.append(
+            f'<section class="step-summary" data-steps="{group["steps"]}"><h3>{group["steps"]} steps</h3>'
+            f"{distribution_svg(group['entries'], metric)}"
+            + (f"<p>ranks: {ranks}</p>" if ranks else "")
+            + f"{win_matrix(group)}</section>"
+        )
+    return "".join(parts)
+
+
 def figures(folder: Path, names: list[str], alt: str) -> str:
     return "".join(f"<figure>{image_tag(folder, name, f'{alt} {name}', 'wide')}</figure>" for name in names)
 
@@ -277,11 +417,7 @@ def page(document: dict[str, Any], folder: Path) -> str:
     title = distinct([r["prompt"] for r in runs])
     header = "".join(f"<dt>{escape(term)}</dt><dd>{text}</dd>" for term, text in header_items(document))
     interval = document.get("interval") or {}
-    note = (
-        f'<p class="interval"><b>Schedules:</b> {escape(interval.get("note"))}</p>'
-        if interval.get("note")
-        else ""
-    )
+    note = f'<p class="interval"><b>Schedules:</b> {escape(interval.get("note"))}</p>' if interval.get("note") else ""
     sheets = figures(folder, document.get("sheets") or [], "contact sheet")
     charts = figures(folder, document.get("charts") or [], "chart")
     counts: dict[str, int] = {}
@@ -290,6 +426,9 @@ def page(document: dict[str, Any], folder: Path) -> str:
     summary = ", ".join(f"{n} {escape(status)}" for status, n in sorted(counts.items()))
     return PAGE.format(
         title=escape(title[0] if title else "comparison"),
+        answer=answer_section(document),
+        equal_quality=equal_quality_section(document),
+        across=summary_section(document),
         header=header,
         references=reference_section(document, folder),
         interval=note,
@@ -334,6 +473,9 @@ img.wide {{ max-width: 100%; }}
 figure {{ margin: 0 0 1em 0; }}
 .reference {{ display: flex; gap: 12px; align-items: center; }}
 .interval {{ background: #fff8c5; padding: 6px 10px; border-radius: 6px; }}
+#answer {{ background: #dafbe1; padding: 4px 12px; border-radius: 6px; }}
+table.wins td {{ text-align: right; }}
+svg .tick {{ fill: #57606a; }}
 #overlay {{ position: fixed; inset: 0; background: rgba(0, 0, 0, 0.8); display: flex; align-items: center;
   justify-content: center; flex-direction: column; cursor: zoom-out; }}
 #overlay[hidden] {{ display: none; }}
@@ -342,9 +484,11 @@ figure {{ margin: 0 0 1em 0; }}
 </style></head>
 <body>
 <h1>schedcmp: {title}</h1>
+{answer}
 <dl>{header}</dl>
 {references}
 {interval}
+{equal_quality}
 {sheets}
 <h2>Runs</h2>
 <p>{summary}</p>
@@ -353,6 +497,7 @@ figure {{ margin: 0 0 1em 0; }}
 {rows}
 </tbody></table>
 {charts}
+{across}
 {failures}
 <div id="overlay" hidden role="dialog" aria-modal="true" aria-label="full-size image">
 <img id="overlay-image" alt=""><p id="overlay-caption"></p></div>

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # Wide enough for the table with distances when stderr is a file or a pipe, where rich would assume 80
 # columns and squeeze the scheduler names out; COLUMNS still wins.
@@ -84,6 +85,13 @@ class Progress:
             from tqdm.auto import tqdm
 
             self.notebook_bar = tqdm(total=total, desc="schedcmp", unit="cell")
+
+    def grow(self, total: int) -> None:
+        """A step search planned more cells."""
+        self.total = total
+        if self.notebook_bar is not None:
+            self.notebook_bar.total = total
+            self.notebook_bar.refresh()
 
     def note(self, message: str) -> None:
         if not self.enabled:
@@ -202,6 +210,60 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
             end_section=row["id"] == rows[-2]["id"] if len(rows) > 1 else False,
             style="bold" if row["id"] == TOTAL else None,
         )
+    error_console.print(table)
+
+
+def spread_text(median: float | None, q1: float | None, q3: float | None, spec: str) -> str:
+    if median is None:
+        return ""
+    text = format(median, spec)
+    return text if q1 is None or q1 == q3 else f"{text} ({format(q1, spec)}–{format(q3, spec)})"
+
+
+def print_equal_quality(rows: list[dict[str, Any]], metric: str, title: str) -> None:
+    """The equal-quality table, on stderr: each entry's steps at the target, fastest first; medians (IQR)."""
+    spec = ".1f" if metric == "psnr" else ".3g"
+    table = Table(title=title, title_justify="left")
+    for column in ("scheduler", "steps", "NFE", "seconds", "PSNR" if metric == "psnr" else "RMSE", "note"):
+        table.add_column(column, justify="left" if column in ("scheduler", "note") else "right", overflow="fold")
+    for row in rows:
+        reached = row["status"] == "reached"
+        note = row["note"] or ("" if reached else row["status"])
+        if reached and row["below_steps"]:
+            note = f"{row['below_steps']} steps: {format(row[f'below_{metric}'], spec)}" + (f"; {note}" if note else "")
+        table.add_row(
+            row["scheduler"],
+            "" if row["steps"] is None else str(row["steps"]),
+            "" if row["nfe"] is None else f"{row['nfe']:g}",
+            spread_text(row["seconds"], row["seconds_q1"], row["seconds_q3"], ".2f"),
+            spread_text(row[metric], row[f"{metric}_q1"], row[f"{metric}_q3"], spec),
+            Text(note, style=None if reached else "yellow"),
+        )
+    error_console.print(table)
+
+
+def print_summary(found: dict[str, Any]) -> None:
+    """Across prompts and seeds, on stderr: per step count, each entry's median distance (IQR), seconds, rank."""
+    metric = found["metric"]
+    spec = ".1f" if metric == "psnr" else ".3g"
+    title = f"across {found['pairs']} prompt and seed pairs: median (IQR)" + (
+        f"; {found['note']}" if found.get("note") else "; rank: 1 + entries significantly better (sign test, 5%)"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("steps", "scheduler", "NFE", "PSNR" if metric == "psnr" else "RMSE", "seconds", "rank"):
+        table.add_column(column, justify="left" if column == "scheduler" else "right", overflow="fold")
+    for group in found["step_counts"]:
+        for number, entry in enumerate(group["entries"]):
+            distance, seconds = entry["distance"], entry["seconds"]
+            table.add_row(
+                str(group["steps"]) if number == 0 else "",
+                entry["label"],
+                "" if entry.get("nfe") is None else f"{entry['nfe']:g}",
+                spread_text(distance["median"], distance["q1"], distance["q3"], spec),
+                spread_text(seconds["median"], seconds["q1"], seconds["q3"], ".2f"),
+                "" if entry.get("rank") is None else str(entry["rank"]),
+                end_section=number == len(group["entries"]) - 1,
+            )
     error_console.print(table)
 
 

@@ -269,6 +269,85 @@ class Interval:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class Spread:
+    """A distribution over a comparison's (prompt, seed) pairs: its median and quartiles."""
+
+    median: float | None = None
+    q1: float | None = None
+    q3: float | None = None
+
+
+@dataclass(frozen=True)
+class EntrySummary:
+    """One scheduler entry at one step count, over the pairs where it was measured."""
+
+    label: str
+    scheduler: str
+    pairs: int
+    distance: Spread
+    seconds: Spread
+    overrides: dict[str, Any] = field(default_factory=dict)
+    nfe: float | None = None
+    values: dict[str, float] = field(default_factory=dict)  # reference id (one pair) -> its distance
+    rank: int | None = None  # 1 + the entries significantly better (sign test); None: too few pairs
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    steps: int
+    entries: list[EntrySummary] = field(default_factory=list)
+    wins: dict[str, dict[str, int]] = field(default_factory=dict)  # A -> B -> pairs where A came strictly closer
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The comparison across prompts and seeds (schedcmp.summary says how it is computed)."""
+
+    metric: str
+    pairs: int
+    ranked: bool
+    note: str | None = None
+    step_counts: list[StepSummary] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """--target-psnr / --target-rmse: the distance every entry's step count is searched for."""
+
+    metric: str  # psnr or latent_rmse
+    value: float
+    max_steps: int
+
+
+@dataclass(frozen=True)
+class Probe:
+    steps: int
+    distance: float | None  # the median over the pairs; None where a run had none
+
+
+@dataclass(frozen=True)
+class EqualQuality:
+    """One scheduler entry's step count at the target, found by doubling and bisection, or why there is none."""
+
+    label: str
+    scheduler: str
+    status: str  # reached, not reached, not ranked, not measured
+    overrides: dict[str, Any] = field(default_factory=dict)
+    alias: str | None = None
+    steps: int | None = None
+    nfe: float | None = None
+    seconds: Spread | None = None  # measured at `steps`, over the pairs
+    distance: Spread | None = None  # at `steps`, over the pairs
+    runs: list[str] = field(default_factory=list)  # the run ids at `steps`
+    below_steps: int | None = None  # steps - 1, also run: it does not meet the target
+    below_distance: float | None = None
+    below_runs: list[str] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
+    non_monotone: bool = False  # two probes out of order: the answer is the first crossing found
+    reason: str | None = None
+
+
 @dataclass
 class Results:
     """results.json of `schedcmp run`: the comparison's header, then one entry per finished cell."""
@@ -301,6 +380,10 @@ class Results:
     model_identity: dict[str, Any] | None = None
     weights_fingerprint: str | None = None
     reference_spec: str | None = None
+    target: TargetSpec | None = None
+    equal_quality: list[EqualQuality] | None = None  # with a target: each entry's steps there
+    summary: Summary | None = None  # with a reference: across the prompts and seeds
+    answer: list[str] | None = None  # with a reference: the comparison's conclusion in words
     runs: list[Run] = field(default_factory=list)
 
     def files(self) -> list[str]:

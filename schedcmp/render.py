@@ -464,15 +464,21 @@ def column_axis(varying: list[str], x: str | None, z: str | None) -> str | None:
     return candidates[0] if candidates else None
 
 
-def plan_sheets(entries: list[dict], x: str | None, z: str | None) -> list[SheetPlan] | None:
+def plan_sheets(
+    entries: list[dict], x: str | None, z: str | None, steps_per_row: bool = False
+) -> list[SheetPlan] | None:
     """Schedulers as rows, axis `x` as columns, one sheet per combination of the other varying axes.
 
     `x` defaults to the first varying axis (steps, seed, guidance_scale, prompt); None when nothing varies,
-    which means the plain contact sheet. `z` puts its axis first among the sheets' keys.
+    which means the plain contact sheet. `z` puts its axis first among the sheets' keys. `steps_per_row`: each
+    scheduler has its own step count (an equal-quality search's answers), named in its row label.
     """
-    from schedcmp.report import label
+    from schedcmp.report import label as plain_label
 
-    varying = multi_valued_axes(entries)
+    def label(entry: dict) -> str:
+        return plain_label(entry) + (f" · {entry['steps']} steps" if steps_per_row else "")
+
+    varying = [axis for axis in multi_valued_axes(entries) if not (steps_per_row and axis == "steps")]
     x = column_axis(varying, x, z)
     if x is None:
         return None
@@ -553,6 +559,10 @@ def sheet_header(document: dict[str, Any]) -> list[str]:
         if late:
             line += f" · late start counted in the distance: {', '.join(late)}"
         lines.append(line)
+    target = document.get("target")
+    if target and document.get("steps_per_row"):
+        goal = f"PSNR ≥ {target['value']:g} dB" if target["metric"] == "psnr" else f"latent RMSE ≤ {target['value']:g}"
+        lines.append(f"each scheduler at the fewest steps that reach {goal} (median over the prompts and seeds)")
     return lines
 
 
@@ -564,8 +574,9 @@ def write_sheets(out_dir: Path, document: dict[str, Any], x: str | None, z: str 
     entries = document["runs"]
     width, height = entries[0]["width"], entries[0]["height"]
     header = sheet_header(document)
-    plans = plan_sheets(entries, x, z)
-    varying = multi_valued_axes(entries)
+    steps_per_row = bool(document.get("steps_per_row"))
+    plans = plan_sheets(entries, x, z, steps_per_row)
+    varying = [axis for axis in multi_valued_axes(entries) if not (steps_per_row and axis == "steps")]
     if x is not None and x not in varying and plans is not None:
         notices.append(f"--x {x}: the {x} does not vary here; the columns are {column_axis(varying, x, z)}")
     if plans is None:

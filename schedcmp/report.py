@@ -236,3 +236,72 @@ def to_html(rows: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{escape(column)}</th>" for column in columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(cell(row[key]))}</td>" for key in columns) + "</tr>" for row in rows)
     return f'<table class="schedcmp"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+# -- the answer: equal-quality steps and the summary across prompts and seeds ---------------------------------
+
+
+def equal_quality_rows(found: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """One row per scheduler entry, fastest at the target first (the order results.json keeps)."""
+    rows = []
+    for entry in found:
+        seconds, distance = entry.get("seconds") or {}, entry.get("distance") or {}
+        rows.append(
+            {
+                "scheduler": entry["label"],
+                "status": entry["status"],
+                "steps": entry.get("steps"),
+                "nfe": entry.get("nfe"),
+                "seconds": seconds.get("median"),
+                "seconds_q1": seconds.get("q1"),
+                "seconds_q3": seconds.get("q3"),
+                metric: distance.get("median"),
+                f"{metric}_q1": distance.get("q1"),
+                f"{metric}_q3": distance.get("q3"),
+                "below_steps": entry.get("below_steps"),
+                f"below_{metric}": entry.get("below_distance"),
+                "probes": len(entry.get("probes") or []),
+                "non_monotone": entry.get("non_monotone"),
+                "note": entry.get("reason"),
+            }
+        )
+    return rows
+
+
+def summary_rows(found: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per step count and scheduler entry: the distribution over the pairs, and its rank."""
+    metric = found["metric"]
+    rows = []
+    for group in found["step_counts"]:
+        for entry in group["entries"]:
+            rows.append(
+                {
+                    "steps": group["steps"],
+                    "scheduler": entry["label"],
+                    "pairs": entry["pairs"],
+                    "nfe": entry.get("nfe"),
+                    metric: entry["distance"]["median"],
+                    f"{metric}_q1": entry["distance"]["q1"],
+                    f"{metric}_q3": entry["distance"]["q3"],
+                    "seconds": entry["seconds"]["median"],
+                    "rank": entry.get("rank"),
+                }
+            )
+    return rows
+
+
+def rows_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: cell(value) for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def rows_markdown(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0]) if rows else []
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row[key]).replace("|", "\\|") for key in columns) + " |")
+    return "\n".join(lines) + "\n"

@@ -254,7 +254,7 @@ class Sampler:
         return kwargs
 
     def scheduler_overrides(self, specs: list[RunSpec]) -> dict[str, Any]:
-        overrides = specs[0].overrides
+        overrides = dict(specs[0].overrides)  # a copy: the seed below belongs to this call, not to the cell
         cls = self.classes[specs[0].scheduler]
         if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:
             # DPMSolverSDE draws its Brownian noise from its own seed: tie it to --seed so runs repeat; a batch

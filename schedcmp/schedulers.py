@@ -246,6 +246,11 @@ def display_label(class_name: str, alias: str | None, overrides: dict[str, Any])
     return name
 
 
+def ui_label(class_name: str, alias: str | None, overrides: dict[str, Any]) -> str:
+    """The shortest name that says which entry: `Euler`, `DPM++ 2M Karras`, else `DDIM`, `LMSDiscrete(...)`."""
+    return alias or display_label(class_name, None, overrides)
+
+
 def alias_for(class_name: str, overrides: dict[str, Any]) -> str | None:
     """The UI name that means exactly this class with exactly these overrides, if there is one."""
     for alias, (alias_class, alias_overrides) in ALIASES.items():

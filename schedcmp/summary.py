@@ -1,0 +1,206 @@
+"""Conclusions across prompts and seeds: the distributions, the paired wins, the ranks and the answer in words.
+
+Pure: it works on results.json entries. A "pair" is one reference: a (prompt, seed) and the settings they
+share, the same starting noise for every scheduler. Two scheduler entries are compared on the pairs where
+both have a distance; A beats B on a pair when it came strictly closer. An entry's rank at a step count is 1
++ the number of entries that beat it significantly (a two-sided sign test at 5% on their pairs), so entries
+nothing beats share rank 1. Under 6 pairs no split is significant (5 wins of 5 has p = 0.0625), so the
+ranks are not given: "too few pairs to rank".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from schedcmp.records import Determinism, Status
+from schedcmp.schedulers import ui_label
+
+SIGNIFICANCE = 0.05
+MIN_PAIRS = 6  # the fewest pairs on which a sign test at 5% can separate two entries
+TOO_FEW = "too few pairs to rank"
+METRIC_NAMES = {"latent_rmse": "latent RMSE", "psnr": "PSNR"}
+
+
+def entry_label(entry: dict[str, Any]) -> str:
+    return ui_label(entry["scheduler"], entry.get("alias"), entry.get("overrides") or {})
+
+
+def measured(entry: dict[str, Any]) -> bool:
+    return (
+        entry.get("status") == Status.OK
+        and entry.get("determinism") == Determinism.DETERMINISTIC
+        and bool(entry.get("distance"))
+        and bool(entry.get("reference"))
+    )
+
+
+def value_of(entry: dict[str, Any], metric: str) -> float:
+    return entry["distance"][metric]
+
+
+def closer(metric: str, a: float, b: float) -> bool:
+    return a > b if metric == "psnr" else a < b
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default), without numpy."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    if ordered[low] == ordered[high]:  # also keeps inf (an image equal to the reference) out of inf - inf
+        return ordered[low]
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def spread(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "q1": None, "q3": None}
+    return {"median": quantile(values, 0.5), "q1": quantile(values, 0.25), "q3": quantile(values, 0.75)}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least this uneven if both were equally likely."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    fewer = min(wins, losses)
+    tail = sum(math.comb(n, k) for k in range(fewer + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def pairs_of(entries: list[dict[str, Any]]) -> list[str]:
+    """The pairs (references) the measured runs cover, in order of first appearance."""
+    return list(dict.fromkeys(entry["reference"] for entry in entries if measured(entry)))
+
+
+def summarise(entries: list[dict[str, Any]], metric: str = "latent_rmse") -> dict[str, Any]:
+    """Per step count, per scheduler entry: distributions over the pairs, win counts and ranks."""
+    pairs = pairs_of(entries)
+    by_steps: dict[int, dict[str, dict[str, dict[str, Any]]]] = {}  # steps -> label -> pair -> entry
+    for entry in entries:
+        if measured(entry):
+            by_steps.setdefault(entry["steps"], {}).setdefault(entry_label(entry), {})[entry["reference"]] = entry
+    step_counts = []
+    for steps in sorted(by_steps):
+        found = by_steps[steps]
+        labels = list(found)
+        wins = {a: {b: wins_of(found[a], found[b], metric) for b in labels if b != a} for a in labels}
+        ranks = {a: rank(a, labels, wins, len(pairs)) for a in labels}
+        rows = []
+        for name in labels:
+            runs = list(found[name].values())
+            rows.append(
+                {
+                    "label": name,
+                    "scheduler": runs[0]["scheduler"],
+                    "overrides": runs[0].get("overrides") or {},
+                    "pairs": len(runs),
+                    "nfe": spread([run["nfe"] for run in runs if run.get("nfe") is not None])["median"],
+                    "distance": spread([value_of(run, metric) for run in runs]),
+                    "seconds": spread([run["seconds"] for run in runs if run.get("seconds") is not None]),
+                    "values": {pair: value_of(run, metric) for pair, run in found[name].items()},
+                    "rank": ranks[name],
+                }
+            )
+        rows.sort(key=lambda row: (row["rank"] or 0, sort_distance(row["distance"]["median"], metric)))
+        step_counts.append({"steps": steps, "entries": rows, "wins": wins})
+    return {
+        "metric": metric,
+        "pairs": len(pairs),
+        "ranked": len(pairs) >= MIN_PAIRS,
+        "note": None if len(pairs) >= MIN_PAIRS else f"{TOO_FEW} ({len(pairs)} of the {MIN_PAIRS} a sign test needs)",
+        "step_counts": step_counts,
+    }
+
+
+def sort_distance(value: float | None, metric: str) -> float:
+    if value is None:
+        return math.inf
+    return -value if metric == "psnr" else value
+
+
+def wins_of(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], metric: str) -> int:
+    """On how many shared pairs A came strictly closer than B."""
+    return sum(closer(metric, value_of(a[pair], metric), value_of(b[pair], metric)) for pair in a.keys() & b.keys())
+
+
+def rank(name: str, labels: list[str], wins: dict[str, dict[str, int]], pairs: int) -> int | None:
+    if pairs < MIN_PAIRS:
+        return None
+    beaten_by = [
+        other
+        for other in labels
+        if other != name
+        and wins[other][name] > wins[name][other]
+        and sign_test(wins[other][name], wins[name][other]) < SIGNIFICANCE
+    ]
+    return 1 + len(beaten_by)
+
+
+# -- the answer in words --------------------------------------------------------------------------------
+
+
+def front_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The (median NFE, median distance) points no other point beats, cheapest first."""
+    points = [
+        {"label": row["label"], "steps": group["steps"], "nfe": row["nfe"], "distance": row["distance"]["median"]}
+        for group in summary["step_counts"]
+        for row in group["entries"]
+        if row["nfe"] is not None and row["distance"]["median"] is not None
+    ]
+    metric = summary["metric"]
+    front = [
+        point
+        for point in points
+        if not any(
+            other["nfe"] <= point["nfe"]
+            and not closer(metric, point["distance"], other["distance"])
+            and (other["nfe"] < point["nfe"] or closer(metric, other["distance"], point["distance"]))
+            for other in points
+        )
+    ]
+    return sorted(front, key=lambda point: (point["nfe"], sort_distance(point["distance"], metric)))
+
+
+def budget_picks(front: list[dict[str, Any]]) -> list[tuple[float, str, list[int]]]:
+    """(largest NFE budget, entry, its step counts) per stretch of the front one entry holds, cheapest first:
+    within a budget, the best pick is the front's closest point that fits."""
+    picks: list[tuple[float, str, list[int]]] = []
+    for point in front:
+        if picks and picks[-1][1] == point["label"]:
+            picks[-1] = (point["nfe"], point["label"], picks[-1][2] + [point["steps"]])
+        else:
+            picks.append((point["nfe"], point["label"], [point["steps"]]))
+    return picks
+
+
+def nfe_text(value: float) -> str:
+    return f"{value:g}"
+
+
+def answer_lines(summary: dict[str, Any], target_answer: str | None = None) -> list[str]:
+    """What the comparison says, in words: the target's answer, the front and the pick for each budget, and
+    how much to trust it."""
+    lines = [target_answer] if target_answer else []
+    front = front_points(summary)
+    if not front:
+        return lines + ["no deterministic run was measured against the reference: nothing to rank"]
+    names = list(dict.fromkeys(point["label"] for point in front))
+    picks = "; ".join(
+        f"≤{nfe_text(budget)} NFE: {name} ({steps_text(steps)})" for budget, name, steps in budget_picks(front)
+    )
+    lines.append(f"on the front (distance against NFE): {', '.join(names)}; best pick by budget: {picks}")
+    pairs = summary["pairs"]
+    if pairs == 1:
+        lines.append("caveat: one prompt and one seed is all this saw: an anecdote, not a ranking")
+    elif pairs < MIN_PAIRS:
+        lines.append(f"caveat: medians over {pairs} prompt and seed pairs; {TOO_FEW} (a sign test needs {MIN_PAIRS})")
+    else:
+        lines.append(f"medians over {pairs} prompt and seed pairs; ranks by a sign test at 5%")
+    return lines
+
+
+def steps_text(steps: list[int]) -> str:
+    return f"{steps[0]} steps" if len(steps) == 1 else f"{min(steps)}–{max(steps)} steps"
