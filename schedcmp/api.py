@@ -15,7 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from schedcmp.config import DEFAULT_BATCH_SIZE, DEFAULT_REFERENCE, RESERVED_CALL_ARGS, Settings, parse_numbers
+from schedcmp.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_REFERENCE,
+    RESERVED_CALL_ARGS,
+    Settings,
+    parse_numbers,
+)
 from schedcmp.errors import OutputError, UsageError
 from schedcmp.records import DocumentError, Results, Run, dumps, read_document, to_json
 
@@ -32,6 +39,9 @@ def compare(
     height: int | None = None,
     negative_prompt: str | None = None,
     reference: bool | str = False,
+    target_psnr: float | None = None,
+    target_rmse: float | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
     batch_size: int = DEFAULT_BATCH_SIZE,
     repeat: int = 1,
     call_args: dict[str, Any] | None = None,
@@ -57,11 +67,16 @@ def compare(
     `device`, `dtype`, `model_config` and `allow_pickle` apply when schedcmp loads the model itself.
     Number axes take an int, a list, a range or a number-list string ("10-50:10"); `schedulers` takes the
     --schedulers grammar as a string, or a list of entries (strings or scheduler classes); `reference` is True
-    for the default reference or a spec string as for --reference-spec. `out` also writes exactly what the
+    for the default reference or a spec string as for --reference-spec; `target_psnr` or `target_rmse` searches
+    each scheduler's fewest steps at that distance to it, up to `max_steps` (`.answer`, `.equal_quality`). `out`
+    also writes exactly what the
     CLI writes there; without it the files live in a temporary folder as long as the Comparison does.
     """
     from schedcmp import engine, output, pipeline
 
+    if target_psnr is not None and target_rmse is not None:
+        raise UsageError("target_psnr and target_rmse both given: choose one")
+    target = ("psnr", target_psnr) if target_psnr is not None else ("latent_rmse", target_rmse)
     settings = Settings(
         prompts=prompts_of(prompt),
         schedulers=schedulers_text(schedulers),
@@ -78,6 +93,9 @@ def compare(
         generator_device=generator_device,
         seed_mode=seed_mode,
         batch_size=whole_number(batch_size, "batch_size"),
+        target_metric=target[0] if target[1] is not None else None,
+        target_value=None if target[1] is None else float(target[1]),
+        max_steps=whole_number(max_steps, "max_steps"),
     )
     if generator_device not in ("cpu", "device"):
         raise UsageError(f"unknown generator_device {generator_device!r}; choose cpu or device")
@@ -233,6 +251,16 @@ class Comparison:
         """The contact sheet (or the first grid) as a PIL.Image; None with no images."""
         sheets = self.sheets
         return sheets[0] if sheets else None
+
+    @property
+    def answer(self) -> list[str]:
+        """With a reference: what the comparison concludes, in words (as stderr and report.html end)."""
+        return list(self.results.answer or [])
+
+    @property
+    def equal_quality(self) -> list[Any]:
+        """With a target: each scheduler entry's fewest steps at it, fastest first (records.EqualQuality)."""
+        return list(self.results.equal_quality or [])
 
     def to_dict(self) -> dict[str, Any]:
         """The results.json document, in the CLI's schema."""

@@ -167,6 +167,8 @@ def _ddim():
         ({"width": 63}, "UsageError", "is not a multiple of"),
         ({"call_args": {"num_inference_steps": 3}}, "UsageError", "set by schedcmp"),
         ({"reference": 3}, "UsageError", "reference"),
+        ({"target_psnr": 30}, "UsageError", "chooses each scheduler's steps itself"),
+        ({"steps": None, "target_psnr": 30, "target_rmse": 0.1}, "UsageError", "both given"),
     ],
 )
 def test_bad_input_raises_a_schedcmp_error_never_systemexit(pipe, arguments, error, words, tmp_path):
@@ -178,6 +180,25 @@ def test_bad_input_raises_a_schedcmp_error_never_systemexit(pipe, arguments, err
     assert type(raised.value).__name__ == error and words in str(raised.value) and raised.value.exit_code == 2
     assert isinstance(raised.value, ValueError)
     assert library_state(pipe) == before
+
+
+def test_a_target_gives_the_answer_and_each_entrys_steps(pipe, tmp_path, monkeypatch):
+    import schedcmp
+
+    monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
+    comparison = schedcmp.compare(
+        pipe,
+        "a horse",
+        schedulers="euler,euler a",
+        target_rmse=0.5,
+        max_steps=4,
+        reference="DPMSolverMultistep:8",
+        progress=False,
+    )
+    labels = [found.label for found in comparison.equal_quality]
+    assert labels == ["Euler", "Euler a"] and comparison.equal_quality[1].status == "not ranked"
+    assert comparison.answer[0].startswith("latent RMSE ≤ 0.5: ")
+    assert comparison.to_dict()["target"] == {"metric": "latent_rmse", "value": 0.5, "max_steps": 4}
 
 
 def test_output_and_model_errors(pipe, tmp_path):

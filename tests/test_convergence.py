@@ -290,8 +290,9 @@ def test_reference_distances_labels_and_cache(reference_run, tmp_path):
         assert distance["latent_rmse"] > 0 and 0 < distance["ssim"] <= 1 and distance["psnr"] > 0
     # DDIM keeps its leading spacing and starts late: measured as the user runs it, and labelled.
     assert runs["DDIMScheduler"]["interval"] is None and runs["DDIMScheduler"]["id"] == "ddim-s3-seed0"
-    assert runs["DDIMScheduler"]["schedule_note"].startswith("starts at t=") and "late start" in (
-        runs["DDIMScheduler"]["schedule_note"]
+    assert (
+        runs["DDIMScheduler"]["schedule_note"].startswith("starts at t=")
+        and "late start" in (runs["DDIMScheduler"]["schedule_note"])
     )
     assert runs["EulerDiscreteScheduler"]["schedule_note"] is None
     assert "DDIM start later" in document["interval"]["note"]
@@ -621,9 +622,13 @@ def test_an_id_names_one_image_with_and_without_the_reference(cli, sd15_model, t
     for document in (plain, measured):
         for run in document["runs"]:
             assert images.setdefault(run["id"], run["sha256"]) == run["sha256"], run["id"]
-    assert {run["id"] for run in measured["runs"]} == {run["id"] for run in plain["runs"]} == {
-        "ddim-s4-seed0",
-        "eulerdiscrete-s4-seed0",
-    }
+    assert (
+        {run["id"] for run in measured["runs"]}
+        == {run["id"] for run in plain["runs"]}
+        == {
+            "ddim-s4-seed0",
+            "eulerdiscrete-s4-seed0",
+        }
+    )
     ddim = next(run for run in measured["runs"] if run["id"] == "ddim-s4-seed0")
     assert ddim["distance"] is not None and "late start" in ddim["schedule_note"]
