@@ -594,10 +594,10 @@ def execute(
                 identity = convergence.reference_identity(sampler)
                 image_dir = None if options.no_sheet else results.folder
                 for ref_id in dict.fromkeys(plan.references.of_run.values()):  # resumed cells too: the cache has them
-                    references[ref_id], summary = convergence.reference_run(
+                    references[ref_id], reference_record = convergence.reference_run(
                         sampler, plan.references, ref_id, identity, image_dir, progress.note, progress.step
                     )
-                    results.results.references.append(summary)
+                    results.results.references.append(reference_record)
                     results.save()
             while todo or plan.rounds is not None:
                 for batch in batches(todo, settings.batch_size):
@@ -706,7 +706,8 @@ def conclude(header_record: Results, plan: Plan, runs: list[Run]) -> None:
     metric = plan.rounds.target.metric if plan.rounds is not None else "latent_rmse"
     found = summary.summarise([to_json(run) for run in runs], metric)
     header_record.summary = from_json(Summary, found)
-    header_record.answer = summary.answer_lines(found, target_answer)
+    meets = plan.rounds.target.meets if plan.rounds is not None else None
+    header_record.answer = summary.answer_lines(found, target_answer, meets)
 
 
 def sheet_document(document: dict[str, Any]) -> dict[str, Any]:

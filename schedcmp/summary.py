@@ -11,7 +11,7 @@ ranks are not given: "too few pairs to rank".
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 from schedcmp.records import Determinism, Status
 from schedcmp.schedulers import ui_label
@@ -142,13 +142,16 @@ def rank(name: str, labels: list[str], wins: dict[str, dict[str, int]], pairs: i
 # -- the answer in words --------------------------------------------------------------------------------
 
 
-def front_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """The (median NFE, median distance) points no other point beats, cheapest first."""
+def front_points(summary: dict[str, Any], meets: Callable[[float], bool] | None = None) -> list[dict[str, Any]]:
+    """The (median NFE, median distance) points no other point beats, cheapest first (among those `meets`
+    accepts, when given)."""
     points = [
         {"label": row["label"], "steps": group["steps"], "nfe": row["nfe"], "distance": row["distance"]["median"]}
         for group in summary["step_counts"]
         for row in group["entries"]
-        if row["nfe"] is not None and row["distance"]["median"] is not None
+        if row["nfe"] is not None
+        and row["distance"]["median"] is not None
+        and (meets is None or meets(row["distance"]["median"]))
     ]
     metric = summary["metric"]
     front = [
@@ -166,9 +169,16 @@ def front_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def budget_picks(front: list[dict[str, Any]]) -> list[tuple[float, str, list[int]]]:
     """(largest NFE budget, entry, its step counts) per stretch of the front one entry holds, cheapest first:
-    within a budget, the best pick is the front's closest point that fits."""
-    picks: list[tuple[float, str, list[int]]] = []
+    within a budget, the best pick is the front's closest point that fits. Entries that tie (the same NFE and
+    distance: DPM++ 2M, UniPC and DEIS are one method at 1 and 2 steps) share a pick, named together."""
+    merged: list[dict[str, Any]] = []
     for point in front:
+        if merged and (merged[-1]["nfe"], merged[-1]["distance"]) == (point["nfe"], point["distance"]):
+            merged[-1] = {**merged[-1], "label": merged[-1]["label"] + " = " + point["label"]}
+        else:
+            merged.append(point)
+    picks: list[tuple[float, str, list[int]]] = []
+    for point in merged:
         if picks and picks[-1][1] == point["label"]:
             picks[-1] = (point["nfe"], point["label"], picks[-1][2] + [point["steps"]])
         else:
@@ -180,18 +190,24 @@ def nfe_text(value: float) -> str:
     return f"{value:g}"
 
 
-def answer_lines(summary: dict[str, Any], target_answer: str | None = None) -> list[str]:
+def answer_lines(
+    summary: dict[str, Any], target_answer: str | None = None, meets: Callable[[float], bool] | None = None
+) -> list[str]:
     """What the comparison says, in words: the target's answer, the front and the pick for each budget, and
-    how much to trust it."""
+    how much to trust it. `meets`: with a target, the picks are among the points that reach it (a search's
+    first probes, at 1 or 2 steps, are far from any answer)."""
     lines = [target_answer] if target_answer else []
-    front = front_points(summary)
+    front = front_points(summary, meets)
     if not front:
+        if meets is not None:
+            return lines
         return lines + ["no deterministic run was measured against the reference: nothing to rank"]
     names = list(dict.fromkeys(point["label"] for point in front))
     picks = "; ".join(
         f"≤{nfe_text(budget)} NFE: {name} ({steps_text(steps)})" for budget, name, steps in budget_picks(front)
     )
-    lines.append(f"on the front (distance against NFE): {', '.join(names)}; best pick by budget: {picks}")
+    where = "" if meets is None else ", among the runs that reach the target"
+    lines.append(f"on the front (distance against NFE{where}): {', '.join(names)}; best pick by budget: {picks}")
     pairs = summary["pairs"]
     if pairs == 1:
         lines.append("caveat: one prompt and one seed is all this saw: an anecdote, not a ranking")
@@ -203,4 +219,6 @@ def answer_lines(summary: dict[str, Any], target_answer: str | None = None) -> l
 
 
 def steps_text(steps: list[int]) -> str:
-    return f"{steps[0]} steps" if len(steps) == 1 else f"{min(steps)}–{max(steps)} steps"
+    if len(steps) > 1:
+        return f"{min(steps)}–{max(steps)} steps"
+    return "1 step" if steps[0] == 1 else f"{steps[0]} steps"
