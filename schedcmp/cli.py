@@ -422,7 +422,9 @@ def show_results(outcome, output_format: str) -> None:
         output.data(text)
     else:
         if target:
-            goal = f"PSNR ≥ {target['value']:g} dB" if target["metric"] == "psnr" else f"RMSE ≤ {target['value']:g}"
+            from schedcmp.stepsearch import goal_text
+
+            goal = goal_text(target["metric"], target["value"])
             output.print_equal_quality(rows, target["metric"], f"{title} · steps at {goal}, fastest first")
         else:
             output.print_table(rows, title)

@@ -13,6 +13,7 @@ from typing import Any
 from schedcmp.check_report import data_uri
 from schedcmp.records import Status, status_colour
 from schedcmp.report import PARETO_NAMES, label, write_atomic
+from schedcmp.stepsearch import goal_text
 
 REPORT_NAME = "report.html"
 STOCHASTIC_NOTE = "stochastic: not ranked against the ODE reference"
@@ -293,7 +294,7 @@ def equal_quality_section(document: dict[str, Any]) -> str:
     if not target:
         return ""
     metric = target["metric"]
-    goal = f"PSNR ≥ {target['value']:g} dB" if metric == "psnr" else f"latent RMSE ≤ {target['value']:g}"
+    goal = goal_text(metric, target["value"])
     rows = []
     for entry in document.get("equal_quality") or []:
         probes = ", ".join(f"{probe['steps']}: {number(probe['distance'])}" for probe in entry.get("probes") or [])

@@ -561,7 +561,9 @@ def sheet_header(document: dict[str, Any]) -> list[str]:
         lines.append(line)
     target = document.get("target")
     if target and document.get("steps_per_row"):
-        goal = f"PSNR ≥ {target['value']:g} dB" if target["metric"] == "psnr" else f"latent RMSE ≤ {target['value']:g}"
+        from schedcmp.stepsearch import goal_text
+
+        goal = goal_text(target["metric"], target["value"])
         lines.append(f"each scheduler at the fewest steps that reach {goal} (median over the prompts and seeds)")
     return lines
 

@@ -33,7 +33,12 @@ class Target:
         return a > b if self.metric == "psnr" else a < b
 
     def text(self) -> str:
-        return f"PSNR ≥ {self.value:g} dB" if self.metric == "psnr" else f"latent RMSE ≤ {self.value:g}"
+        return goal_text(self.metric, self.value)
+
+
+def goal_text(metric: str, value: float) -> str:
+    """A target in words: `PSNR ≥ 35 dB`, `latent RMSE ≤ 0.1`."""
+    return f"PSNR ≥ {value:g} dB" if metric == "psnr" else f"latent RMSE ≤ {value:g}"
 
 
 @dataclass

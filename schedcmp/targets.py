@@ -14,7 +14,7 @@ from typing import Any
 from schedcmp.config import PipelineDefaults, RunSpec, Settings, plan_runs
 from schedcmp.records import Determinism, EqualQuality, Probe, Run, Spread, Status, TargetSpec
 from schedcmp.schedulers import SchedulerChoice, ui_label
-from schedcmp.stepsearch import StepSearch, Target
+from schedcmp.stepsearch import StepSearch, Target, goal_text
 from schedcmp.summary import quantile, spread
 
 
@@ -156,7 +156,7 @@ def value_text(metric: str, value: float) -> str:
 
 def answer_line(target: TargetSpec, found: list[EqualQuality]) -> str:
     """'PSNR ≥ 35 dB: UniPC needs 12 steps (0.31 s), 2.3× faster than Euler (28 steps)'."""
-    goal = Target(target.metric, target.value, target.max_steps).text()
+    goal = goal_text(target.metric, target.value)
     reached = [entry for entry in found if entry.status == "reached"]
     if not reached:
         return f"{goal}: no scheduler reached it within {target.max_steps} steps"
