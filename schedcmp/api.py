@@ -48,6 +48,7 @@ def compare(
     out: str | Path | None = None,
     overwrite: bool = False,
     html_report: bool = False,
+    shard: str | None = None,
     progress: bool = True,
 ) -> "Comparison":
     """Run every chosen scheduler on the same prompt and seed, as `schedcmp run` does; -> a Comparison.
@@ -59,8 +60,9 @@ def compare(
     --schedulers grammar as a string, or a list of entries (strings or scheduler classes); `reference` is True
     for the default reference or a spec string as for --reference-spec. `out` also writes exactly what the
     CLI writes there; without it the files live in a temporary folder as long as the Comparison does.
+    `shard="I/N"` runs only that part of the sweep, as `run --shard` does (join the parts with `schedcmp merge`).
     """
-    from schedcmp import engine, output, pipeline
+    from schedcmp import distributed, engine, output, pipeline
 
     settings = Settings(
         prompts=prompts_of(prompt),
@@ -81,6 +83,7 @@ def compare(
     )
     if generator_device not in ("cpu", "device"):
         raise UsageError(f"unknown generator_device {generator_device!r}; choose cpu or device")
+    part = None if shard is None else distributed.parse_shard(shard)
     loaded = None
     model_options = engine.ModelOptions(None, model_config, bool(allow_pickle), device, dtype)
     if isinstance(pipe, (str, Path)):
@@ -104,6 +107,7 @@ def compare(
         z=z,
         html=bool(html_report),
         reference=reference_text(reference),
+        shard=part,
     )
     try:
         outcome = engine.run_comparison(

@@ -362,9 +362,10 @@ def run_command(
         reference=values.get("reference_spec") or (DEFAULT_REFERENCE if values.get("reference") else None),
         shard=distributed.parse_shard(values["shard"]) if values.get("shard") else None,
     )
-    if distributed.launched():
-        outcome = distributed.run_ranked(settings, model_options, options, distributed.Team.join(), output.Progress())
-        if outcome.out_dir.parent.name == distributed.RANKS_FOLDER:  # not rank 0: rank 0 reports for all
+    if distributed.launched():  # torchrun, accelerate launch: this process is one rank of several
+        team = distributed.Team.join()
+        outcome = distributed.run_ranked(settings, model_options, options, team, output.Progress())
+        if team.rank != 0:  # rank 0 reports for all
             raise typer.Exit(outcome.exit_code)
     else:
         outcome = engine.run_comparison(settings, model_options, options)
