@@ -180,12 +180,12 @@ def injected_failure(rank: int, made: int) -> None:
 
 def sweep_plan(plan: "Plan", settings, numbered: list[list[RunSpec]], reference: str | None, images: bool) -> SweepPlan:
     """The plan record every part carries; the fingerprint covers the model (configs, weights, device type, dtype)."""
-    from schedcmp import convergence, pipeline
+    from schedcmp import pipeline
 
     model = plan.model
     identity = {
         "identity": pipeline.model_identity(model.pipe),
-        "weights": convergence.model_fingerprint(model),
+        "weights": weights_digest(model.pipe),
         "device_type": pipeline.device_type(model.device),
         "dtype": model.dtype,
         "generator_device": plan.generator_device,
@@ -194,6 +194,24 @@ def sweep_plan(plan: "Plan", settings, numbered: list[list[RunSpec]], reference:
     ids = [[spec.id for spec in batch] for batch in numbered]
     digest = fingerprint(settings_to_json(settings), identity, reference_text, ids, images)
     return SweepPlan(digest, [spec.id for spec in plan.cells], images)
+
+
+def weights_digest(pipe: Any) -> str:
+    """sha256 of every weight's name, shape, dtype and bytes: exact, so the same on every machine and thread count.
+
+    (schedcmp.convergence.weights_fingerprint sums floats, which round differently with other thread counts.)
+    Weights an offloading pipeline keeps on the meta device count by their shape alone.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    for name, component in sorted(pipe.components.items()):
+        if isinstance(component, torch.nn.Module):
+            for key, tensor in component.state_dict().items():
+                digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+                if not tensor.is_meta:
+                    digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def batch_costs(numbered: list[list[RunSpec]]) -> list[float]:

@@ -150,6 +150,9 @@ def join_parts(target: Path, parts: list[Part], allow_missing: bool, progress) -
         results.add(replace(run, order=None, pareto=None))  # the finish stage fits them again, over every cell
     if len(workers) > 1:
         progress.note(distributed.balance_line(workers, header.imbalance))
+    threads = {worker.threads for worker in workers if worker.device == "cpu"}
+    if len(threads) > 1:  # CPU kernels round differently with other thread counts: not the one-process pixels
+        progress.note(f"warning: the parts ran on CPU with {sorted(threads)} threads; set one OMP_NUM_THREADS")
     if missing:
         progress.note(f"warning: {len(missing)} of {len(cells)} cells are in no part: {named(missing)}")
     return Joined(results, missing)
