@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from schedcmp.config import RunSpec, settings_to_json
-from schedcmp.errors import EXIT_RUN_FAILED, SchedcmpError, UsageError
+from schedcmp.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_RUN_FAILED,
+    EXIT_TERMINATED,
+    SchedcmpError,
+    Terminated,
+    UsageError,
+)
 from schedcmp.records import Run, Shard, SweepPlan, Worker, from_json, to_json
 
 if TYPE_CHECKING:
@@ -519,11 +526,17 @@ def run_ranked(settings, model_options, options, team: Team, progress) -> Any:
             stopped = engine.execute(
                 plan, settings, options, part, progress, events, None, placement, references=references
             )
+        except SchedcmpError as error:  # this rank fails: what it finished is in its part
+            if lead:
+                base.results.exit_code = error.exit_code
+                base.save()
+            raise
         finally:
             events.close()
             progress.close()
         if not lead:
-            return engine.Outcome(part.results, folder, [], engine.EXIT_TERMINATED if stopped else 0, loaded, stopped)
+            code = 0 if stopped is None else EXIT_TERMINATED if isinstance(stopped, Terminated) else EXIT_INTERRUPTED
+            return engine.Outcome(part.results, folder, [], code, loaded, stopped)
         sources = [out_dir, *part_folders(out_dir)]
         joined = merge.join_parts(out_dir, merge.read_parts(sources), allow_missing=True, progress=progress)
         outcome = engine.finish(joined.results_file, plan, options, stopped, progress)

@@ -164,6 +164,7 @@ def test_resume_under_torchrun_after_rank_0_dies(single, folders):
         "run", *SWEEP, "--out", out, cache=folders / "cache-g", ranks=2, SCHEDCMP_TEST_FAIL_AFTER="0:1"
     )
     assert failed.returncode == 1 and "rank 0 fails after 2 cells" in failed.stderr
+    assert json.loads((out / "results.json").read_text())["exit_code"] == 1
     assert json.loads((out / "ranks" / "rank-0" / "results.json").read_text())["runs"]  # on disk before it died
     resumed = schedcmp_run("run", "--resume", out, "--format", "json", cache=folders / "cache-g", ranks=2)
     assert resumed.returncode == 0, resumed.stderr
