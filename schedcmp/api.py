@@ -58,6 +58,7 @@ def compare(
     out: str | Path | None = None,
     overwrite: bool = False,
     html_report: bool = False,
+    shard: str | None = None,
     progress: bool = True,
 ) -> "Comparison":
     """Run every chosen scheduler on the same prompt and seed, as `schedcmp run` does; -> a Comparison.
@@ -71,8 +72,9 @@ def compare(
     each scheduler's fewest steps at that distance to it, up to `max_steps` (`.answer`, `.equal_quality`). `out`
     also writes exactly what the
     CLI writes there; without it the files live in a temporary folder as long as the Comparison does.
+    `shard="I/N"` runs only that part of the sweep, as `run --shard` does (join the parts with `schedcmp merge`).
     """
-    from schedcmp import engine, output, pipeline
+    from schedcmp import distributed, engine, output, pipeline
 
     if target_psnr is not None and target_rmse is not None:
         raise UsageError("target_psnr and target_rmse both given: choose one")
@@ -99,6 +101,7 @@ def compare(
     )
     if generator_device not in ("cpu", "device"):
         raise UsageError(f"unknown generator_device {generator_device!r}; choose cpu or device")
+    part = None if shard is None else distributed.parse_shard(shard)
     loaded = None
     model_options = engine.ModelOptions(None, model_config, bool(allow_pickle), device, dtype)
     if isinstance(pipe, (str, Path)):
@@ -122,6 +125,7 @@ def compare(
         z=z,
         html=bool(html_report),
         reference=reference_text(reference),
+        shard=part,
     )
     try:
         outcome = engine.run_comparison(

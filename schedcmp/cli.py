@@ -224,6 +224,7 @@ def stored_values(previous, stored: dict) -> dict:
         "target_psnr": stored.get("target_value") if stored.get("target_metric") == "psnr" else None,
         "target_rmse": stored.get("target_value") if stored.get("target_metric") == "latent_rmse" else None,
         "max_steps": stored.get("max_steps") if stored.get("target_metric") else None,
+        "shard": f"{previous.shard.index}/{previous.shard.count}" if previous.shard else None,
     }
     return {key: value for key, value in values.items() if value is not None}
 
@@ -365,9 +366,15 @@ def run_command(
     max_steps: Optional[int] = typer.Option(
         None, "--max-steps", help="Where a --target search gives up. [default: 100]"
     ),
+    shard: Optional[str] = typer.Option(
+        None,
+        "--shard",
+        help="I/N: run only part I (from 0) of N of the sweep; join the parts with `schedcmp merge`. "
+        "Under torchrun (WORLD_SIZE > 1) the ranks share the work without it.",
+    ),
 ) -> None:
     given = dict(ctx.params)  # what the command line said, by parameter name (None: not given)
-    from schedcmp import engine
+    from schedcmp import distributed, engine, output
 
     flags = {k: v for k, v in given.items() if k not in ("config", "prompt", "output_format")}
     flags |= {"prompt": [prompt] if prompt is not None else None, "format": output_format}
@@ -379,30 +386,71 @@ def run_command(
     values = merged_values(flags, config, base)
     settings, model_options = comparison_from(values)
     output_format = values["format"]
-    outcome = engine.run_comparison(
-        settings,
-        model_options,
-        engine.OutputOptions(
-            out=Path(values["out"]) if values.get("out") else None,
-            overwrite=bool(values.get("overwrite")),
-            format=output_format,
-            strict=bool(values.get("strict")),
-            x=values.get("x"),
-            z=values.get("z"),
-            no_sheet=bool(values.get("no_sheet")),
-            events=values.get("events"),
-            resume=resume,
-            html=bool(values.get("html")),
-            reference=values.get("reference_spec") or (DEFAULT_REFERENCE if values.get("reference") else None),
-        ),
+    options = engine.OutputOptions(
+        out=Path(values["out"]) if values.get("out") else None,
+        overwrite=bool(values.get("overwrite")),
+        format=output_format,
+        strict=bool(values.get("strict")),
+        x=values.get("x"),
+        z=values.get("z"),
+        no_sheet=bool(values.get("no_sheet")),
+        events=values.get("events"),
+        resume=resume,
+        html=bool(values.get("html")),
+        reference=values.get("reference_spec") or (DEFAULT_REFERENCE if values.get("reference") else None),
+        shard=distributed.parse_shard(values["shard"]) if values.get("shard") else None,
     )
-    show_results(outcome, output_format)
+    if distributed.launched():  # torchrun, accelerate launch: this process is one rank of several
+        team = distributed.Team.join()
+        outcome = distributed.run_ranked(settings, model_options, options, team, output.Progress())
+        if team.rank != 0:  # rank 0 reports for all
+            raise typer.Exit(outcome.exit_code)
+    else:
+        outcome = engine.run_comparison(settings, model_options, options)
+    print_outcome(outcome, output_format)
     raise typer.Exit(outcome.exit_code)
 
 
-def show_results(outcome, output_format: str) -> None:
+MERGE_HELP = """Join the parts of one sweep (`run --shard I/N` folders) into OUT, as one process would have made it.
+
+The parts must come from the same plan (the same flags, model and reference: a fingerprint in each says
+so), and no cell may be in two of them. Missing cells are refused, naming them, unless --allow-missing.
+Exit codes: 0 ok; 1 a run failed, or cells were missing (--allow-missing); 2 refused, nothing written.
+"""
+
+
+@app.command("merge", help=MERGE_HELP, no_args_is_help=True)
+def merge_command(
+    out: Path = typer.Argument(..., help="The folder to write (new or empty, unless --overwrite)."),
+    parts: List[Path] = typer.Argument(..., help="The parts' folders: DIR_0 DIR_1 ..."),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="Merge what the parts hold even when cells are missing (exit 1)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty OUT."),
+    output_format: str = typer.Option("table", "--format", "-f", help="table|json|csv|markdown, as for `run`."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 on suspect or filtered runs too."),
+    x: Optional[str] = typer.Option(None, "--x", help="The grid's columns, as for `run`."),
+    z: Optional[str] = typer.Option(None, "--z", help="A grid of grids, as for `run`."),
+    html: bool = typer.Option(False, "--html", help="Also write report.html (and the quality charts)."),
+) -> None:
+    from schedcmp import engine, merge, output
+
+    if output_format not in engine.FORMATS:
+        raise SchedcmpError(f"unknown --format {output_format!r}; choose from {', '.join(engine.FORMATS)}")
+    for flag, axis in (("--x", x), ("--z", z)):
+        if axis is not None and axis not in engine.AXES:
+            raise SchedcmpError(f"unknown {flag} {axis!r}; choose from {', '.join(engine.AXES)}")
+    options = engine.OutputOptions(
+        out=out, overwrite=overwrite, format=output_format, strict=strict, x=x, z=z, html=html
+    )
+    outcome = merge.merge(out, list(parts), options, allow_missing, output.Progress())
+    print_outcome(outcome, output_format)
+    raise typer.Exit(outcome.exit_code)
+
+
+def print_outcome(outcome, output_format: str) -> None:
     """The data on stdout in the asked format; the tables and the answer in words on stderr."""
-    from schedcmp import output, report
+    from schedcmp import distributed, output, report
 
     document = outcome.document
     title = f"{document['pipeline']} · {document['device']} {document['dtype']}"
@@ -438,6 +486,8 @@ def show_results(outcome, output_format: str) -> None:
         output.data("".join(f"{sheet}\n" for sheet in outcome.sheets))
     for line in document.get("answer") or []:  # the answer in words, last
         output.info(f"answer: {line}")
+    if distributed.launched():  # torchrun exits 1 for any failure: rank 0's last line carries schedcmp's code
+        output.info(f"schedcmp: exit {outcome.exit_code}")
 
 
 @app.command("report", no_args_is_help=True)
@@ -652,7 +702,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report_error(message: str, code: int) -> None:
-    from schedcmp import output
+    from schedcmp import distributed, output
 
-    output.error(" ".join(message.split()))
+    # Under torchrun the shell sees torchrun's 1 for any failure: the line says schedcmp's own code.
+    suffix = f" (exit {code})" if distributed.launched() else ""
+    output.error(" ".join(message.split()) + suffix)
     sys.exit(code)

@@ -12,12 +12,13 @@ import json
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from schedcmp import convergence, html_report, output, render, report, summary, targets
+from schedcmp import convergence, distributed, html_report, output, render, report, summary, targets
 from schedcmp.config import (
     AXES,
     DEFAULT_REFERENCE,
@@ -49,6 +50,7 @@ from schedcmp.records import (
     Results,
     Run,
     SharedSeconds,
+    Shard,
     Status,
     Summary,
     from_json,
@@ -99,6 +101,7 @@ class OutputOptions:
     resume: Path | None = None  # continue the sweep in this folder
     reference: str | None = None  # --reference-spec: measure every run's distance to this converged run
     html: bool = False  # also write report.html and the quality charts
+    shard: Shard | None = None  # --shard I/N: run only this part of the plan (schedcmp.distributed)
 
 
 @dataclass
@@ -225,6 +228,9 @@ def check_size(value: int, multiple: int, flag: str) -> None:
 def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str, set[str]]:
     """Everything that needs no model: settings, scheduler names and override keys, formats and axes."""
     check_settings(settings)
+    if settings.target_metric is not None and (options.shard is not None or distributed.launched()):
+        # A search plans its cells round by round from what it measured: no fixed plan to split up front.
+        raise UsageError("a --target search runs in one process: drop --shard, or run it without torchrun")
     if options.format not in FORMATS:
         raise UsageError(f"unknown --format {options.format!r}; choose from {', '.join(FORMATS)}")
     for flag, axis in (("--x", options.x), ("--z", options.z)):
@@ -261,17 +267,29 @@ def previous_runs(folder: Path) -> tuple[Results, dict[str, Run]]:
     except DocumentError as error:
         raise OutputError(f"cannot resume from {folder}: {path} is missing or corrupt ({error})") from None
     verified = {}
-    for run in results.runs:
-        image = folder / (run.image_path or "")
-        if run.status == Status.FAILED or not run.image_path or not image.is_file():
-            continue
-        try:
-            pixels = np.asarray(Image.open(image).convert("RGB"))
-        except OSError:
-            continue
-        if pixel_sha256(pixels) == run.sha256:
-            verified[run.id] = run
+    for source, found in [(folder, results), *parts_of(folder)]:  # a torchrun sweep's ranks wrote parts
+        for run in found.runs:
+            image = source / (run.image_path or "")
+            if run.id in verified or run.status == Status.FAILED or not run.image_path or not image.is_file():
+                continue
+            try:
+                pixels = np.asarray(Image.open(image).convert("RGB"))
+            except OSError:
+                continue
+            if pixel_sha256(pixels) == run.sha256:
+                verified[run.id] = replace(run, folder=source)
     return results, verified
+
+
+def parts_of(folder: Path) -> list[tuple[Path, Results]]:
+    """The readable rank parts in `folder` (an unreadable one is as if absent: its cells run again)."""
+    parts = []
+    for part in distributed.part_folders(folder):
+        try:
+            parts.append((part, read_document(part / "results.json", "run")))
+        except DocumentError:
+            continue
+    return parts
 
 
 def check_resumable(folder: Path, previous: Results, settings: Settings) -> None:
@@ -359,6 +377,7 @@ def run_comparison(
         if options.resume is not None:
             previous, done = previous_runs(options.resume)
             check_resumable(options.resume, previous, settings)
+            distributed.check_shard(options.resume, previous.shard, options.shard)
             out_dir = options.resume
         else:
             out_dir = options.out or default_out_dir(settings.prompts[0] if settings.prompts else "")
@@ -379,11 +398,23 @@ def run_comparison(
             if options.resume is None:  # only now that nothing is left to refuse: no folder left behind
                 out_dir = claim_out_dir(out_dir, options.out is not None, options.overwrite)
             results = ResultsFile(out_dir, header(plan, settings, model_options, options), [s.id for s in plan.cells])
-            stopped = execute(plan, settings, options, results, progress, events, keep_output)
+            numbered = batches(plan.cells, settings.batch_size)
+            results.results.plan = distributed.sweep_plan(
+                plan, settings, numbered, options.reference, not options.no_sheet
+            )
+            results.results.shard, results.results.world_size = options.shard, 1
+            placement = distributed.Placement(shard=options.shard)
+            stopped = execute(plan, settings, options, results, progress, events, keep_output, placement)
         finally:
             if events is not None:
                 events.close()
             progress.close()
+        if options.shard is not None:  # the merge draws the sheets and the report, from every shard
+            progress.note(
+                f"shard {options.shard.index}/{options.shard.count}: {len(results.runs)} cells in {out_dir}; "
+                "join the shards with `schedcmp merge OUT DIR...`"
+            )
+            return finish(results, plan, replace(options, no_sheet=True, html=False), stopped, progress)
         return finish(results, plan, options, stopped, progress)
 
 
@@ -556,68 +587,98 @@ def execute(
     progress: output.Progress,
     events: Events,
     keep_output: Callable[["Sample"], None] | None,
+    placement: distributed.Placement | None = None,
+    references: dict[str, convergence.ReferenceOutput | None] | None = None,
 ) -> BaseException | None:
-    """Run every cell not already done, batch by batch, saving results.json after each. -> what stopped it, if
-    anything did (Ctrl-C, or SIGTERM as errors.Terminated)."""
+    """Run the batches with cells still to make, saving results.json after each. -> what stopped it, if anything
+    did (Ctrl-C, or SIGTERM as errors.Terminated).
+
+    The batches are the whole plan's, whatever is done already: a batch with a missing cell runs whole, as the
+    plan formed it, and only its missing cells are recorded, so every image is the one a single run makes.
+    `placement` says which batches are this process's (default: all; schedcmp.distributed); `references`
+    are given where another process computed them (torchrun's rank 0), else computed here as needed.
+    """
     from schedcmp.sample import Sampler
 
-    def still_to_run(cells: list[RunSpec]) -> list[RunSpec]:
-        """The cells a resumed folder does not already hold, made exactly so; those it holds join the results."""
-        references_of = plan.references.of_run if plan.references else {}
-        for spec in cells:
-            if spec.id in plan.done and matches(plan.done[spec.id], spec, references_of.get(spec.id)):
-                results.add(plan.done[spec.id])
-        return [spec for spec in cells if spec.id not in results.runs]
-
-    todo = still_to_run(plan.cells)
-    resumed = len(plan.cells) - len(todo)
+    placement = placement or distributed.Placement()
+    references_of = plan.references.of_run if plan.references else {}
+    numbered = batches(plan.cells, settings.batch_size)
+    costs = distributed.batch_costs(numbered)
+    mine = placement.batches(costs)
+    share = [spec for number, batch in enumerate(numbered) if mine is None or number in mine for spec in batch]
+    resumed = [
+        spec for spec in share if spec.id in plan.done and matches(plan.done[spec.id], spec, references_of.get(spec.id))
+    ]
+    for spec in resumed:
+        results.add(distributed.adopt(plan.done[spec.id], results.folder))
     if resumed:
-        progress.note(f"resuming: {resumed} of {len(plan.cells)} cells already done and verified")
+        progress.note(f"resuming: {len(resumed)} of {len(share)} cells already done and verified")
+    made = set(results.runs) | placement.skip
+    todo = [number for number, batch in enumerate(numbered) if any(spec.id not in made for spec in batch)]
+    results.results.workers = [placement.worker(plan.model.device)]
     results.save()
-    progress.begin(len(plan.cells))
-    finished = resumed
+    distributed.remove_parts(results.folder)  # what a torchrun attempt left there is in results.json now
+    progress.begin(len(share))
+    finished = len(resumed) + len(placement.skip)
     varying = [axis for axis in AXES if len({repr(getattr(spec, axis)) for spec in plan.cells}) > 1]
     if plan.rounds is not None:
         varying = [axis for axis in varying if axis != "steps"] + ["steps"]  # a search varies the steps
-    references: dict[str, convergence.ReferenceOutput | None] = {}
-    number = 0  # batches run, for their labels
+    where = distributed.placement_facts(plan.model.device)
+    placement.where = where
+
+    def report(run: Run, elsewhere: bool = False) -> None:
+        nonlocal finished
+        finished += 1
+        events.cell(run)
+        name = run.label + axes_text(run, varying) + (f" (rank {run.rank})" if elsewhere else "")
+        progress.finished(finished, name, run.status, run.seconds, run.reason)
+
     try:
         with Sampler(plan.model, plan.generator_device) as sampler:
             if todo:
                 progress.note(f"warming up ({plan.model.original_scheduler_class}, 2 steps) ...")
                 progress.started(0, f"warm-up ({plan.model.original_scheduler_class})", 2)
-                warmup = sampler.warm_up(todo[0], 2, progress.step)
+                warmup = sampler.warm_up(numbered[todo[0]][0], 2, progress.step)
                 results.results.shared_seconds = SharedSeconds(
                     plan.model.load_seconds, sampler.encoding_seconds, max(0.0, warmup - sampler.encoding_seconds)
                 )
-            if plan.references is not None:
+            if plan.references is not None and references is None:
+                references = {}
                 identity = convergence.reference_identity(sampler)
                 image_dir = None if options.no_sheet else results.folder
-                for ref_id in dict.fromkeys(plan.references.of_run.values()):  # resumed cells too: the cache has them
+                needed = [plan.references.of_run[spec.id] for spec in share]  # resumed cells too: the cache has them
+                for ref_id in dict.fromkeys(needed):
                     references[ref_id], reference_record = convergence.reference_run(
                         sampler, plan.references, ref_id, identity, image_dir, progress.note, progress.step
                     )
                     results.results.references.append(reference_record)
                     results.save()
-            while todo or plan.rounds is not None:
-                for batch in batches(todo, settings.batch_size):
+            while True:
+                for number in placement.work(todo, costs):
+                    batch = [replace(spec, batch=f"b{number}") for spec in numbered[number]]
+                    missing = [spec.id not in made for spec in batch]
                     name = display_label(batch[0].scheduler, batch[0].alias, batch[0].overrides)
                     progress.started(finished + 1, name + (f" ×{len(batch)}" if len(batch) > 1 else ""), batch[0].steps)
-                    batch = [replace(spec, batch=f"b{number}") for spec in batch]
-                    number += 1
-                    for sample in sampler.run_batch(batch, settings.repeat, progress.step):
-                        run = record(sample, plan, references, None if options.no_sheet else results.folder)
+                    started = time.perf_counter()
+                    runs = []
+                    for sample, wanted in zip(sampler.run_batch(batch, settings.repeat, progress.step), missing):
+                        if not wanted:  # made by an earlier run: this batch ran whole only to keep its composition
+                            continue
+                        run = record(sample, plan, references or {}, None if options.no_sheet else results.folder)
+                        run = distributed.stamp(run, placement.rank, where)
                         if keep_output is not None and sample.rgb is not None:
                             keep_output(sample)
                         results.add(run)
-                        finished += 1
-                        events.cell(run)
-                        progress.finished(
-                            finished, run.label + axes_text(run, varying), run.status, run.seconds, run.reason
-                        )
+                        runs.append(run)
+                        report(run)
                     shared = results.results.shared_seconds
                     results.results.shared_seconds = replace(shared, prompt_encoding=sampler.encoding_seconds)
+                    placement.busy_seconds += time.perf_counter() - started
+                    placement.made += len(runs)
+                    results.results.workers = [placement.worker(plan.model.device)]
                     results.save()
+                    for run in placement.batch_done(runs):  # saved first: a rank that fails next leaves them on disk
+                        report(run, elsewhere=True)
                 if plan.rounds is None:
                     break
                 following = plan.rounds.next_round(results.runs)  # the search's next step counts
@@ -626,10 +687,24 @@ def execute(
                 add_cells(plan, following)
                 results.order.extend(spec.id for spec in following)
                 progress.grow(len(plan.cells))
-                todo = still_to_run(following)
+                first = len(numbered)
+                numbered += batches(following, settings.batch_size)
+                costs = distributed.batch_costs(numbered)
+                for spec in following:
+                    if spec.id in plan.done and matches(plan.done[spec.id], spec, references_of.get(spec.id)):
+                        results.add(distributed.adopt(plan.done[spec.id], results.folder))
+                made = set(results.runs) | placement.skip
+                todo = [
+                    number for number in range(first, len(numbered)) if any(s.id not in made for s in numbered[number])
+                ]
+            for runs in placement.wait():
+                for run in runs:
+                    report(run, elsewhere=True)
     except (KeyboardInterrupt, Terminated) as stop:
         progress.note(f"interrupted: writing what the {len(results.runs)} finished cells made")
+        results.save()
         return stop
+    results.save()
     return None
 
 
@@ -690,8 +765,9 @@ def finish(
     header_record.sheets = [str(path.relative_to(results.folder)) for path in sheets]
     if options.html:
         html_report.write_charts_and_page(results.folder, header_record)
-    document = results.save()  # last: it names the sheets, charts and page only once they exist
     code = EXIT_TERMINATED if isinstance(stopped, Terminated) else exit_code(document, options.strict)
+    header_record.exit_code = code
+    document = results.save()  # last: it names the sheets, charts and page only once they exist
     return Outcome(header_record, results.folder, sheets, code, plan.model, stopped)
 
 

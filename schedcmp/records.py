@@ -190,6 +190,12 @@ class Run:
     schedule_note: str | None = None  # what of its distance its own schedule explains: a late start, an early end
     order: Order | None = None
     pareto: Pareto | None = None
+    # Where it ran: the process of a sweep spread over several (torchrun rank, or 0), the machine, the device
+    # and the CPU threads torch used there.
+    rank: int | None = None
+    host: str | None = None
+    device_name: str | None = None
+    threads: int | None = None
     folder: Path | None = field(default=None, metadata=INTERNAL, compare=False, repr=False)
     keep: Any = field(default=None, metadata=INTERNAL, compare=False, repr=False)  # keeps a temporary folder alive
 
@@ -348,6 +354,38 @@ class EqualQuality:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One of `count` independent parts of a sweep (`--shard INDEX/COUNT`)."""
+
+    index: int
+    count: int
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What makes parts of one sweep mergeable: a fingerprint of the plan (settings, model, reference, every cell
+    and how the cells are batched), and every cell it holds, in plan order."""
+
+    fingerprint: str
+    cells: list[str]
+    images: bool = True  # False: --no-sheet, no image files
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One process of a sweep: where it ran, how many cells it made and how long it was busy making them."""
+
+    rank: int
+    cells: int
+    busy_seconds: float
+    host: str | None = None
+    device: str | None = None
+    device_name: str | None = None
+    threads: int | None = None
+    shard: Shard | None = None
+
+
 @dataclass
 class Results:
     """results.json of `schedcmp run`: the comparison's header, then one entry per finished cell."""
@@ -384,6 +422,14 @@ class Results:
     equal_quality: list[EqualQuality] | None = None  # with a target: each entry's steps there
     summary: Summary | None = None  # with a reference: across the prompts and seeds
     answer: list[str] | None = None  # with a reference: the comparison's conclusion in words
+    # A sweep spread over processes (schedcmp.distributed): its plan, this part's shard, and every process's
+    # share of the work; imbalance is the busiest process's seconds over the mean.
+    plan: SweepPlan | None = None
+    shard: Shard | None = None
+    world_size: int | None = None
+    workers: list[Worker] | None = None
+    imbalance: float | None = None
+    exit_code: int | None = None  # what `schedcmp run` (or merge) exited with; under torchrun, rank 0's own code
     runs: list[Run] = field(default_factory=list)
 
     def files(self) -> list[str]:

@@ -207,6 +207,7 @@ def test_heun_on_the_exact_denoiser_is_flagged_non_monotone(sd15_model, tmp_path
         (["-s", "euler:10,ddim"], "euler:STEPS pins its steps"),
         (["--target-rmse", "0.1"], "--target-psnr and --target-rmse both given"),
         (["--target-psnr", "0"], None),
+        (["--shard", "0/2"], "a --target search runs in one process"),
     ],
 )
 def test_target_refusals(cli, tmp_path, extra, message):
