@@ -163,26 +163,21 @@ def plan_references(
     reference = schedule_start(classes[choice.class_name], config, choice.overrides, choice.steps)
     off_interval: dict[str, str] = {}
     schedule_notes: dict[str, str] = {}
-    late, early, outside = [], [], []
     for spec in runs:
         start = schedule_start(classes[spec.scheduler], config, spec.overrides, spec.steps)
         if start is None or reference is None:
             continue
-        name = short_name(spec.scheduler)
         if start.sigma > reference.sigma * (1 + START_TOLERANCE):
             off_interval[spec.id] = (
                 f"starts at sigma {start.sigma:.3g}, outside the reference's range (sigma up to "
                 f"{reference.sigma:.3g}): not measured"
             )
-            outside.append(name)
             continue
         notes = []
         if start.sigma < reference.sigma * (1 - START_TOLERANCE):
             notes.append(f"starts at t={start.timestep:.0f}: part of its distance is the late start")
-            late.append(name)
         if start.ends_early:
             notes.append("ends early (set_alpha_to_one=false): part of its distance is the early end")
-            early.append(name)
         if notes:
             schedule_notes[spec.id] = "; ".join(notes)
     specs: dict[str, RunSpec] = {}
@@ -205,25 +200,46 @@ def plan_references(
             half_specs[ref_id] = replace(specs[ref_id], id=ref_id + "-half", steps=max(1, choice.steps // 2))
     text = f"{display_label(choice.class_name, None, choice.overrides)}:{choice.steps}"
     start_at = reference.timestep if reference is not None else None
-    interval = {"start_timestep": start_at, "note": interval_note(start_at, late, early, outside)}
+    interval = {"start_timestep": start_at, "note": interval_note(start_at, runs, schedule_notes, off_interval)}
     return ReferencePlan(text, specs, half_specs, of_run, interval, off_interval, schedule_notes)
 
 
-def interval_note(start_at: float | None, late: list[str], early: list[str], outside: list[str]) -> str:
-    """One sentence for the report: every run keeps its own schedule, and what that means for its distance."""
+def interval_note(
+    start_at: float | None, runs: list[RunSpec], schedule_notes: dict[str, str], off_interval: dict[str, str]
+) -> str:
+    """One sentence for the report: every run keeps its own schedule, and what that means for its distance.
 
-    def names(found: list[str]) -> str:
-        return ", ".join(dict.fromkeys(found))
+    A scheduler that starts late only at some step counts (Euler's linspace puts a single step at t=0) is
+    named with them."""
 
+    def names(which) -> str:
+        found: dict[str, set[int]] = {}
+        every: dict[str, set[int]] = {}
+        for spec in runs:
+            every.setdefault(short_name(spec.scheduler), set()).add(spec.steps)
+            if which(spec):
+                found.setdefault(short_name(spec.scheduler), set()).add(spec.steps)
+        return ", ".join(
+            name if steps == every[name] else f"{name} at {steps_list(sorted(steps))}" for name, steps in found.items()
+        )
+
+    late = names(lambda spec: "late start" in schedule_notes.get(spec.id, ""))
+    early = names(lambda spec: "early end" in schedule_notes.get(spec.id, ""))
+    outside = names(lambda spec: spec.id in off_interval)
     where = f"t={start_at:.0f}" if start_at is not None else "its first timestep"
     note = f"the reference starts at {where}; every run keeps its own schedule"
     if late:
-        note += f"; {names(late)} start later, and part of their distance is the late start"
+        note += f"; {late} start later, and part of their distance is the late start"
     if early:
-        note += f"; {names(early)} end early (set_alpha_to_one=false), and part of their distance is the early end"
+        note += f"; {early} end early (set_alpha_to_one=false), and part of their distance is the early end"
     if outside:
-        note += f"; {names(outside)} start outside the reference's range and are not measured"
+        note += f"; {outside} start outside the reference's range and are not measured"
     return note
+
+
+def steps_list(steps: list[int]) -> str:
+    shown = ", ".join(str(count) for count in steps[:6]) + (", ..." if len(steps) > 6 else "")
+    return f"{shown} step{'s' if steps != [1] else ''}"
 
 
 # -- stochastic or not, found by running the scheduler ------------------------------------------------

@@ -550,6 +550,12 @@ def add_cells(plan: Plan, cells: list[RunSpec]) -> None:
     plan.references.of_run.update(more.of_run)
     plan.references.off_interval.update(more.off_interval)
     plan.references.schedule_notes.update(more.schedule_notes)
+    plan.references.interval["note"] = convergence.interval_note(
+        plan.references.interval["start_timestep"],
+        plan.cells,
+        plan.references.schedule_notes,
+        plan.references.off_interval,
+    )
 
 
 def header(plan: Plan, settings: Settings, model_options: ModelOptions, options: OutputOptions) -> Results:
@@ -776,6 +782,7 @@ def conclude(header_record: Results, plan: Plan, runs: list[Run]) -> None:
     if plan.references is None:
         return
     target_answer = None
+    header_record.interval = from_json(Interval, plan.references.interval)  # a search's rounds added runs
     if plan.rounds is not None:
         header_record.equal_quality = targets.results(plan.rounds, {run.id: run for run in runs})
         target_answer = targets.answer_line(header_record.target, header_record.equal_quality)

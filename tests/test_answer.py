@@ -285,3 +285,17 @@ def test_target_run_on_a_real_pipeline(cli, sd15_model, tmp_path, monkeypatch):
         assert browser.evaluate("document.querySelectorAll('table.wins').length") == len(
             document["summary"]["step_counts"]
         )
+
+
+def test_the_schedules_note_names_the_step_counts_of_a_partial_late_start():
+    from schedcmp.config import RunSpec
+    from schedcmp.convergence import interval_note
+
+    def spec(scheduler: str, steps: int) -> RunSpec:
+        return RunSpec(f"{scheduler}-{steps}", scheduler, None, {}, True, "x", None, 0, steps, 7.5, 64, 64)
+
+    runs = [spec(name, steps) for name in ("EulerDiscreteScheduler", "DDIMScheduler") for steps in (1, 2, 4)]
+    notes = {"EulerDiscreteScheduler-1": "starts at t=0: part of its distance is the late start"}
+    notes |= {f"DDIMScheduler-{steps}": "starts at t=1: late start; ends early: early end" for steps in (1, 2, 4)}
+    note = interval_note(999.0, runs, notes, {})
+    assert "EulerDiscrete at 1 step, DDIM start later" in note and "; DDIM end early" in note
