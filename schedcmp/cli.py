@@ -435,14 +435,10 @@ def merge_command(
 ) -> None:
     from schedcmp import engine, merge, output
 
-    if output_format not in engine.FORMATS:
-        raise SchedcmpError(f"unknown --format {output_format!r}; choose from {', '.join(engine.FORMATS)}")
-    for flag, axis in (("--x", x), ("--z", z)):
-        if axis is not None and axis not in engine.AXES:
-            raise SchedcmpError(f"unknown {flag} {axis!r}; choose from {', '.join(engine.AXES)}")
     options = engine.OutputOptions(
         out=out, overwrite=overwrite, format=output_format, strict=strict, x=x, z=z, html=html
     )
+    engine.check_output_options(options)
     outcome = merge.merge(out, list(parts), options, allow_missing, output.Progress())
     print_outcome(outcome, output_format)
     raise typer.Exit(outcome.exit_code)
@@ -456,9 +452,10 @@ def print_outcome(outcome, output_format: str) -> None:
     title = f"{document['pipeline']} · {document['device']} {document['dtype']}"
     target = document.get("target")
     summary = document.get("summary")
-    rows = report.table_rows(document["runs"])
     if target:
         rows = report.equal_quality_rows(document["equal_quality"], target["metric"])
+    else:
+        rows = report.table_rows(document["runs"])
     if output_format == "json":
         output.data(report.to_json(document))
     elif output_format == "csv":

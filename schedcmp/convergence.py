@@ -340,30 +340,48 @@ def cache_dir() -> Path:
     return Path(base) / "schedcmp"
 
 
-def weights_fingerprint(pipe: Any) -> str:
-    """A digest of every weight's shape, sum and sum of squares: two models with one config but other weights differ.
+def weight_digests(pipe: Any) -> tuple[str, str]:
+    """(fingerprint, exact digest) of every weight, in one pass over them.
 
-    Weights an offloading pipeline keeps on the meta device count by their shape alone.
+    The fingerprint hashes each weight's shape, sum and sum of squares: two models with one config but other
+    weights differ. results.json, baselines and the reference cache are keyed by it, but float sums round
+    differently with another thread count. The exact digest hashes each weight's bytes: the same on every
+    machine and thread count, for the plan fingerprint that parts of one sweep must share. Weights an
+    offloading pipeline keeps on the meta device count by their shape (and dtype) alone.
     """
     import torch
 
-    digest = hashlib.sha256()
+    fingerprint, exact = hashlib.sha256(), hashlib.sha256()
     for name, component in sorted(pipe.components.items()):
         if isinstance(component, torch.nn.Module):
             with torch.no_grad():
                 for key, tensor in component.state_dict().items():
-                    digest.update(f"{name}.{key}:{tuple(tensor.shape)}".encode())
+                    fingerprint.update(f"{name}.{key}:{tuple(tensor.shape)}".encode())
+                    exact.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
                     if not tensor.is_meta:
                         values = tensor.detach().float()
-                        digest.update(f":{float(values.sum()):.9g}:{float((values * values).sum()):.9g}".encode())
-    return digest.hexdigest()
+                        fingerprint.update(f":{float(values.sum()):.9g}:{float((values * values).sum()):.9g}".encode())
+                        exact.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy())
+    return fingerprint.hexdigest(), exact.hexdigest()
+
+
+def weights_fingerprint(pipe: Any) -> str:
+    """The first of weight_digests: shapes, sums and sums of squares."""
+    return weight_digests(pipe)[0]
 
 
 def model_fingerprint(model) -> str:
     """weights_fingerprint of a loaded model, computed once (it reads every weight)."""
     if model.weights_fingerprint is None:
-        model.weights_fingerprint = weights_fingerprint(model.pipe)
+        model.weights_fingerprint, model.weights_digest = weight_digests(model.pipe)
     return model.weights_fingerprint
+
+
+def model_digest(model) -> str:
+    """The exact digest of a loaded model's weights, computed once, in the same pass as its fingerprint."""
+    if model.weights_digest is None:
+        model.weights_fingerprint, model.weights_digest = weight_digests(model.pipe)
+    return model.weights_digest
 
 
 def cache_key(identity: dict[str, Any], spec: RunSpec) -> str:
@@ -385,22 +403,22 @@ class ReferenceOutput:
     cached: bool = False
 
 
-def load_cached(key: str) -> ReferenceOutput | None:
+def read_reference(path: Path) -> ReferenceOutput | None:
+    """A reference output write_reference saved; None when absent, truncated or not ours."""
     import numpy as np
 
-    path = cache_dir() / "references" / f"{key}.npz"
     try:
         with np.load(path) as stored:
             meta = json.loads(str(stored["meta"]))
             return ReferenceOutput(
                 stored["latent"], stored["output"], stored["rgb"], meta["nfe"], meta["seconds"], cached=True
             )
-    except Exception:  # absent, truncated or not ours: the cache only saves time, so compute it again
+    except Exception:
         return None
 
 
-def store_cached(key: str, reference: ReferenceOutput) -> None:
-    """Best effort: a cache that cannot be written costs time later, never this run."""
+def write_reference(path: Path, reference: ReferenceOutput) -> None:
+    """`path` (.npz, written atomically): the reference's latent, output and RGB, and what it cost."""
     import io
 
     import numpy as np
@@ -410,10 +428,19 @@ def store_cached(key: str, reference: ReferenceOutput) -> None:
     buffer = io.BytesIO()
     meta = json.dumps({"nfe": reference.nfe, "seconds": reference.seconds})
     np.savez(buffer, latent=reference.latent, output=reference.output, rgb=reference.rgb, meta=np.array(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buffer.getvalue())
+
+
+def load_cached(key: str) -> ReferenceOutput | None:
+    """The cache only saves time: an entry absent, truncated or not ours is computed again."""
+    return read_reference(cache_dir() / "references" / f"{key}.npz")
+
+
+def store_cached(key: str, reference: ReferenceOutput) -> None:
+    """Best effort: a cache that cannot be written costs time later, never this run."""
     try:
-        folder = cache_dir() / "references"
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / f"{key}.npz", buffer.getvalue())
+        write_reference(cache_dir() / "references" / f"{key}.npz", reference)
     except OSError:
         pass
 

@@ -187,12 +187,12 @@ def injected_failure(rank: int, made: int) -> None:
 
 def sweep_plan(plan: "Plan", settings, numbered: list[list[RunSpec]], reference: str | None, images: bool) -> SweepPlan:
     """The plan record every part carries; the fingerprint covers the model (configs, weights, device type, dtype)."""
-    from schedcmp import pipeline
+    from schedcmp import convergence, pipeline
 
     model = plan.model
     identity = {
         "identity": pipeline.model_identity(model.pipe),
-        "weights": weights_digest(model.pipe),
+        "weights": convergence.model_digest(model),
         "device_type": pipeline.device_type(model.device),
         "dtype": model.dtype,
         "generator_device": plan.generator_device,
@@ -201,24 +201,6 @@ def sweep_plan(plan: "Plan", settings, numbered: list[list[RunSpec]], reference:
     ids = [[spec.id for spec in batch] for batch in numbered]
     digest = fingerprint(settings_to_json(settings), identity, reference_text, ids, images)
     return SweepPlan(digest, [spec.id for spec in plan.cells], images)
-
-
-def weights_digest(pipe: Any) -> str:
-    """sha256 of every weight's name, shape, dtype and bytes: exact, so the same on every machine and thread count.
-
-    (schedcmp.convergence.weights_fingerprint sums floats, which round differently with other thread counts.)
-    Weights an offloading pipeline keeps on the meta device count by their shape alone.
-    """
-    import torch
-
-    digest = hashlib.sha256()
-    for name, component in sorted(pipe.components.items()):
-        if isinstance(component, torch.nn.Module):
-            for key, tensor in component.state_dict().items():
-                digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-                if not tensor.is_meta:
-                    digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 def batch_costs(numbered: list[list[RunSpec]]) -> list[float]:
@@ -424,31 +406,16 @@ class RankPlacement(Placement):
 
 def share_reference(folder: Path, ref_id: str, made) -> None:
     """Rank 0's reference output, for the other ranks to measure against (a failed one is shared as absent)."""
-    import io
+    from schedcmp.convergence import write_reference
 
-    import numpy as np
-
-    from schedcmp.report import write_atomic
-
-    if made is None:
-        return
-    buffer = io.BytesIO()
-    np.savez(buffer, latent=made.latent, output=made.output, rgb=made.rgb)
-    target = folder / RANKS_FOLDER / "references"
-    target.mkdir(parents=True, exist_ok=True)
-    write_atomic(target / f"{ref_id}.npz", buffer.getvalue())
+    if made is not None:
+        write_reference(folder / RANKS_FOLDER / "references" / f"{ref_id}.npz", made)
 
 
 def shared_reference(folder: Path, ref_id: str):
-    import numpy as np
+    from schedcmp.convergence import read_reference
 
-    from schedcmp.convergence import ReferenceOutput
-
-    path = folder / RANKS_FOLDER / "references" / f"{ref_id}.npz"
-    if not path.is_file():
-        return None
-    with np.load(path) as stored:
-        return ReferenceOutput(stored["latent"], stored["output"], stored["rgb"], None, None, cached=True)
+    return read_reference(folder / RANKS_FOLDER / "references" / f"{ref_id}.npz")
 
 
 # -- a whole torchrun job ---------------------------------------------------------------------------------------------
@@ -538,7 +505,8 @@ def run_ranked(settings, model_options, options, team: Team, progress) -> Any:
             code = 0 if stopped is None else EXIT_TERMINATED if isinstance(stopped, Terminated) else EXIT_INTERRUPTED
             return engine.Outcome(part.results, folder, [], code, loaded, stopped)
         sources = [out_dir, *part_folders(out_dir)]
-        joined = merge.join_parts(out_dir, merge.read_parts(sources), allow_missing=True, progress=progress)
+        parts = merge.read_parts(sources)
+        joined = merge.join_parts(out_dir, parts, merge.check_parts(parts, allow_missing=True), progress)
         outcome = engine.finish(joined.results_file, plan, options, stopped, progress)
         if stopped is None and not joined.missing:
             remove_parts(out_dir)
@@ -558,10 +526,7 @@ def prepare_folder(plan, settings, model_options, options, record: SweepPlan, do
     header = engine.header(plan, settings, model_options, options)
     header.plan, header.shard = record, options.shard
     base = engine.ResultsFile(out_dir, header, [spec.id for spec in plan.cells])
-    references_of = plan.references.of_run if plan.references else {}
-    for spec in plan.cells:
-        if spec.id in done and engine.matches(done[spec.id], spec, references_of.get(spec.id)):
-            base.add(adopt(done[spec.id], out_dir))
+    engine.take_done(plan.cells, done, plan.references, base)
     if base.runs:
         progress.note(f"resuming: {len(base.runs)} of {len(plan.cells)} cells already done and verified")
     base.save()

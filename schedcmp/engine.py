@@ -225,12 +225,8 @@ def check_size(value: int, multiple: int, flag: str) -> None:
         raise UsageError(f"{flag} {value} is not a multiple of {multiple} (this model's VAE factor)")
 
 
-def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str, set[str]]:
-    """Everything that needs no model: settings, scheduler names and override keys, formats and axes."""
-    check_settings(settings)
-    if settings.target_metric is not None and (options.shard is not None or distributed.launched()):
-        # A search plans its cells round by round from what it measured: no fixed plan to split up front.
-        raise UsageError("a --target search runs in one process: drop --shard, or run it without torchrun")
+def check_output_options(options: OutputOptions) -> None:
+    """The output flags `run` and `merge` share: the format, the grid's axes, where the events go."""
     if options.format not in FORMATS:
         raise UsageError(f"unknown --format {options.format!r}; choose from {', '.join(FORMATS)}")
     for flag, axis in (("--x", options.x), ("--z", options.z)):
@@ -240,6 +236,15 @@ def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str
         raise UsageError("--x and --z must be different axes")
     if options.events == "-" and options.format == "json":
         raise UsageError("--events - and --format json both want stdout; send the events to a file")
+
+
+def validate_before_load(settings: Settings, options: OutputOptions) -> dict[str, set[str]]:
+    """Everything that needs no model: settings, scheduler names and override keys, formats and axes."""
+    check_settings(settings)
+    if settings.target_metric is not None and (options.shard is not None or distributed.launched()):
+        # A search plans its cells round by round from what it measured: no fixed plan to split up front.
+        raise UsageError("a --target search runs in one process: drop --shard, or run it without torchrun")
+    check_output_options(options)
     classes = scheduler_classes()
     params = accepted_params_of(classes)
     chosen = choose(settings.schedulers, [], params, None)  # unknown names, keys and types fail here, before the load
@@ -607,25 +612,25 @@ def execute(
     from schedcmp.sample import Sampler
 
     placement = placement or distributed.Placement()
-    references_of = plan.references.of_run if plan.references else {}
     numbered = batches(plan.cells, settings.batch_size)
     costs = distributed.batch_costs(numbered)
     mine = placement.batches(costs)
     share = [spec for number, batch in enumerate(numbered) if mine is None or number in mine for spec in batch]
-    resumed = [
-        spec for spec in share if spec.id in plan.done and matches(plan.done[spec.id], spec, references_of.get(spec.id))
-    ]
-    for spec in resumed:
-        results.add(distributed.adopt(plan.done[spec.id], results.folder))
+    resumed = take_done(share, plan.done, plan.references, results)
     if resumed:
-        progress.note(f"resuming: {len(resumed)} of {len(share)} cells already done and verified")
-    made = set(results.runs) | placement.skip
-    todo = [number for number, batch in enumerate(numbered) if any(spec.id not in made for spec in batch)]
+        progress.note(f"resuming: {resumed} of {len(share)} cells already done and verified")
+
+    def batches_to_make(first: int) -> list[int]:
+        """The batch numbers from `first` on that hold a cell not made yet (here or, under torchrun, before)."""
+        made = set(results.runs) | placement.skip
+        return [number for number in range(first, len(numbered)) if any(s.id not in made for s in numbered[number])]
+
+    todo = batches_to_make(0)
     results.results.workers = [placement.worker(plan.model.device)]
     results.save()
     distributed.remove_parts(results.folder)  # what a torchrun attempt left there is in results.json now
     progress.begin(len(share))
-    finished = len(resumed) + len(placement.skip)
+    finished = resumed + len(placement.skip)
     varying = [axis for axis in AXES if len({repr(getattr(spec, axis)) for spec in plan.cells}) > 1]
     if plan.rounds is not None:
         varying = [axis for axis in varying if axis != "steps"] + ["steps"]  # a search varies the steps
@@ -662,7 +667,7 @@ def execute(
             while True:
                 for number in placement.work(todo, costs):
                     batch = [replace(spec, batch=f"b{number}") for spec in numbered[number]]
-                    missing = [spec.id not in made for spec in batch]
+                    missing = [spec.id not in results.runs and spec.id not in placement.skip for spec in batch]
                     name = display_label(batch[0].scheduler, batch[0].alias, batch[0].overrides)
                     progress.started(finished + 1, name + (f" ×{len(batch)}" if len(batch) > 1 else ""), batch[0].steps)
                     started = time.perf_counter()
@@ -696,13 +701,8 @@ def execute(
                 first = len(numbered)
                 numbered += batches(following, settings.batch_size)
                 costs = distributed.batch_costs(numbered)
-                for spec in following:
-                    if spec.id in plan.done and matches(plan.done[spec.id], spec, references_of.get(spec.id)):
-                        results.add(distributed.adopt(plan.done[spec.id], results.folder))
-                made = set(results.runs) | placement.skip
-                todo = [
-                    number for number in range(first, len(numbered)) if any(s.id not in made for s in numbered[number])
-                ]
+                take_done(following, plan.done, plan.references, results)
+                todo = batches_to_make(first)
             for runs in placement.wait():
                 for run in runs:
                     report(run, elsewhere=True)
@@ -712,6 +712,18 @@ def execute(
         return stop
     results.save()
     return None
+
+
+def take_done(
+    cells: list[RunSpec], done: dict[str, Run], references: convergence.ReferencePlan | None, results: ResultsFile
+) -> int:
+    """The cells a resumed folder already holds (`done`), made exactly so, join `results`, their images linked in
+    from a torchrun part where that is where they are. -> how many."""
+    references_of = references.of_run if references else {}
+    taken = [spec for spec in cells if spec.id in done and matches(done[spec.id], spec, references_of.get(spec.id))]
+    for spec in taken:
+        results.add(distributed.adopt(done[spec.id], results.folder))
+    return len(taken)
 
 
 def axes_text(run: Run, varying: list[str]) -> str:
@@ -761,7 +773,7 @@ def finish(
     header_record.references = [replace(r, warning=warnings.get(r.id, r.warning)) for r in header_record.references]
     for line in convergence.warning_lines(references, warnings):
         progress.note(f"warning: {line}")
-    conclude(header_record, plan, results.finished())
+    conclude(header_record, plan, results.finished(), entries)
     document = results.save()  # first without the sheets: drawing them must not put the results at risk
     sheets: list[Path] = []
     if not options.no_sheet and document["runs"]:
@@ -777,19 +789,22 @@ def finish(
     return Outcome(header_record, results.folder, sheets, code, plan.model, stopped)
 
 
-def conclude(header_record: Results, plan: Plan, runs: list[Run]) -> None:
-    """The answer: each entry's steps at the target, the summary across prompts and seeds, and both in words."""
-    if plan.references is None:
+def conclude(header_record: Results, plan: Plan, runs: list[Run], entries: list[dict[str, Any]]) -> None:
+    """The answer: each entry's steps at the target, the summary across prompts and seeds, and both in words.
+
+    The summary is worked out from the runs (`entries`, their results.json form), not from the plan: `merge`
+    finishes without one."""
+    if plan.references is not None:
+        header_record.interval = from_json(Interval, plan.references.interval)  # a search's rounds added runs
+    if not any(entry.get("reference") for entry in entries):
         return
-    target_answer = None
-    header_record.interval = from_json(Interval, plan.references.interval)  # a search's rounds added runs
+    metric, target_answer, meets = "latent_rmse", None, None
     if plan.rounds is not None:
         header_record.equal_quality = targets.results(plan.rounds, {run.id: run for run in runs})
         target_answer = targets.answer_line(header_record.target, header_record.equal_quality)
-    metric = plan.rounds.target.metric if plan.rounds is not None else "latent_rmse"
-    found = summary.summarise([to_json(run) for run in runs], metric)
+        metric, meets = plan.rounds.target.metric, plan.rounds.target.meets
+    found = summary.summarise(entries, metric)
     header_record.summary = from_json(Summary, found)
-    meets = plan.rounds.target.meets if plan.rounds is not None else None
     header_record.answer = summary.answer_lines(found, target_answer, meets)
 
 

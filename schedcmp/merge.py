@@ -103,13 +103,15 @@ def check_parts(parts: list[Part], allow_missing: bool) -> tuple[dict[str, tuple
     return found, missing
 
 
-def join_parts(target: Path, parts: list[Part], allow_missing: bool, progress) -> Joined:
-    """Check the parts, then put every run, image and reference into `target` (already claimed); results.json is
-    left to the finish stage."""
+def join_parts(
+    target: Path, parts: list[Part], checked: tuple[dict[str, tuple[Run, Path]], list[str]], progress
+) -> Joined:
+    """Put every run, image and reference of the parts into `target` (already claimed); `checked` is what
+    check_parts found in them. results.json is left to the finish stage."""
     from schedcmp import distributed
     from schedcmp.engine import ResultsFile
 
-    found, missing = check_parts(parts, allow_missing)
+    found, missing = checked
     references = {}
     try:
         for run, folder in found.values():
@@ -170,9 +172,9 @@ def merge(out: Path, folders: list[Path], options, allow_missing: bool, progress
     engine.check_out_dir(out, options.overwrite)
     parts = read_parts(folders)
     parts.sort(key=lambda part: part.results.shard.index if part.results.shard else -1)
-    check_parts(parts, allow_missing)
+    checked = check_parts(parts, allow_missing)  # every refusal before OUT is touched
     target = engine.claim_out_dir(out, True, options.overwrite)
-    joined = join_parts(target, parts, allow_missing, progress)
+    joined = join_parts(target, parts, checked, progress)
     stand_in = engine.Plan(None, [], None, {}, parts[0].results.generator_device or "cpu", {})  # finish needs no model
     images = parts[0].results.plan.images
     outcome = engine.finish(joined.results_file, stand_in, replace(options, no_sheet=not images), None, progress)

@@ -448,8 +448,13 @@ class SheetPlan:
     cells: list[tuple[int, int, dict]]
 
 
-def multi_valued_axes(entries: list[dict]) -> list[str]:
-    return [axis for axis in AXIS_NAMES if len({repr(e[axis]) for e in entries}) > 1]
+def multi_valued_axes(entries: list[dict], steps_per_row: bool = False) -> list[str]:
+    """The axes whose values differ between entries; `steps_per_row`: the steps are each row's own, not an axis."""
+    return [
+        axis
+        for axis in AXIS_NAMES
+        if len({repr(e[axis]) for e in entries}) > 1 and not (steps_per_row and axis == "steps")
+    ]
 
 
 def axis_text(axis: str, value) -> str:
@@ -478,7 +483,7 @@ def plan_sheets(
     def label(entry: dict) -> str:
         return plain_label(entry) + (f" · {entry['steps']} steps" if steps_per_row else "")
 
-    varying = [axis for axis in multi_valued_axes(entries) if not (steps_per_row and axis == "steps")]
+    varying = multi_valued_axes(entries, steps_per_row)
     x = column_axis(varying, x, z)
     if x is None:
         return None
@@ -578,7 +583,7 @@ def write_sheets(out_dir: Path, document: dict[str, Any], x: str | None, z: str 
     header = sheet_header(document)
     steps_per_row = bool(document.get("steps_per_row"))
     plans = plan_sheets(entries, x, z, steps_per_row)
-    varying = [axis for axis in multi_valued_axes(entries) if not (steps_per_row and axis == "steps")]
+    varying = multi_valued_axes(entries, steps_per_row)
     if x is not None and x not in varying and plans is not None:
         notices.append(f"--x {x}: the {x} does not vary here; the columns are {column_axis(varying, x, z)}")
     if plans is None:

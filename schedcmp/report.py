@@ -206,26 +206,12 @@ def cell(value: Any) -> str:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    columns = table_columns(rows)
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        if row["id"] == TOTAL:
-            continue  # a sum is not a run: data stays data
-        writer.writerow({key: cell(row[key]) for key in columns})
-    return buffer.getvalue()
+    """The timing table's rows; a sum is not a run, so the total row stays out: data stays data."""
+    return rows_csv([row for row in rows if row["id"] != TOTAL], table_columns(rows))
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    def escape(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    columns = table_columns(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(escape(cell(row[key])) for key in columns) + " |")
-    return "\n".join(lines) + "\n"
+    return rows_markdown(rows, table_columns(rows))
 
 
 def to_html(rows: list[dict[str, Any]]) -> str:
@@ -290,17 +276,20 @@ def summary_rows(found: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def rows_csv(rows: list[dict[str, Any]]) -> str:
+def rows_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """Rows as CSV, in `columns` (default: the first row's keys)."""
+    columns = columns if columns is not None else list(rows[0]) if rows else []
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: cell(value) for key, value in row.items()})
+        writer.writerow({key: cell(row[key]) for key in columns})
     return buffer.getvalue()
 
 
-def rows_markdown(rows: list[dict[str, Any]]) -> str:
-    columns = list(rows[0]) if rows else []
+def rows_markdown(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """Rows as a Markdown table, in `columns` (default: the first row's keys)."""
+    columns = columns if columns is not None else list(rows[0]) if rows else []
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(cell(row[key]).replace("|", "\\|") for key in columns) + " |")

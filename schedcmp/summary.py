@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from schedcmp.records import Determinism, Status
+from schedcmp.convergence import ranked
+from schedcmp.metrics import pareto_front
 from schedcmp.schedulers import ui_label
 
 SIGNIFICANCE = 0.05
@@ -27,12 +28,8 @@ def entry_label(entry: dict[str, Any]) -> str:
 
 
 def measured(entry: dict[str, Any]) -> bool:
-    return (
-        entry.get("status") == Status.OK
-        and entry.get("determinism") == Determinism.DETERMINISTIC
-        and bool(entry.get("distance"))
-        and bool(entry.get("reference"))
-    )
+    """Ranked against a reference (convergence.ranked), which names the pair."""
+    return ranked(entry) and bool(entry.get("reference"))
 
 
 def value_of(entry: dict[str, Any], metric: str) -> float:
@@ -155,14 +152,7 @@ def front_points(summary: dict[str, Any], meets: Callable[[float], bool] | None 
     ]
     metric = summary["metric"]
     front = [
-        point
-        for point in points
-        if not any(
-            other["nfe"] <= point["nfe"]
-            and not closer(metric, point["distance"], other["distance"])
-            and (other["nfe"] < point["nfe"] or closer(metric, other["distance"], point["distance"]))
-            for other in points
-        )
+        points[index] for index in pareto_front([(p["nfe"], sort_distance(p["distance"], metric)) for p in points])
     ]
     return sorted(front, key=lambda point: (point["nfe"], sort_distance(point["distance"], metric)))
 

@@ -60,6 +60,7 @@ def same_cells(document: dict, expected: dict) -> None:
         assert run["pareto"]["nfe"] == want["pareto"]["nfe"]
     assert document["settings"] == expected["settings"]
     assert document["plan"] == expected["plan"]
+    assert document["answer"] == expected["answer"] and document["summary"]["pairs"] == expected["summary"]["pairs"]
     assert [r["id"] for r in document["references"]] == [r["id"] for r in expected["references"]]
 
 
