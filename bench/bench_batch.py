@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def sweep(model, settings, folder: Path) -> tuple[float, int | None]:
-    from schedcmp import engine
+    from schedcmp.sweep import engine
 
     started = time.perf_counter()
     outcome = engine.run_comparison(
@@ -38,8 +38,8 @@ def main() -> None:
 
     from dataclasses import replace
 
-    from schedcmp import pipeline
-    from schedcmp.config import Settings
+    from schedcmp.core.plan import Settings
+    from schedcmp.model import pipeline
 
     pipeline.silence_libraries()
     model = pipeline.load(

@@ -59,8 +59,9 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "schedcmp", "--help"], check=True, capture_output=True)
     help_seconds = time.perf_counter() - help_started
 
-    from schedcmp import engine, pipeline
-    from schedcmp.config import Settings
+    from schedcmp.core.plan import Settings
+    from schedcmp.model import pipeline
+    from schedcmp.sweep import engine
 
     pipeline.silence_libraries()
     model = pipeline.load(args.model, "cpu", "fp32")

@@ -318,11 +318,11 @@ def section_a(ctx: Context) -> None:
 
 def section_b(ctx: Context) -> None:
     import diffusers
+    import gpu_models
     import torch
 
-    import gpu_models
     import schedcmp
-    from schedcmp import convergence
+    from schedcmp.quality import convergence
 
     sizes, device = ctx.sizes, ctx.device
     small = ctx.quick or not ctx.cuda
@@ -642,8 +642,8 @@ def section_c(ctx: Context, model: str | None = None, variants: tuple[str, ...] 
 
 def section_d(ctx: Context) -> None:
     import schedcmp
-    from schedcmp import pipeline
-    from schedcmp.baseline import device_class
+    from schedcmp.ci.baseline import device_class
+    from schedcmp.model import pipeline
 
     resolved = pipeline.resolve_device(ctx.device)
     name = device_class(resolved)
@@ -717,7 +717,7 @@ def section_e(ctx: Context) -> None:
 def header(ctx: Context) -> None:
     import torch
 
-    from schedcmp.records import versions
+    from schedcmp.core.records import versions
 
     ctx.line(f"== schedcmp GPU check, {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv[1:])}")
     ctx.line(
@@ -777,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from schedcmp import pipeline
+        from schedcmp.model import pipeline
 
         pipeline.silence_libraries()
         header(ctx)

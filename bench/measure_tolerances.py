@@ -24,11 +24,12 @@ def main() -> None:
 
     import torch
 
-    from schedcmp import metrics, pipeline
-    from schedcmp.baseline import compact
-    from schedcmp.config import RunSpec
-    from schedcmp.sample import Sampler
-    from schedcmp.schedulers import ordered
+    from schedcmp.ci.baseline import compact
+    from schedcmp.core.plan import RunSpec
+    from schedcmp.model import pipeline
+    from schedcmp.model.sample import Sampler
+    from schedcmp.model.schedulers import ordered
+    from schedcmp.quality import metrics
 
     pipeline.silence_libraries()
     model = pipeline.load(args.model, "cpu", "fp32")

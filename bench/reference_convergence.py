@@ -22,17 +22,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=8)
     args = parser.parse_args()
 
-    from schedcmp import convergence, metrics, pipeline
-    from schedcmp.config import DEFAULT_REFERENCE, RunSpec
-    from schedcmp.sample import Sampler
-    from schedcmp.schedulers import (
+    from schedcmp.core.plan import DEFAULT_REFERENCE, RunSpec
+    from schedcmp.model import pipeline
+    from schedcmp.model.sample import Sampler
+    from schedcmp.model.schedulers import (
+        accepted_params_of,
         ordered,
         parse_entry,
         resolve_entry,
-        accepted_params_of,
         scheduler_classes,
         short_name,
     )
+    from schedcmp.quality import convergence, metrics
 
     pipeline.silence_libraries()
     model = pipeline.load(args.model, "cpu", "fp32")

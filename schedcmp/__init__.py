@@ -6,7 +6,7 @@
 Importing schedcmp costs nothing: torch and diffusers load when a comparison runs.
 """
 
-from schedcmp.errors import ModelError, OutputError, SchedcmpError, UsageError
+from schedcmp.core.errors import ModelError, OutputError, SchedcmpError, UsageError
 
 __version__ = "0.1.0"
 
@@ -31,7 +31,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name in ("Run", "Status", "Determinism"):
-        from schedcmp import records
+        from schedcmp.core import records
 
         return getattr(records, name)
     raise AttributeError(f"module 'schedcmp' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """schedcmp from Python: `schedcmp.compare()` on a pipeline already in memory, and the Comparison it returns.
 
-The same engine as `schedcmp run` (schedcmp.engine): the same plan, images, results.json and sheets. Bad
+The same engine as `schedcmp run` (schedcmp.sweep.engine): the same plan, images, results.json and sheets. Bad
 input raises a schedcmp.SchedcmpError (never SystemExit); Ctrl-C is re-raised once what finished is written.
 """
 
@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from schedcmp.config import (
+from schedcmp.core.errors import OutputError, UsageError
+from schedcmp.core.plan import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_STEPS,
     DEFAULT_REFERENCE,
@@ -23,8 +24,7 @@ from schedcmp.config import (
     Settings,
     parse_numbers,
 )
-from schedcmp.errors import OutputError, UsageError
-from schedcmp.records import DocumentError, Results, Run, dumps, read_document, to_json
+from schedcmp.core.records import DocumentError, Results, Run, dumps, read_document, to_json
 
 
 def compare(
@@ -74,7 +74,10 @@ def compare(
     CLI writes there; without it the files live in a temporary folder as long as the Comparison does.
     `shard="I/N"` runs only that part of the sweep, as `run --shard` does (join the parts with `schedcmp merge`).
     """
-    from schedcmp import distributed, engine, output, pipeline
+    from schedcmp.model import pipeline
+    from schedcmp.output import console
+    from schedcmp.scale import distributed
+    from schedcmp.sweep import engine
 
     if target_psnr is not None and target_rmse is not None:
         raise UsageError("target_psnr and target_rmse both given: choose one")
@@ -129,7 +132,7 @@ def compare(
     )
     try:
         outcome = engine.run_comparison(
-            settings, model_options, options, loaded, progress=output.Progress(bool(progress))
+            settings, model_options, options, loaded, progress=console.Progress(bool(progress))
         )
     except BaseException:
         if temporary is not None:
@@ -276,8 +279,8 @@ class Comparison:
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """The CLI's folder layout in `folder`: results.json, images/, the sheets (and report, charts)."""
-        from schedcmp.engine import remove_previous_files
-        from schedcmp.report import write_atomic
+        from schedcmp.output.report import write_atomic
+        from schedcmp.sweep.engine import remove_previous_files
 
         target = Path(folder)
         if target.resolve() == self.folder.resolve():
@@ -300,12 +303,12 @@ class Comparison:
     @property
     def exit_code(self) -> int:
         """What `schedcmp run` would exit with for this comparison."""
-        from schedcmp.engine import exit_code
+        from schedcmp.sweep.engine import exit_code
 
         return exit_code(self.to_dict(), strict=False)
 
     def table_html(self) -> str:
-        from schedcmp import report
+        from schedcmp.output import report
 
         return report.to_html(report.table_rows(self.to_dict()["runs"]))
 

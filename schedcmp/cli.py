@@ -13,7 +13,8 @@ from typing import List, Optional
 import typer
 
 from schedcmp import __version__
-from schedcmp.config import (
+from schedcmp.core.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, OutputError, SchedcmpError, Terminated
+from schedcmp.core.plan import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_STEPS,
     DEFAULT_REFERENCE,
@@ -22,7 +23,6 @@ from schedcmp.config import (
     parse_call_args,
     parse_numbers,
 )
-from schedcmp.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, OutputError, SchedcmpError, Terminated
 
 app = typer.Typer(
     add_completion=False,
@@ -185,7 +185,7 @@ def merged_values(given: dict, config: str | None, base: dict | None = None) -> 
 def resume_values(folder: Path) -> dict:
     """--resume DIR: the settings DIR was made with, as flag values, so that `run --resume DIR` is the whole
     command. Flags given again must agree with them (the engine refuses other cell settings)."""
-    from schedcmp.records import DocumentError, read_document
+    from schedcmp.core.records import DocumentError, read_document
 
     try:
         previous = read_document(folder / "results.json", "run")
@@ -245,7 +245,7 @@ def target_of(values: dict) -> tuple[str | None, float | None]:
 
 def comparison_from(values: dict):
     """(Settings, ModelOptions) from merged values; every number list parsed here, one-line errors."""
-    from schedcmp import engine
+    from schedcmp.sweep import engine
 
     prompts = list(values.get("prompt") or [])
     if values.get("prompts_file"):
@@ -374,7 +374,9 @@ def run_command(
     ),
 ) -> None:
     given = dict(ctx.params)  # what the command line said, by parameter name (None: not given)
-    from schedcmp import distributed, engine, output
+    from schedcmp.output import console
+    from schedcmp.scale import distributed
+    from schedcmp.sweep import engine
 
     flags = {k: v for k, v in given.items() if k not in ("config", "prompt", "output_format")}
     flags |= {"prompt": [prompt] if prompt is not None else None, "format": output_format}
@@ -402,7 +404,7 @@ def run_command(
     )
     if distributed.launched():  # torchrun, accelerate launch: this process is one rank of several
         team = distributed.Team.join()
-        outcome = distributed.run_ranked(settings, model_options, options, team, output.Progress())
+        outcome = distributed.run_ranked(settings, model_options, options, team, console.Progress())
         if team.rank != 0:  # rank 0 reports for all
             raise typer.Exit(outcome.exit_code)
     else:
@@ -433,20 +435,23 @@ def merge_command(
     z: Optional[str] = typer.Option(None, "--z", help="A grid of grids, as for `run`."),
     html: bool = typer.Option(False, "--html", help="Also write report.html (and the quality charts)."),
 ) -> None:
-    from schedcmp import engine, merge, output
+    from schedcmp.output import console
+    from schedcmp.scale import merge
+    from schedcmp.sweep import engine
 
     options = engine.OutputOptions(
         out=out, overwrite=overwrite, format=output_format, strict=strict, x=x, z=z, html=html
     )
     engine.check_output_options(options)
-    outcome = merge.merge(out, list(parts), options, allow_missing, output.Progress())
+    outcome = merge.merge(out, list(parts), options, allow_missing, console.Progress())
     print_outcome(outcome, output_format)
     raise typer.Exit(outcome.exit_code)
 
 
 def print_outcome(outcome, output_format: str) -> None:
     """The data on stdout in the asked format; the tables and the answer in words on stderr."""
-    from schedcmp import distributed, output, report
+    from schedcmp.output import console, report
+    from schedcmp.scale import distributed
 
     document = outcome.document
     title = f"{document['pipeline']} · {document['device']} {document['dtype']}"
@@ -457,34 +462,34 @@ def print_outcome(outcome, output_format: str) -> None:
     else:
         rows = report.table_rows(document["runs"])
     if output_format == "json":
-        output.data(report.to_json(document))
+        console.data(report.to_json(document))
     elif output_format == "csv":
-        output.data(report.rows_csv(rows) if target else report.to_csv(rows))
+        console.data(report.rows_csv(rows) if target else report.to_csv(rows))
     elif output_format == "markdown":
         text = report.rows_markdown(rows) if target else report.to_markdown(rows)
         if summary and summary["pairs"] > 1 and not target:
             text += "\n" + report.rows_markdown(report.summary_rows(summary))
-        output.data(text)
+        console.data(text)
     else:
         if target:
-            from schedcmp.stepsearch import goal_text
+            from schedcmp.quality.stepsearch import goal_text
 
             goal = goal_text(target["metric"], target["value"])
-            output.print_equal_quality(rows, target["metric"], f"{title} · steps at {goal}, fastest first")
+            console.print_equal_quality(rows, target["metric"], f"{title} · steps at {goal}, fastest first")
         else:
-            output.print_table(rows, title)
+            console.print_table(rows, title)
             if summary and summary["pairs"] > 1:
-                output.print_summary(summary)
-        if not output.stdout_is_terminal():  # on a terminal the path on stdout below says it already
+                console.print_summary(summary)
+        if not console.stdout_is_terminal():  # on a terminal the path on stdout below says it already
             for sheet in outcome.sheets:
-                output.info(f"contact sheet: {sheet}")
+                console.info(f"contact sheet: {sheet}")
         if outcome.document.get("report"):
-            output.info(f"report: {outcome.out_dir / outcome.document['report']}")
-        output.data("".join(f"{sheet}\n" for sheet in outcome.sheets))
+            console.info(f"report: {outcome.out_dir / outcome.document['report']}")
+        console.data("".join(f"{sheet}\n" for sheet in outcome.sheets))
     for line in document.get("answer") or []:  # the answer in words, last
-        output.info(f"answer: {line}")
+        console.info(f"answer: {line}")
     if distributed.launched():  # torchrun exits 1 for any failure: rank 0's last line carries schedcmp's code
-        output.info(f"schedcmp: exit {outcome.exit_code}")
+        console.info(f"schedcmp: exit {outcome.exit_code}")
 
 
 @app.command("report", no_args_is_help=True)
@@ -492,11 +497,11 @@ def report_command(
     folder: Path = typer.Argument(..., help="A results folder written by `schedcmp run`."),
 ) -> None:
     """Rebuild report.html and the quality charts from a results folder, without running anything."""
-    from schedcmp import html_report, output
+    from schedcmp.output import console, html_report
 
     page = html_report.rebuild_report(folder)
-    output.info(f"report: {page}")
-    output.data(f"{page}\n")
+    console.info(f"report: {page}")
+    console.data(f"{page}\n")
 
 
 baseline_app = typer.Typer(no_args_is_help=True, help="Store a comparison as a baseline for `schedcmp check`.")
@@ -538,7 +543,8 @@ def baseline_create_command(
 
     It stores images, float outputs and manifest.json."""
     given = dict(ctx.params)  # what the command line said, by parameter name (None: not given)
-    from schedcmp import baseline, output
+    from schedcmp.ci import baseline
+    from schedcmp.output import console
 
     values = merged_values(
         {k: v for k, v in given.items() if k not in ("config", "prompt", "folder")}
@@ -547,8 +553,8 @@ def baseline_create_command(
     )
     settings, model_options = comparison_from(values)
     target, manifest, code = baseline.create(folder, settings, model_options, bool(values.get("overwrite")))
-    output.info(f"baseline: {len(manifest['cases'])} cases in {target}")
-    output.data(f"{target}\n")
+    console.info(f"baseline: {len(manifest['cases'])} cases in {target}")
+    console.data(f"{target}\n")
     raise typer.Exit(code)
 
 
@@ -594,7 +600,8 @@ def check_command(
 ) -> None:
     import os
 
-    from schedcmp import baseline, check_report, output, report
+    from schedcmp.ci import baseline
+    from schedcmp.output import check_report, console, report
 
     if output_format not in ("table", "json"):
         raise SchedcmpError(f"unknown --format {output_format!r}; choose table or json")
@@ -623,9 +630,9 @@ def check_command(
             f"cannot write the check's reports: {error.filename or ''} {error.strerror or error}"
         ) from None
     if output_format == "json":
-        output.data(report.to_json(document))
+        console.data(report.to_json(document))
     else:
-        output.print_check(document)
+        console.print_check(document)
     raise typer.Exit(code)
 
 
@@ -641,15 +648,16 @@ def list_command(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load pickle weights: only for models you trust."),
 ) -> None:
     """Show the model's scheduler and config, the compatible schedulers, the UI names and each class's flags."""
-    from schedcmp import engine, output, report
+    from schedcmp.output import console, report
+    from schedcmp.sweep import engine
 
     if output_format not in ("table", "json"):
         raise SchedcmpError(f"unknown --format {output_format!r}; choose table or json")
     document = engine.list_document(engine.ModelOptions(model, model_config, allow_pickle))
     if output_format == "json":
-        output.data(report.to_json(document))
+        console.data(report.to_json(document))
     else:
-        output.print_list(document)
+        console.print_list(document)
 
 
 @app.command("version")
@@ -699,9 +707,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report_error(message: str, code: int) -> None:
-    from schedcmp import distributed, output
+    from schedcmp.output import console
+    from schedcmp.scale import distributed
 
     # Under torchrun the shell sees torchrun's 1 for any failure: the line says schedcmp's own code.
     suffix = f" (exit {code})" if distributed.launched() else ""
-    output.error(" ".join(message.split()) + suffix)
+    console.error(" ".join(message.split()) + suffix)
     sys.exit(code)

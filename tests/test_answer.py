@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from browser import Browser
 
-from schedcmp import stepsearch, summary
-from schedcmp.stepsearch import Target
+from schedcmp.quality import stepsearch, summary
+from schedcmp.quality.stepsearch import Target
 
 # -- the search, pure ---------------------------------------------------------------------------------
 
@@ -129,8 +129,10 @@ def test_step_search_on_the_exact_denoiser_matches_a_brute_force_scan(sd15_model
     """Same answer as running every step count from 1 to 24, from far fewer pipeline calls."""
     import analytic
 
-    from schedcmp import engine, output, pipeline
-    from schedcmp.config import Settings
+    from schedcmp.core.plan import Settings
+    from schedcmp.model import pipeline
+    from schedcmp.output import console
+    from schedcmp.sweep import engine
 
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
     model = analytic.swap_in(pipeline.load(str(sd15_model), "cpu", "fp32"))
@@ -142,7 +144,7 @@ def test_step_search_on_the_exact_denoiser_matches_a_brute_force_scan(sd15_model
             engine.ModelOptions(),
             engine.OutputOptions(out=tmp_path / name, reference=REFERENCE, no_sheet=True),
             loaded=model,
-            progress=output.Progress(False),
+            progress=console.Progress(False),
         ).document
 
     scan = run("scan", steps=tuple(range(1, 25)))
@@ -171,8 +173,10 @@ def test_heun_on_the_exact_denoiser_is_flagged_non_monotone(sd15_model, tmp_path
     """Heun's 2-step run is farther than its 1-step run in latent RMSE: the answer is the first crossing."""
     import analytic
 
-    from schedcmp import engine, output, pipeline
-    from schedcmp.config import Settings
+    from schedcmp.core.plan import Settings
+    from schedcmp.model import pipeline
+    from schedcmp.output import console
+    from schedcmp.sweep import engine
 
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
     model = analytic.swap_in(pipeline.load(str(sd15_model), "cpu", "fp32"))
@@ -188,7 +192,7 @@ def test_heun_on_the_exact_denoiser_is_flagged_non_monotone(sd15_model, tmp_path
         engine.ModelOptions(),
         engine.OutputOptions(out=tmp_path / "heun", reference=REFERENCE, no_sheet=True),
         loaded=model,
-        progress=output.Progress(False),
+        progress=console.Progress(False),
     ).document
     [heun] = document["equal_quality"]
     assert heun["status"] == "reached" and heun["non_monotone"] and "first crossing" in heun["reason"]
@@ -288,8 +292,8 @@ def test_target_run_on_a_real_pipeline(cli, sd15_model, tmp_path, monkeypatch):
 
 
 def test_the_schedules_note_names_the_step_counts_of_a_partial_late_start():
-    from schedcmp.config import RunSpec
-    from schedcmp.convergence import interval_note
+    from schedcmp.core.plan import RunSpec
+    from schedcmp.quality.convergence import interval_note
 
     def spec(scheduler: str, steps: int) -> RunSpec:
         return RunSpec(f"{scheduler}-{steps}", scheduler, None, {}, True, "x", None, 0, steps, 7.5, 64, 64)

@@ -217,14 +217,14 @@ def test_output_and_model_errors(pipe, tmp_path):
 
 def test_a_failure_inside_a_run_restores_everything(pipe, monkeypatch, tmp_path):
     import schedcmp
-    import schedcmp.sample
+    import schedcmp.model.sample
 
     before = library_state(pipe)
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(schedcmp.sample.Sampler, "warm_up", broken)
+    monkeypatch.setattr(schedcmp.model.sample.Sampler, "warm_up", broken)
     with pytest.raises(RuntimeError, match="boom"):
         schedcmp.compare(pipe, "a horse", steps=2, schedulers="ddim", out=tmp_path / "o", progress=False)
     assert library_state(pipe) == before
@@ -232,10 +232,10 @@ def test_a_failure_inside_a_run_restores_everything(pipe, monkeypatch, tmp_path)
 
 def test_ctrl_c_is_reraised_after_writing_what_finished(pipe, monkeypatch, tmp_path):
     import schedcmp
-    import schedcmp.sample
+    import schedcmp.model.sample
 
     before = library_state(pipe)
-    real = schedcmp.sample.Sampler.run_batch
+    real = schedcmp.model.sample.Sampler.run_batch
     calls = []
 
     def interrupted_second_time(self, *args, **kwargs):
@@ -244,7 +244,7 @@ def test_ctrl_c_is_reraised_after_writing_what_finished(pipe, monkeypatch, tmp_p
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(schedcmp.sample.Sampler, "run_batch", interrupted_second_time)
+    monkeypatch.setattr(schedcmp.model.sample.Sampler, "run_batch", interrupted_second_time)
     with pytest.raises(KeyboardInterrupt):
         schedcmp.compare(pipe, "a horse", steps=2, schedulers="ddim,euler,lms", out=tmp_path / "o", progress=False)
     document = json.loads((tmp_path / "o" / "results.json").read_text())
@@ -334,8 +334,8 @@ def test_api_values_become_what_the_cli_parses(pipe, cli, sd15_model, tmp_path):
 
 
 def test_a_sampler_that_fails_to_set_up_undoes_what_it_did(pipe, monkeypatch):
-    from schedcmp import pipeline
-    from schedcmp.sample import Sampler
+    from schedcmp.model import pipeline
+    from schedcmp.model.sample import Sampler
 
     before = library_state(pipe)
     model = pipeline.from_pipeline(pipe)

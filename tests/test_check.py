@@ -47,16 +47,16 @@ def statuses(result) -> dict[str, str]:
 @pytest.fixture
 def patch_build(monkeypatch):
     """Change how one scheduler class is built, as a library upgrade or a config change would."""
-    import schedcmp.sample
+    import schedcmp.model.sample
 
     def patch(class_name: str, change):
-        original = schedcmp.sample.build
+        original = schedcmp.model.sample.build
 
         def build(cls, config, overrides):
             scheduler = original(cls, config, overrides)
             return change(scheduler, cls, config, overrides) if cls.__name__ == class_name else scheduler
 
-        monkeypatch.setattr(schedcmp.sample, "build", build)
+        monkeypatch.setattr(schedcmp.model.sample, "build", build)
 
     return patch
 
@@ -181,10 +181,10 @@ def test_crashed_generation_wins_over_drift(cli, baseline, patch_build, monkeypa
 def test_preflight_reports_nondeterminism_not_drift(cli, baseline, monkeypatch):
     import itertools
 
-    import schedcmp.sample
+    import schedcmp.model.sample
 
     seeds = itertools.count(100)
-    original = schedcmp.sample.Sampler.call_kwargs
+    original = schedcmp.model.sample.Sampler.call_kwargs
 
     def unstable(self, specs, on_step):
         kwargs = original(self, specs, on_step)
@@ -193,7 +193,7 @@ def test_preflight_reports_nondeterminism_not_drift(cli, baseline, monkeypatch):
             generator.manual_seed(next(seeds))  # a different start every call, like a racy kernel
         return kwargs
 
-    monkeypatch.setattr(schedcmp.sample.Sampler, "call_kwargs", unstable)
+    monkeypatch.setattr(schedcmp.model.sample.Sampler, "call_kwargs", unstable)
     result = cli("check", baseline, "--preflight", "--format", "json")
     assert result.exit_code == 4
     assert set(statuses(result).values()) == {"nondeterministic"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schedcmp import convergence, metrics
+from schedcmp.quality import convergence, metrics
 
 # -- pure metrics, by hand ------------------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ SD15_CONFIG = {
 
 
 def test_every_scheduler_class_is_labelled_by_running_it():
-    from schedcmp.schedulers import scheduler_classes
+    from schedcmp.model.schedulers import scheduler_classes
 
     classes = scheduler_classes()
     assert set(classes) - set(EXPECTED) - UNPROBEABLE == set(), "a new diffusers scheduler: add what its algorithm does"
@@ -192,7 +192,7 @@ def test_every_scheduler_class_is_labelled_by_running_it():
     ],
 )
 def test_config_and_call_arguments_decide_too(name, overrides, step_arguments, label):
-    from schedcmp.schedulers import scheduler_classes
+    from schedcmp.model.schedulers import scheduler_classes
 
     assert convergence.probe_determinism(scheduler_classes()[name], SD15_CONFIG, overrides, step_arguments)[0] == label
 
@@ -209,8 +209,9 @@ def test_fitted_orders_match_theory_on_gaussian_data(sd15_model, tmp_path, monke
     """
     import analytic
 
-    from schedcmp import engine, pipeline
-    from schedcmp.config import Settings
+    from schedcmp.core.plan import Settings
+    from schedcmp.model import pipeline
+    from schedcmp.sweep import engine
 
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
     model = analytic.swap_in(pipeline.load(str(sd15_model), "cpu", "fp32"))
@@ -393,7 +394,7 @@ def test_an_unconverged_reference_is_flagged():
 
 
 def test_csv_columns_with_distances():
-    from schedcmp import report
+    from schedcmp.output import report
 
     entries = [entry(f"e{n}", n, n, n / 10, 1.0 / n) for n in (10, 20, 40)]
     entries.append(
@@ -539,7 +540,7 @@ def test_a_seed_sweep_gets_one_reference_per_seed(cli, sd15_model, tmp_path, mon
     references = {r["id"]: r["seed"] for r in document["references"]}
     assert sorted(references.values()) == [1, 2]
     assert all(references[e["reference"]] == e["seed"] for e in document["runs"])
-    from schedcmp import chart
+    from schedcmp.output import chart
 
     points = chart.chart_points(document, "nfe")
     assert len(points) == 2  # the first reference's runs only: distances to other references share no scale

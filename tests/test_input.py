@@ -95,7 +95,7 @@ def test_call_args_the_pipeline_does_not_take_are_refused(cli, sd15_model, tmp_p
 
 
 def test_long_messages_are_cut_between_words():
-    from schedcmp.pipeline import clip
+    from schedcmp.model.pipeline import clip
 
     text = "the model was not found in the local cache and nothing could be fetched " * 5
     cut = clip(text, 60)

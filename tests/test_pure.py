@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from schedcmp import render, report
-from schedcmp.config import PipelineDefaults, Settings, check_settings, parse_call_args, plan_runs, run_id
-from schedcmp.errors import UsageError
-from schedcmp.sample import FAILED, FILTERED, OK, judge_output, timestep_problem
-from schedcmp.schedulers import SchedulerChoice
+from schedcmp.core.errors import UsageError
+from schedcmp.core.plan import PipelineDefaults, Settings, check_settings, parse_call_args, plan_runs, run_id
+from schedcmp.model.sample import FAILED, FILTERED, OK, judge_output, timestep_problem
+from schedcmp.model.schedulers import SchedulerChoice
+from schedcmp.output import render, report
 
 DEFAULTS = PipelineDefaults(steps=50, guidance_scale=7.5, width=64, height=64)
 
@@ -190,7 +190,7 @@ def test_importing_the_cli_does_not_import_torch():
 
 # -- grids, number lists, presets ---------------------------------------------------------------------
 
-from schedcmp.config import batches, load_config_file, parse_numbers  # noqa: E402
+from schedcmp.core.plan import batches, load_config_file, parse_numbers  # noqa: E402
 
 
 @pytest.mark.parametrize(

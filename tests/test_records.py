@@ -1,4 +1,4 @@
-"""The records declared once in schedcmp.records: the published JSON Schema, and every version ever written."""
+"""The records declared once in schedcmp.core.records: the published JSON Schema, and every version ever written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import schemas
 
-from schedcmp import records
+from schedcmp.core import records
 
 V1 = Path(__file__).parent / "data" / "v1"  # written by schedcmp before the records were declared
 
@@ -18,7 +18,7 @@ def test_the_published_schemas_are_the_declarations(tmp_path):
     written = records.write_schemas(tmp_path)
     for path in written:
         assert path.read_text() == (records.SCHEMA_DIR / path.name).read_text(), (
-            f"{path.name} is stale: run python -c 'from schedcmp.records import write_schemas; write_schemas()'"
+            f"{path.name} is stale: run python -c 'from schedcmp.core.records import write_schemas; write_schemas()'"
         )
 
 
@@ -79,7 +79,9 @@ def test_the_loader_names_what_is_wrong(change, words):
 
 
 def test_one_vocabulary_and_one_colour_map():
-    from schedcmp import html_report, metrics, render, sample
+    from schedcmp.model import sample
+    from schedcmp.output import html_report, render
+    from schedcmp.quality import metrics
 
     assert sample.FAILED is records.Status.FAILED and metrics.DRIFT is records.Verdict.DRIFT
     for status in list(records.Status) + list(records.Verdict):

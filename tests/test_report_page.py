@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from browser import Browser
 
-from schedcmp import chart
-from schedcmp.chart import (
+from schedcmp.output import chart
+from schedcmp.output.chart import (
     Axis,
     Box,
     Point,
@@ -25,8 +25,8 @@ from schedcmp.chart import (
     step_line,
     uses_log_scale,
 )
-from schedcmp.html_report import STOCHASTIC_NOTE, page, write_report
-from schedcmp.report import label
+from schedcmp.output.html_report import STOCHASTIC_NOTE, page, write_report
+from schedcmp.output.report import label
 
 PROMPT = 'a "red" <fox> & friends'
 REFERENCE_ID = "ref-1a2b3c4d"

@@ -140,9 +140,9 @@ def test_aliases_and_overrides_recorded(guide_run):
 
 def test_prompt_is_encoded_once_for_all_schedulers(sd15_model):
     """The text encoder computes each distinct input once, however many schedulers run."""
-    from schedcmp import pipeline
-    from schedcmp.config import RunSpec
-    from schedcmp.sample import Sampler
+    from schedcmp.core.plan import RunSpec
+    from schedcmp.model import pipeline
+    from schedcmp.model.sample import Sampler
 
     model = pipeline.load(str(sd15_model), "cpu", "fp32")
     real_calls = []

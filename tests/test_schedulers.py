@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from schedcmp.errors import UsageError
-from schedcmp.schedulers import (
+from schedcmp.core.errors import UsageError
+from schedcmp.model.schedulers import (
     ALIASES,
     Entry,
     choose,
@@ -183,7 +183,7 @@ def test_override_tags_are_short_and_skip_the_seed():
 
 
 def test_real_diffusers_classes_resolve_every_alias():
-    from schedcmp.schedulers import accepted_params_of, scheduler_classes
+    from schedcmp.model.schedulers import accepted_params_of, scheduler_classes
 
     params = accepted_params_of(scheduler_classes())
     for alias, (class_name, overrides) in ALIASES.items():

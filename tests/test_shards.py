@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from schedcmp import distributed
-from schedcmp.config import RunSpec
-from schedcmp.errors import UsageError
-from schedcmp.records import Shard
+from schedcmp.core.errors import UsageError
+from schedcmp.core.plan import RunSpec
+from schedcmp.core.records import Shard
+from schedcmp.scale import distributed
 
 
 def random_costs(seed: int, count: int) -> list[float]:
@@ -77,7 +77,7 @@ def test_the_fingerprint_changes_with_every_input_and_only_with_them():
 
 
 def test_imbalance_is_the_busiest_over_the_mean():
-    from schedcmp.records import Worker
+    from schedcmp.core.records import Worker
 
     workers = [Worker(rank=0, cells=4, busy_seconds=3.0), Worker(rank=1, cells=4, busy_seconds=1.0)]
     assert distributed.imbalance(workers) == 1.5
@@ -85,5 +85,8 @@ def test_imbalance_is_the_busiest_over_the_mean():
 
 
 def test_the_planner_imports_no_torch():
-    code = "import sys, schedcmp.distributed, schedcmp.merge; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, schedcmp.scale.distributed, schedcmp.scale.merge; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

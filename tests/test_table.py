@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schedcmp import output, report
+from schedcmp.output import console, report
 
 
 def entry(id, scheduler, alias, seed=0, order=None):
@@ -27,9 +27,9 @@ def entry(id, scheduler, alias, seed=0, order=None):
 
 
 def table(entries, width, monkeypatch, capsys) -> str:
-    monkeypatch.setattr(output.error_console, "width", width)
+    monkeypatch.setattr(console.error_console, "width", width)
     capsys.readouterr()
-    output.print_table(report.table_rows(entries), "title")
+    console.print_table(report.table_rows(entries), "title")
     return capsys.readouterr().err
 
 
@@ -57,8 +57,8 @@ def test_piped_list_keeps_whole_names():
     import subprocess
     import sys
 
-    code = "from schedcmp import output; print(output.console.width)"
+    code = "from schedcmp.output import console; print(console.console.width)"
     width = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"}
     ).stdout
-    assert int(width) == output.TABLE_WIDTH_OFF_TERMINAL
+    assert int(width) == console.TABLE_WIDTH_OFF_TERMINAL

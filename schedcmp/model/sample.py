@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from schedcmp.config import RunSpec
-from schedcmp.errors import Terminated
-from schedcmp.pipeline import LoadedModel, device_type, one_line
-from schedcmp.records import Status
-from schedcmp.schedulers import build, scheduler_classes
+from schedcmp.core.errors import Terminated
+from schedcmp.core.plan import RunSpec
+from schedcmp.core.records import Status
+from schedcmp.model.pipeline import LoadedModel, device_type, one_line
+from schedcmp.model.schedulers import build, scheduler_classes
 
-# The status vocabulary is declared once, in schedcmp.records.
+# The status vocabulary is declared once, in schedcmp.core.records.
 OK, FAILED, SUSPECT, FILTERED = Status.OK, Status.FAILED, Status.SUSPECT, Status.FILTERED
 
 # How far outside the training range a timestep may be before the run is suspect (float rounding).

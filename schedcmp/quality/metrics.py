@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schedcmp.records import Verdict
+from schedcmp.core.records import Verdict
 
-# The verdict vocabulary is declared once, in schedcmp.records.
+# The verdict vocabulary is declared once, in schedcmp.core.records.
 MATCH, WITHIN, DRIFT = Verdict.MATCH, Verdict.WITHIN, Verdict.DRIFT
 MISSING, ERROR, NONDETERMINISTIC = Verdict.MISSING, Verdict.ERROR, Verdict.NONDETERMINISTIC
 

@@ -3,7 +3,7 @@
 The dataclasses below are the schema. `to_json` turns a record into the document's plain JSON form (what the
 renderers and reports read), `from_json` validates a document and fills the defaults of fields that older
 files lack, and `json_schema` publishes the same declarations as JSON Schema (schedcmp/schema/*.json,
-written by `schedcmp.records.write_schemas()`, checked by a test). Pure: no torch, no diffusers.
+written by `schedcmp.core.records.write_schemas()`, checked by a test). Pure: no torch, no diffusers.
 
 Versioning: a field added to a record does not change `schema_version`; a field removed or given another
 meaning does. `from_json` reads every version ever written.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Union
 
 SCHEMA_VERSION = 1
-SCHEMA_DIR = Path(__file__).parent / "schema"
+SCHEMA_DIR = Path(__file__).parents[1] / "schema"
 
 
 class Status(enum.StrEnum):
@@ -36,7 +36,8 @@ class Status(enum.StrEnum):
 
 
 class Determinism(enum.StrEnum):
-    """What the empirical probe found (schedcmp.convergence.probe_determinism): the one definition of stochastic."""
+    """What the empirical probe found (schedcmp.quality.convergence.probe_determinism): the one definition of
+    stochastic."""
 
     DETERMINISTIC = "deterministic"
     STOCHASTIC = "stochastic"
@@ -212,7 +213,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        from schedcmp.schedulers import display_label
+        from schedcmp.model.schedulers import display_label
 
         return display_label(self.scheduler, self.alias, self.overrides)
 
@@ -308,7 +309,7 @@ class StepSummary:
 
 @dataclass(frozen=True)
 class Summary:
-    """The comparison across prompts and seeds (schedcmp.summary says how it is computed)."""
+    """The comparison across prompts and seeds (schedcmp.quality.summary says how it is computed)."""
 
     metric: str
     pairs: int
@@ -411,7 +412,7 @@ class Results:
     charts: list[str] = field(default_factory=list)
     report: str | None = None
     # What --resume needs to continue exactly this comparison: the cell settings it was asked for
-    # (schedcmp.config.Settings), where the model came from, and what the model is (configs and weights).
+    # (schedcmp.core.plan.Settings), where the model came from, and what the model is (configs and weights).
     settings: dict[str, Any] | None = None
     model_source: str | None = None
     model_config: str | None = None
@@ -422,7 +423,7 @@ class Results:
     equal_quality: list[EqualQuality] | None = None  # with a target: each entry's steps there
     summary: Summary | None = None  # with a reference: across the prompts and seeds
     answer: list[str] | None = None  # with a reference: the comparison's conclusion in words
-    # A sweep spread over processes (schedcmp.distributed): its plan, this part's shard, and every process's
+    # A sweep spread over processes (schedcmp.scale.distributed): its plan, this part's shard, and every process's
     # share of the work; imbalance is the busiest process's seconds over the mean.
     plan: SweepPlan | None = None
     shard: Shard | None = None
@@ -446,7 +447,7 @@ class Results:
 class BaselineModel:
     source: str | None
     name: str
-    identity: dict[str, Any]  # the pipeline class and each component's class and config (schedcmp.pipeline)
+    identity: dict[str, Any]  # the pipeline class and each component's class and config (schedcmp.model.pipeline)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The comparison engine: plan -> execute -> finish. The CLI, `schedcmp.compare()` and the benchmarks drive it.
 
 One direction of flow: settings become a plan (cells, references, determinism), the sampler turns the plan
-into records (schedcmp.records.Run), and the renderers and reporters turn the records into files. One
+into records (schedcmp.core.records.Run), and the renderers and reporters turn the records into files. One
 ResultsFile owns results.json and rewrites it after every batch, so a killed process leaves a valid file
 listing what finished.
 """
@@ -18,8 +18,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from schedcmp import convergence, distributed, html_report, output, render, report, summary, targets
-from schedcmp.config import (
+from schedcmp.core.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_TERMINATED,
+    OutputError,
+    Terminated,
+    UsageError,
+)
+from schedcmp.core.plan import (
     AXES,
     DEFAULT_REFERENCE,
     RUN_SETTINGS,
@@ -33,24 +41,15 @@ from schedcmp.config import (
     settings_to_json,
     slug,
 )
-from schedcmp.errors import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_RUN_FAILED,
-    EXIT_TERMINATED,
-    OutputError,
-    Terminated,
-    UsageError,
-)
-from schedcmp.records import (
+from schedcmp.core.records import (
     DocumentError,
     Interval,
     Order,
     Pareto,
     Results,
     Run,
-    SharedSeconds,
     Shard,
+    SharedSeconds,
     Status,
     Summary,
     from_json,
@@ -59,7 +58,7 @@ from schedcmp.records import (
     to_json,
     versions,
 )
-from schedcmp.schedulers import (
+from schedcmp.model.schedulers import (
     ALIASES,
     accepted_params_of,
     check_override_types,
@@ -70,11 +69,14 @@ from schedcmp.schedulers import (
     parse_entries,
     scheduler_classes,
 )
-from schedcmp.stepsearch import Target
+from schedcmp.output import console, html_report, render, report
+from schedcmp.quality import convergence, summary, targets
+from schedcmp.quality.stepsearch import Target
+from schedcmp.scale import distributed
 
 if TYPE_CHECKING:
-    from schedcmp.pipeline import LoadedModel
-    from schedcmp.sample import Sample
+    from schedcmp.model.pipeline import LoadedModel
+    from schedcmp.model.sample import Sample
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -101,7 +103,7 @@ class OutputOptions:
     resume: Path | None = None  # continue the sweep in this folder
     reference: str | None = None  # --reference-spec: measure every run's distance to this converged run
     html: bool = False  # also write report.html and the quality charts
-    shard: Shard | None = None  # --shard I/N: run only this part of the plan (schedcmp.distributed)
+    shard: Shard | None = None  # --shard I/N: run only this part of the plan (schedcmp.scale.distributed)
 
 
 @dataclass
@@ -264,7 +266,7 @@ def previous_runs(folder: Path) -> tuple[Results, dict[str, Run]]:
     import numpy as np
     from PIL import Image
 
-    from schedcmp.sample import pixel_sha256
+    from schedcmp.model.sample import pixel_sha256
 
     path = folder / "results.json"
     try:
@@ -311,7 +313,7 @@ def check_resumable(folder: Path, previous: Results, settings: Settings) -> None
 
 def check_same_model(folder: Path, previous: Results, model: "LoadedModel") -> None:
     """--resume refuses another model: its configs and weights must be the ones the folder was made with."""
-    from schedcmp import pipeline
+    from schedcmp.model import pipeline
 
     if previous.model_identity is None:
         return
@@ -363,7 +365,7 @@ def run_comparison(
     options: OutputOptions,
     loaded: "LoadedModel | None" = None,
     keep_output: Callable[["Sample"], None] | None = None,
-    progress: output.Progress | None = None,
+    progress: console.Progress | None = None,
 ) -> Outcome:
     """A whole comparison: every cell of the plan, batched where only seed or prompt differ.
 
@@ -371,9 +373,9 @@ def run_comparison(
     receives each cell's sample (its float output, H×W×C in [0, 1], for callers that store more than the
     PNG: baselines). The libraries' global state is restored on return, as is the pipeline.
     """
-    from schedcmp import pipeline
+    from schedcmp.model import pipeline
 
-    progress = progress or output.Progress()
+    progress = progress or console.Progress()
     if settings.target_metric is not None and options.reference is None:  # a target is a distance to the reference
         options = replace(options, reference=DEFAULT_REFERENCE)
     with pipeline.quiet_libraries():
@@ -564,7 +566,7 @@ def add_cells(plan: Plan, cells: list[RunSpec]) -> None:
 
 
 def header(plan: Plan, settings: Settings, model_options: ModelOptions, options: OutputOptions) -> Results:
-    from schedcmp import pipeline
+    from schedcmp.model import pipeline
 
     model = plan.model
     return Results(
@@ -595,7 +597,7 @@ def execute(
     settings: Settings,
     options: OutputOptions,
     results: ResultsFile,
-    progress: output.Progress,
+    progress: console.Progress,
     events: Events,
     keep_output: Callable[["Sample"], None] | None,
     placement: distributed.Placement | None = None,
@@ -606,10 +608,10 @@ def execute(
 
     The batches are the whole plan's, whatever is done already: a batch with a missing cell runs whole, as the
     plan formed it, and only its missing cells are recorded, so every image is the one a single run makes.
-    `placement` says which batches are this process's (default: all; schedcmp.distributed); `references`
+    `placement` says which batches are this process's (default: all; schedcmp.scale.distributed); `references`
     are given where another process computed them (torchrun's rank 0), else computed here as needed.
     """
-    from schedcmp.sample import Sampler
+    from schedcmp.model.sample import Sampler
 
     placement = placement or distributed.Placement()
     numbered = batches(plan.cells, settings.batch_size)
@@ -834,14 +836,14 @@ def exit_code(document: dict[str, Any], strict: bool) -> int:
 
 def list_document(model_options: ModelOptions) -> dict[str, Any]:
     """What `schedcmp list` shows: the scheduler, its config, the compatibles, the aliases, the flags."""
-    from schedcmp import pipeline
+    from schedcmp.model import pipeline
 
     with pipeline.quiet_libraries():
         return list_document_quietly(model_options)
 
 
 def list_document_quietly(model_options: ModelOptions) -> dict[str, Any]:
-    from schedcmp import pipeline
+    from schedcmp.model import pipeline
 
     device = pipeline.resolve_device(model_options.device if model_options.device != "auto" else "cpu")
     model = pipeline.load(model_options.model, device, "fp32", model_options.allow_pickle, model_options.model_config)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from schedcmp.metrics import DRIFT, ERROR, MISSING, NONDETERMINISTIC
-from schedcmp.records import status_colour
+from schedcmp.core.records import status_colour
+from schedcmp.quality.metrics import DRIFT, ERROR, MISSING, NONDETERMINISTIC
 
 
 def metric_text(case: dict[str, Any]) -> str:

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from schedcmp.errors import UsageError
-from schedcmp.schedulers import SchedulerChoice, override_tag, parse_value, short_name
+from schedcmp.core.errors import UsageError
+from schedcmp.model.schedulers import SchedulerChoice, override_tag, parse_value, short_name
 
 # The reference --reference computes: schedcmp/convergence.py says why (a measurement on the default model).
 DEFAULT_REFERENCE = "DPMSolverMultistep(use_karras_sigmas=true):400"

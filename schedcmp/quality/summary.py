@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from schedcmp.convergence import ranked
-from schedcmp.metrics import pareto_front
-from schedcmp.schedulers import ui_label
+from schedcmp.model.schedulers import ui_label
+from schedcmp.quality.convergence import ranked
+from schedcmp.quality.metrics import pareto_front
 
 SIGNIFICANCE = 0.05
 MIN_PAIRS = 6  # the fewest pairs on which a sign test at 5% can separate two entries

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from schedcmp.config import PipelineDefaults, RunSpec, Settings, plan_runs
-from schedcmp.records import Determinism, EqualQuality, Probe, Run, Spread, Status, TargetSpec
-from schedcmp.schedulers import SchedulerChoice, ui_label
-from schedcmp.stepsearch import StepSearch, Target, goal_text
-from schedcmp.summary import quantile, spread
+from schedcmp.core.plan import PipelineDefaults, RunSpec, Settings, plan_runs
+from schedcmp.core.records import Determinism, EqualQuality, Probe, Run, Spread, Status, TargetSpec
+from schedcmp.model.schedulers import SchedulerChoice, ui_label
+from schedcmp.quality.stepsearch import StepSearch, Target, goal_text
+from schedcmp.quality.summary import quantile, spread
 
 
 @dataclass

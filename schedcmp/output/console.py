@@ -146,8 +146,8 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     """
     from rich.text import Text
 
-    from schedcmp.records import status_colour
-    from schedcmp.report import TOTAL, has_distances, varying_axes
+    from schedcmp.core.records import status_colour
+    from schedcmp.output.report import TOTAL, has_distances, varying_axes
 
     measured = has_distances(rows)
     narrow = error_console.width < NARROW
@@ -293,8 +293,8 @@ def print_list(document: dict[str, Any]) -> None:
 
 def print_check(document: dict[str, Any]) -> None:
     """`schedcmp check`'s verdicts, on stderr, and a one-line summary."""
-    from schedcmp.check_report import metric_text
-    from schedcmp.records import status_colour
+    from schedcmp.core.records import status_colour
+    from schedcmp.output.check_report import metric_text
 
     table = Table(title=f"check against {document['baseline']} ({document['tolerance_profile']})", title_justify="left")
     for column in ("case", "status", "metrics (tolerance)"):

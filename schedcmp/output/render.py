@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from schedcmp.config import slug
-from schedcmp.records import Status, status_rgb
-from schedcmp import report
-from schedcmp.report import write_atomic
+from schedcmp.core.plan import slug
+from schedcmp.core.records import Status, status_rgb
+from schedcmp.output import report
+from schedcmp.output.report import write_atomic
 
 TILE_MIN = 192  # tiny models make 64 px images: scale them up so a label fits under each
 TILE_MAX = 384  # and big ones down, so a sheet of 15 stays a sane size
@@ -25,7 +25,7 @@ TEXT_COLOUR = (40, 40, 40)
 
 
 def label_colour(status: str) -> tuple[int, int, int]:
-    """Label lines of a run that went wrong take its status colour (schedcmp.records, shared with the reports)."""
+    """Label lines of a run that went wrong take its status colour (schedcmp.core.records, shared with the reports)."""
     return TEXT_COLOUR if status == Status.OK else status_rgb(status)
 
 
@@ -272,7 +272,7 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
 
 def tile_lines(entry: dict) -> list[str]:
     """A run's label on the contact sheet: name (and UI alias), its steps and cost, and why it is not ok."""
-    from schedcmp.report import label
+    from schedcmp.output.report import label
 
     cost, *status = cell_lines(entry)
     lines = [label(entry), f"{entry['steps']} steps · {cost}", *status]
@@ -478,7 +478,7 @@ def plan_sheets(
     which means the plain contact sheet. `z` puts its axis first among the sheets' keys. `steps_per_row`: each
     scheduler has its own step count (an equal-quality search's answers), named in its row label.
     """
-    from schedcmp.report import label as plain_label
+    from schedcmp.output.report import label as plain_label
 
     def label(entry: dict) -> str:
         return plain_label(entry) + (f" · {entry['steps']} steps" if steps_per_row else "")
@@ -566,7 +566,7 @@ def sheet_header(document: dict[str, Any]) -> list[str]:
         lines.append(line)
     target = document.get("target")
     if target and document.get("steps_per_row"):
-        from schedcmp.stepsearch import goal_text
+        from schedcmp.quality.stepsearch import goal_text
 
         goal = goal_text(target["metric"], target["value"])
         lines.append(f"each scheduler at the fewest steps that reach {goal} (median over the prompts and seeds)")

@@ -4,7 +4,7 @@ One mechanism, two launchers. The unit of work is a whole batch as the single-pr
 every cell, never over what a resume left), so a cell's image does not depend on where it ran. `--shard`
 assigns batches up front by estimated cost, longest first to the least loaded shard; under torchrun the
 ranks claim the next batch through the process group's store as they free up (work stealing). Either way
-each process writes a part, a results folder of its own, and schedcmp.merge joins the parts into the folder
+each process writes a part, a results folder of its own, and schedcmp.scale.merge joins the parts into the folder
 one process would have made. A plan fingerprint in every part says which parts belong together.
 
 Everything above "torchrun" is pure: no torch.
@@ -23,8 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from schedcmp.config import RunSpec, settings_to_json
-from schedcmp.errors import (
+from schedcmp.core.errors import (
     EXIT_INTERRUPTED,
     EXIT_RUN_FAILED,
     EXIT_TERMINATED,
@@ -32,10 +31,11 @@ from schedcmp.errors import (
     Terminated,
     UsageError,
 )
-from schedcmp.records import Run, Shard, SweepPlan, Worker, from_json, to_json
+from schedcmp.core.plan import RunSpec, settings_to_json
+from schedcmp.core.records import Run, Shard, SweepPlan, Worker, from_json, to_json
 
 if TYPE_CHECKING:
-    from schedcmp.engine import Plan
+    from schedcmp.sweep.engine import Plan
 
 # The test-only fault: `RANK:K` makes that rank (0 without torchrun) fail once it has made K cells. README says so.
 FAIL_AFTER = "SCHEDCMP_TEST_FAIL_AFTER"
@@ -187,7 +187,8 @@ def injected_failure(rank: int, made: int) -> None:
 
 def sweep_plan(plan: "Plan", settings, numbered: list[list[RunSpec]], reference: str | None, images: bool) -> SweepPlan:
     """The plan record every part carries; the fingerprint covers the model (configs, weights, device type, dtype)."""
-    from schedcmp import convergence, pipeline
+    from schedcmp.model import pipeline
+    from schedcmp.quality import convergence
 
     model = plan.model
     identity = {
@@ -204,7 +205,7 @@ def sweep_plan(plan: "Plan", settings, numbered: list[list[RunSpec]], reference:
 
 
 def batch_costs(numbered: list[list[RunSpec]]) -> list[float]:
-    from schedcmp.schedulers import scheduler_classes
+    from schedcmp.model.schedulers import scheduler_classes
 
     classes = scheduler_classes()
     return [batch_cost(batch, getattr(classes.get(batch[0].scheduler), "order", 1) or 1) for batch in numbered]
@@ -227,7 +228,7 @@ def placement_facts(device: str) -> dict[str, Any]:
     """The host, the device's name and torch's CPU threads, for every run entry and the header."""
     import torch
 
-    from schedcmp.pipeline import device_type
+    from schedcmp.model.pipeline import device_type
 
     name = None
     if device_type(device) == "cuda":
@@ -308,7 +309,7 @@ def rank_device(requested: str, local_rank: int) -> str:
     """cuda:LOCAL_RANK (modulo the GPUs there) for auto or cuda; an explicit device, or cpu, as asked."""
     import torch
 
-    from schedcmp.pipeline import resolve_device
+    from schedcmp.model.pipeline import resolve_device
 
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{local_rank % torch.cuda.device_count()}"
@@ -406,14 +407,14 @@ class RankPlacement(Placement):
 
 def share_reference(folder: Path, ref_id: str, made) -> None:
     """Rank 0's reference output, for the other ranks to measure against (a failed one is shared as absent)."""
-    from schedcmp.convergence import write_reference
+    from schedcmp.quality.convergence import write_reference
 
     if made is not None:
         write_reference(folder / RANKS_FOLDER / "references" / f"{ref_id}.npz", made)
 
 
 def shared_reference(folder: Path, ref_id: str):
-    from schedcmp.convergence import read_reference
+    from schedcmp.quality.convergence import read_reference
 
     return read_reference(folder / RANKS_FOLDER / "references" / f"{ref_id}.npz")
 
@@ -428,11 +429,14 @@ def run_ranked(settings, model_options, options, team: Team, progress) -> Any:
     reference once, then tells the others where to write; every rank claims batches and writes its own part
     (DIR/ranks/rank-K); once all are done, rank 0 merges the parts into DIR and draws the sheets and report.
     """
-    from schedcmp import engine, merge, output, pipeline
-    from schedcmp.records import DocumentError, read_document
+    from schedcmp.core.records import DocumentError, read_document
+    from schedcmp.model import pipeline
+    from schedcmp.output import console
+    from schedcmp.scale import merge
+    from schedcmp.sweep import engine
 
     lead = team.rank == 0
-    progress = progress if lead else output.Progress(enabled=False)
+    progress = progress if lead else console.Progress(enabled=False)
     with pipeline.quiet_libraries():
         params = engine.validate_before_load(settings, options)
         previous, done = None, {}
@@ -516,7 +520,7 @@ def run_ranked(settings, model_options, options, team: Team, progress) -> Any:
 def prepare_folder(plan, settings, model_options, options, record: SweepPlan, done: dict[str, Run], progress):
     """Rank 0, before the others start: DIR claimed, its results.json written with what an earlier attempt
     finished (images linked in from its parts), and those parts removed, since ranks rewrite theirs."""
-    from schedcmp import engine
+    from schedcmp.sweep import engine
 
     if options.resume is not None:
         out_dir = options.resume
@@ -536,8 +540,8 @@ def prepare_folder(plan, settings, model_options, options, record: SweepPlan, do
 
 def lead_references(plan, base, options, progress) -> dict[str, Any]:
     """Rank 0 computes every reference once (from the cache where it can), and shares them through DIR."""
-    from schedcmp import convergence
-    from schedcmp.sample import Sampler
+    from schedcmp.model.sample import Sampler
+    from schedcmp.quality import convergence
 
     if plan.references is None:
         return {}

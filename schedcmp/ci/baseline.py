@@ -15,10 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from schedcmp import metrics, output, render, report
-from schedcmp.engine import ModelOptions, OutputOptions, run_comparison
-from schedcmp.pipeline import device_type
-from schedcmp.records import (
+from schedcmp.core.errors import EXIT_USAGE, SchedcmpError, UsageError
+from schedcmp.core.plan import RunSpec, Settings
+from schedcmp.core.records import (
     BaselineModel,
     Case,
     CheckCase,
@@ -34,9 +33,11 @@ from schedcmp.records import (
     to_json,
     versions,
 )
-from schedcmp.config import RunSpec, Settings
-from schedcmp.errors import EXIT_USAGE, SchedcmpError, UsageError
-from schedcmp.schedulers import parse_entry, resolve_entry
+from schedcmp.model.pipeline import device_type
+from schedcmp.model.schedulers import parse_entry, resolve_entry
+from schedcmp.output import console, render, report
+from schedcmp.quality import metrics
+from schedcmp.sweep.engine import ModelOptions, OutputOptions, run_comparison
 
 MANIFEST = "manifest.json"
 ARRAY_DTYPE = "float16"  # compact, and still finer than the 8-bit PNG
@@ -154,7 +155,7 @@ def create(
     folder: Path, settings: Settings, model_options: ModelOptions, overwrite: bool
 ) -> tuple[Path, dict[str, Any], int]:
     """Run the comparison into FOLDER/<device class>/ and write its manifest. -> (folder, manifest, exit code)."""
-    from schedcmp import pipeline
+    from schedcmp.model import pipeline
 
     device = pipeline.resolve_device(model_options.device)
     target = Path(folder) / device_class(device)
@@ -171,7 +172,7 @@ def create(
     results = outcome.results
     skipped = [run.id for run in results.runs if run.id not in arrays]
     for run_id in skipped:
-        output.info(f"not stored: {run_id} made no image")
+        console.info(f"not stored: {run_id} made no image")
     manifest = Manifest(
         created=now(),
         model=BaselineModel(model_options.model, results.model, pipeline.model_identity(outcome.model.pipe)),
@@ -215,7 +216,7 @@ def find_manifest(folder: Path, running_class: str, profile: str | None) -> tupl
     if running_class in classes:
         return folder / running_class, profile or "same-device"
     chosen = classes[0]
-    output.info(
+    console.info(
         f"notice: no {running_class} baseline in {folder}; checking against {chosen} with cross-device tolerances"
     )
     return folder / chosen, profile or "cross-device"
@@ -244,8 +245,8 @@ def is_stochastic(case: dict[str, Any]) -> bool:
 
 def probe_missing_determinism(cases: list[dict[str, Any]], model) -> None:
     """Manifests written before the probe's result was stored: probe each case's scheduler now."""
-    from schedcmp import convergence
-    from schedcmp.schedulers import scheduler_classes
+    from schedcmp.model.schedulers import scheduler_classes
+    from schedcmp.quality import convergence
 
     classes = scheduler_classes()
     for case in cases:
@@ -261,7 +262,7 @@ def probe_missing_determinism(cases: list[dict[str, Any]], model) -> None:
 
 def parse_tolerance_overrides(items: list[str]) -> dict[str, dict[str, float]]:
     """`--tolerance-for "euler a(max_abs=0.2,cosine=0.01)"` -> {class name: {max_abs, cosine}}."""
-    from schedcmp.schedulers import accepted_params_of, scheduler_classes
+    from schedcmp.model.schedulers import accepted_params_of, scheduler_classes
 
     params = accepted_params_of(scheduler_classes())
     overrides: dict[str, dict[str, float]] = {}
@@ -331,15 +332,15 @@ UPDATE_MODES = ("missing", "changed", "all")
 
 def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]:
     """Regenerate every case of the baseline and compare. -> (results document, case results, exit code)."""
-    from schedcmp import pipeline
+    from schedcmp.model import pipeline
 
     with pipeline.quiet_libraries():
         return check_quietly(options)
 
 
 def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]:
-    from schedcmp import pipeline
-    from schedcmp.sample import Sampler
+    from schedcmp.model import pipeline
+    from schedcmp.model.sample import Sampler
 
     if options.profile is not None and options.profile not in PROFILES:
         raise UsageError(f"unknown --tolerance {options.profile!r}; choose from {', '.join(PROFILES)}")
@@ -351,14 +352,14 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
     recorded = manifest["environment"]
     source = options.model if options.model is not None else manifest["model"]["source"]
     model = pipeline.load(source, device, recorded["dtype"], options.allow_pickle)
-    output.info(f"checking {len(manifest['cases'])} cases of {folder} with {model.name} ({profile} tolerances) ...")
+    console.info(f"checking {len(manifest['cases'])} cases of {folder} with {model.name} ({profile} tolerances) ...")
     difference = pipeline.identity_difference(manifest["model"]["identity"], pipeline.model_identity(model.pipe))
     if difference:
         raise UsageError(f"model {model.name} is not the baseline's model: {difference}")
     probe_missing_determinism(manifest["cases"], model)
 
     results: list[CaseResult] = []
-    progress = output.Progress()
+    progress = console.Progress()
     progress.begin(len(manifest["cases"]))
     generator_device = "cpu" if recorded["generator_device"] == "cpu" else device
     groups: dict[Any, list[dict[str, Any]]] = {}
@@ -397,7 +398,7 @@ def judge_case(
     seconds: float,
 ) -> CaseResult:
     """One regenerated case against its stored files: error, nondeterministic, missing, or the metrics' verdict."""
-    from schedcmp.sample import pixel_sha256
+    from schedcmp.model.sample import pixel_sha256
 
     result, rgb, float_output = sample.result, sample.rgb, sample.output
     outcome = CaseResult(
@@ -434,7 +435,7 @@ def write_updates(folder: Path, manifest: dict[str, Any], results: list[CaseResu
         "changed": {metrics.MISSING, metrics.DRIFT, metrics.WITHIN},
         "all": {metrics.MISSING, metrics.DRIFT, metrics.WITHIN, metrics.MATCH},
     }[mode]
-    from schedcmp.sample import pixel_sha256
+    from schedcmp.model.sample import pixel_sha256
 
     for outcome in results:
         if outcome.status not in wanted or outcome.rgb is None:
@@ -501,7 +502,7 @@ def check_document(
 
 def write_artifacts(results_dir: Path, document: dict[str, Any], results: list[CaseResult]) -> None:
     """--results DIR: per failing case baseline/result/diff PNGs, results.json and report.html."""
-    from schedcmp import check_report
+    from schedcmp.output import check_report
 
     results_dir.mkdir(parents=True, exist_ok=True)
     for outcome, entry in zip(results, document["cases"]):

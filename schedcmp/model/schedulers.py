@@ -23,7 +23,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from schedcmp.errors import UsageError
+from schedcmp.core.errors import UsageError
 
 ALL = "all"
 ALL_PLUS = "all+"

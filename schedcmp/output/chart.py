@@ -212,7 +212,7 @@ def chart_points(document: dict[str, Any], cost: str) -> list[Point]:
     """The runs a chart can rank: ok, deterministic, with a distance to the first reference and a cost.
 
     Steps join the label in sweeps."""
-    from schedcmp.report import label
+    from schedcmp.output.report import label
 
     # Distances to different references (other prompts, seeds or guidance) do not share a scale or a front:
     # the chart shows the runs of the first reference.
@@ -258,7 +258,7 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
     """PNG bytes: distance against `cost` ("seconds" or "nfe"), front filled and stepped, every point labelled."""
     from PIL import Image, ImageDraw
 
-    from schedcmp.render import font
+    from schedcmp.output.render import font
 
     text_font, title_font = font(FONT_SIZE), font(TITLE_FONT_SIZE)
     chart = Image.new("RGB", (WIDTH, HEIGHT), "white")
@@ -348,7 +348,7 @@ def draw_legend(draw, text_font, title_font, cost: str) -> None:
 
 def write_charts(out_dir: Path, document: dict[str, Any]) -> list[str]:
     """quality_vs_time.png and quality_vs_nfe.png in `out_dir`; their names, or [] when no run has a distance."""
-    from schedcmp.report import write_atomic
+    from schedcmp.output.report import write_atomic
 
     names = []
     for cost, (name, _) in CHARTS.items():

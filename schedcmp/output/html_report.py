@@ -10,10 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from schedcmp.check_report import data_uri
-from schedcmp.records import Status, status_colour
-from schedcmp.report import PARETO_NAMES, label, write_atomic
-from schedcmp.stepsearch import goal_text
+from schedcmp.core.records import Status, status_colour
+from schedcmp.output.check_report import data_uri
+from schedcmp.output.report import PARETO_NAMES, label, write_atomic
+from schedcmp.quality.stepsearch import goal_text
 
 REPORT_NAME = "report.html"
 STOCHASTIC_NOTE = "stochastic: not ranked against the ODE reference"
@@ -556,8 +556,8 @@ document.addEventListener("keydown", function (event) {{ if (event.key === "Esca
 
 def write_charts_and_page(folder: Path, results) -> Path:
     """The quality charts and report.html of a comparison's records; `results` names them afterwards."""
-    from schedcmp import chart
-    from schedcmp.records import to_json
+    from schedcmp.core.records import to_json
+    from schedcmp.output import chart
 
     results.charts, results.report = chart.write_charts(folder, to_json(results)), REPORT_NAME
     return write_report(folder, to_json(results))
@@ -565,8 +565,8 @@ def write_charts_and_page(folder: Path, results) -> Path:
 
 def rebuild_report(folder: Path) -> Path:
     """`schedcmp report DIR`: the charts and report.html again, from DIR/results.json and its images."""
-    from schedcmp.errors import OutputError
-    from schedcmp.records import DocumentError, dumps, read_document
+    from schedcmp.core.errors import OutputError
+    from schedcmp.core.records import DocumentError, dumps, read_document
 
     path = folder / "results.json"
     try:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from schedcmp.errors import EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
-from schedcmp.records import DocumentError, Results, Run, read_document
+from schedcmp.core.errors import EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
+from schedcmp.core.records import DocumentError, Results, Run, read_document
 
 # How many missing or duplicate cells an error message names before it counts the rest.
 NAMED = 5
@@ -49,7 +49,7 @@ def named(ids: list[str]) -> str:
 
 def check_plans(parts: list[Part]) -> None:
     """Every part made by one plan, or a one-line refusal saying how they differ."""
-    from schedcmp.config import settings_difference, settings_from_json
+    from schedcmp.core.plan import settings_difference, settings_from_json
 
     first = parts[0]
     for part in parts:
@@ -108,8 +108,8 @@ def join_parts(
 ) -> Joined:
     """Put every run, image and reference of the parts into `target` (already claimed); `checked` is what
     check_parts found in them. results.json is left to the finish stage."""
-    from schedcmp import distributed
-    from schedcmp.engine import ResultsFile
+    from schedcmp.scale import distributed
+    from schedcmp.sweep.engine import ResultsFile
 
     found, missing = checked
     references = {}
@@ -162,7 +162,7 @@ def join_parts(
 
 def merge(out: Path, folders: list[Path], options, allow_missing: bool, progress):
     """`schedcmp merge`: -> the engine's Outcome for OUT; its exit code is 1 when cells were missing."""
-    from schedcmp import engine
+    from schedcmp.sweep import engine
 
     if not folders:
         raise UsageError("merge needs the folders of the parts: schedcmp merge OUT DIR_0 DIR_1 ...")

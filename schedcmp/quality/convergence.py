@@ -17,11 +17,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from schedcmp import metrics
-from schedcmp.config import RUN_SETTINGS, RunSpec
-from schedcmp.errors import UsageError
-from schedcmp.records import Determinism, Distance, Reference, SelfConvergence, Status, versions
-from schedcmp.schedulers import SchedulerChoice, display_label, init_params, parse_entry, resolve_entry, short_name
+from schedcmp.core.errors import UsageError
+from schedcmp.core.plan import RUN_SETTINGS, RunSpec
+from schedcmp.core.records import Determinism, Distance, Reference, SelfConvergence, Status, versions
+from schedcmp.model.schedulers import (
+    SchedulerChoice,
+    display_label,
+    init_params,
+    parse_entry,
+    resolve_entry,
+    short_name,
+)
+from schedcmp.quality import metrics
 
 # Why config.DEFAULT_REFERENCE is DPM++ 2M with Karras sigmas at 400 steps: Karras sigmas crowd the steps
 # where the noise is low, where uniform-in-t steps are coarsest (σ grows like √t there), so over the same
@@ -42,7 +49,7 @@ SELF_CONVERGENCE_WARNING = 0.1
 # from what is in practice the same pure noise.
 START_TOLERANCE = 0.01
 
-# The determinism vocabulary is declared once, in schedcmp.records.
+# The determinism vocabulary is declared once, in schedcmp.core.records.
 DETERMINISTIC, STOCHASTIC, UNKNOWN = Determinism.DETERMINISTIC, Determinism.STOCHASTIC, Determinism.UNKNOWN
 
 # The settings that make two runs share a reference: everything but the scheduler and its steps.
@@ -423,7 +430,7 @@ def write_reference(path: Path, reference: ReferenceOutput) -> None:
 
     import numpy as np
 
-    from schedcmp.report import write_atomic
+    from schedcmp.output.report import write_atomic
 
     buffer = io.BytesIO()
     meta = json.dumps({"nfe": reference.nfe, "seconds": reference.seconds})
@@ -571,7 +578,7 @@ def pareto_fronts(entries: list[dict[str, Any]]) -> dict[str, dict[str, bool] | 
 
 def reference_identity(sampler) -> dict[str, Any]:
     """What a cached reference must have been made with: the model (configs and weights) and where it ran."""
-    from schedcmp.pipeline import model_identity
+    from schedcmp.model.pipeline import model_identity
 
     model = sampler.model
     return {
@@ -592,7 +599,7 @@ def reference_run(
     Its image goes to `out_dir`/reference/ (None: --no-sheet, no images at all). `note` takes progress lines,
     `on_step` the steps of the pipeline call.
     """
-    from schedcmp import render, report
+    from schedcmp.output import render, report
 
     spec, half_spec = plan.specs[ref_id], plan.half_specs[ref_id]
     made = {}

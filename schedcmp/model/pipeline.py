@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from schedcmp.config import PipelineDefaults
-from schedcmp.errors import ModelError, UsageError
+from schedcmp.core.errors import ModelError, UsageError
+from schedcmp.core.plan import PipelineDefaults
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+DEFAULT_MODEL_DIR = Path(__file__).parents[1] / "default_model"
 DEFAULT_MODEL_NAME = "schedcmp default (embedded)"
 
 SAFE_WEIGHTS = (".safetensors",)
@@ -64,7 +64,7 @@ class LoadedModel:
     flow_shift: float | None
     call_parameters: Mapping[str, inspect.Parameter]  # what the pipeline's __call__ takes, and its defaults
     load_seconds: float | None  # None for a pipeline schedcmp was handed, not loaded
-    weights_fingerprint: str | None = None  # schedcmp.convergence.model_fingerprint fills it once
+    weights_fingerprint: str | None = None  # schedcmp.quality.convergence.model_fingerprint fills it once
     weights_digest: str | None = None  # and model_digest, from the same pass over the weights
 
 

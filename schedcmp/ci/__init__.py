@@ -1,0 +1,1 @@
+"""Baselines for visual-regression checks: create and check."""

@@ -1,0 +1,1 @@
+"""The diffusers side: scheduler classes, loading a pipeline, running one scheduler (torch inside)."""

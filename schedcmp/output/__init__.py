@@ -1,0 +1,1 @@
+"""Everything a result is shown as: sheets, charts, tables, pages, and the console (rich lives here)."""

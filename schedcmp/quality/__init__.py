@@ -1,0 +1,1 @@
+"""How close and how costly: metrics, references, orders of convergence, the step search, the summary."""

@@ -1,0 +1,1 @@
+"""Sweeps spread over processes: shards, torchrun ranks, and merging their parts."""

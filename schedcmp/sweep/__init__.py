@@ -1,0 +1,1 @@
+"""A comparison's cells through plan -> execute -> finish, and the results folder that holds them."""
