@@ -16,12 +16,12 @@ from pathlib import Path
 
 
 def sweep(model, settings, folder: Path) -> tuple[float, int | None]:
+    from dataclasses import replace
+
     from schedcmp.sweep import engine
 
     started = time.perf_counter()
-    outcome = engine.run_comparison(
-        settings, engine.ModelOptions(), engine.OutputOptions(out=folder, format="json", no_sheet=True), loaded=model
-    )
+    outcome = engine.run_comparison(replace(settings, out=folder, format="json", no_sheet=True), loaded=model)
     seconds = time.perf_counter() - started
     peaks = [r["peak_memory_bytes"] for r in outcome.document["runs"] if r["peak_memory_bytes"]]
     return seconds, max(peaks) if peaks else None
@@ -38,17 +38,17 @@ def main() -> None:
 
     from dataclasses import replace
 
-    from schedcmp.core.plan import Settings
+    from schedcmp.core.request import Request
     from schedcmp.model import pipeline
 
     pipeline.silence_libraries()
     model = pipeline.load(
         args.model, pipeline.resolve_device("auto"), pipeline.resolve_dtype("auto", pipeline.resolve_device("auto"))
     )
-    batched = Settings(
-        prompts=("astronaut",),
+    batched = Request(
+        prompt=("astronaut",),
         schedulers=args.schedulers,
-        seeds=tuple(range(args.seeds)),
+        seed=tuple(range(args.seeds)),
         steps=(args.steps,),
         batch_size=args.batch_size,
     )

@@ -59,7 +59,9 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "schedcmp", "--help"], check=True, capture_output=True)
     help_seconds = time.perf_counter() - help_started
 
-    from schedcmp.core.plan import Settings
+    from dataclasses import replace
+
+    from schedcmp.core.request import Request
     from schedcmp.model import pipeline
     from schedcmp.sweep import engine
 
@@ -68,7 +70,7 @@ def main() -> None:
     pipe = model.pipe
     decode_totals = {"decode": 0.0}
     timed_decode(pipe.vae, decode_totals)
-    settings = Settings(prompts=(args.prompt,), schedulers=args.schedulers, seeds=(args.seed,), steps=(args.steps,))
+    settings = Request(prompt=(args.prompt,), schedulers=args.schedulers, seed=(args.seed,), steps=(args.steps,))
 
     plain_times, schedcmp_times, denoiser_times, decode_times, outside_shares = [], [], [], [], []
     with tempfile.TemporaryDirectory() as scratch:
@@ -76,10 +78,7 @@ def main() -> None:
             decode_totals["decode"] = 0.0
             started = time.perf_counter()
             outcome = engine.run_comparison(
-                settings,
-                engine.ModelOptions(),
-                engine.OutputOptions(out=Path(scratch) / f"run{round_number}", format="json"),
-                loaded=model,
+                replace(settings, out=Path(scratch) / f"run{round_number}", format="json"), loaded=model
             )
             total_schedcmp = time.perf_counter() - started  # everything but the load: warm-up, files, sheet
             runs = outcome.document["runs"]

@@ -25,10 +25,10 @@ def main() -> None:
     import torch
 
     from schedcmp.ci.baseline import compact
+    from schedcmp.core.names import ordered
     from schedcmp.core.plan import RunSpec
     from schedcmp.model import pipeline
     from schedcmp.model.sample import Sampler
-    from schedcmp.model.schedulers import ordered
     from schedcmp.quality import metrics
 
     pipeline.silence_libraries()

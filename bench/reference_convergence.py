@@ -22,17 +22,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=8)
     args = parser.parse_args()
 
-    from schedcmp.core.plan import DEFAULT_REFERENCE, RunSpec
+    from schedcmp.core.names import ordered, parse_entry, resolve_entry, short_name
+    from schedcmp.core.plan import RunSpec
+    from schedcmp.core.request import DEFAULT_REFERENCE
     from schedcmp.model import pipeline
     from schedcmp.model.sample import Sampler
-    from schedcmp.model.schedulers import (
-        accepted_params_of,
-        ordered,
-        parse_entry,
-        resolve_entry,
-        scheduler_classes,
-        short_name,
-    )
+    from schedcmp.model.schedulers import accepted_params_of, scheduler_classes
     from schedcmp.quality import convergence, metrics
 
     pipeline.silence_libraries()

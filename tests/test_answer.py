@@ -129,26 +129,24 @@ def test_step_search_on_the_exact_denoiser_matches_a_brute_force_scan(sd15_model
     """Same answer as running every step count from 1 to 24, from far fewer pipeline calls."""
     import analytic
 
-    from schedcmp.core.plan import Settings
+    from schedcmp.core.request import Request
     from schedcmp.model import pipeline
     from schedcmp.output import console
     from schedcmp.sweep import engine
 
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
     model = analytic.swap_in(pipeline.load(str(sd15_model), "cpu", "fp32"))
-    common = {"prompts": ("x",), "schedulers": "Euler,DPM++ 2M,LMS", "seeds": (1,), "guidance_scales": (1.0,)}
+    common = {"prompt": ("x",), "schedulers": "Euler,DPM++ 2M,LMS", "seed": (1,), "guidance_scale": (1.0,)}
 
     def run(name: str, **settings):
         return engine.run_comparison(
-            Settings(**common, **settings),
-            engine.ModelOptions(),
-            engine.OutputOptions(out=tmp_path / name, reference=REFERENCE, no_sheet=True),
+            Request(**common, **settings, out=tmp_path / name, reference_spec=REFERENCE, no_sheet=True),
             loaded=model,
             progress=console.Progress(False),
         ).document
 
     scan = run("scan", steps=tuple(range(1, 25)))
-    searched = run("search", target_metric="latent_rmse", target_value=TARGET_RMSE, max_steps=24)
+    searched = run("search", target_rmse=TARGET_RMSE, max_steps=24)
     answers = {found["label"]: found for found in searched["equal_quality"]}
     for label in ("Euler", "DPM++ 2M", "LMS"):
         curve = {
@@ -173,7 +171,7 @@ def test_heun_on_the_exact_denoiser_is_flagged_non_monotone(sd15_model, tmp_path
     """Heun's 2-step run is farther than its 1-step run in latent RMSE: the answer is the first crossing."""
     import analytic
 
-    from schedcmp.core.plan import Settings
+    from schedcmp.core.request import Request
     from schedcmp.model import pipeline
     from schedcmp.output import console
     from schedcmp.sweep import engine
@@ -181,16 +179,16 @@ def test_heun_on_the_exact_denoiser_is_flagged_non_monotone(sd15_model, tmp_path
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
     model = analytic.swap_in(pipeline.load(str(sd15_model), "cpu", "fp32"))
     document = engine.run_comparison(
-        Settings(
-            prompts=("x",),
+        Request(
+            prompt=("x",),
             schedulers="Heun",
-            guidance_scales=(1.0,),
-            target_metric="latent_rmse",
-            target_value=TARGET_RMSE,
+            guidance_scale=(1.0,),
+            target_rmse=TARGET_RMSE,
             max_steps=16,
+            out=tmp_path / "heun",
+            reference_spec=REFERENCE,
+            no_sheet=True,
         ),
-        engine.ModelOptions(),
-        engine.OutputOptions(out=tmp_path / "heun", reference=REFERENCE, no_sheet=True),
         loaded=model,
         progress=console.Progress(False),
     ).document

@@ -209,24 +209,23 @@ def test_fitted_orders_match_theory_on_gaussian_data(sd15_model, tmp_path, monke
     """
     import analytic
 
-    from schedcmp.core.plan import Settings
+    from schedcmp.core.request import Request
     from schedcmp.model import pipeline
     from schedcmp.sweep import engine
 
     monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
     model = analytic.swap_in(pipeline.load(str(sd15_model), "cpu", "fp32"))
     outcome = engine.run_comparison(
-        Settings(
-            prompts=("x",),
+        Request(
+            prompt=("x",),
             schedulers="Euler,DDIM(set_alpha_to_one=true,timestep_spacing=trailing),Heun(use_karras_sigmas=true),"
             "DPM++ 2M Karras",
-            seeds=(1,),
+            seed=(1,),
             steps=(8, 16, 32, 64),
-            guidance_scales=(1.0,),
-        ),
-        engine.ModelOptions(),
-        engine.OutputOptions(
-            out=tmp_path / "out", reference="DPMSolverMultistep(use_karras_sigmas=true):400", no_sheet=True
+            guidance_scale=(1.0,),
+            out=tmp_path / "out",
+            reference_spec="DPMSolverMultistep(use_karras_sigmas=true):400",
+            no_sheet=True,
         ),
         loaded=model,
     )

@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from schedcmp.core.errors import UsageError
-from schedcmp.core.plan import PipelineDefaults, Settings, check_settings, parse_call_args, plan_runs, run_id
+from schedcmp.core.names import SchedulerChoice
+from schedcmp.core.plan import PipelineDefaults, plan_runs, run_id
+from schedcmp.core.request import Request, check, parse_call_args
 from schedcmp.model.sample import FAILED, FILTERED, OK, judge_output, timestep_problem
-from schedcmp.model.schedulers import SchedulerChoice
 from schedcmp.output import render, report
 
 DEFAULTS = PipelineDefaults(steps=50, guidance_scale=7.5, width=64, height=64)
@@ -32,7 +33,7 @@ def test_plan_pins_steps_and_keeps_ids_unique():
         SchedulerChoice("DDIMScheduler"),
     ]
     runs = plan_runs(
-        choices, {"EulerDiscreteScheduler", "DDIMScheduler"}, Settings(("a cat",), steps=(12,), seeds=(3,)), DEFAULTS
+        choices, {"EulerDiscreteScheduler", "DDIMScheduler"}, Request(("a cat",), steps=(12,), seed=(3,)), DEFAULTS
     )
     assert [(r.id, r.steps) for r in runs] == [
         ("eulerdiscrete-s30-seed3", 30),
@@ -43,34 +44,34 @@ def test_plan_pins_steps_and_keeps_ids_unique():
 
 
 def test_plan_uses_pipeline_defaults_when_nothing_is_given():
-    runs = plan_runs([SchedulerChoice("DDIMScheduler")], {"DDIMScheduler"}, Settings(("x",), width=32), DEFAULTS)
+    runs = plan_runs([SchedulerChoice("DDIMScheduler")], {"DDIMScheduler"}, Request(("x",), width=32), DEFAULTS)
     assert (runs[0].steps, runs[0].width, runs[0].height) == (50, 32, 64)
 
 
 def test_plan_refuses_incompatible_unless_allowed():
     choice = [SchedulerChoice("FlowMatchEulerDiscreteScheduler")]
     with pytest.raises(UsageError, match="not in this pipeline's compatibles.*--allow-incompatible"):
-        plan_runs(choice, {"DDIMScheduler"}, Settings(("x",)), DEFAULTS)
-    runs = plan_runs(choice, {"DDIMScheduler"}, Settings(("x",), allow_incompatible=True), DEFAULTS)
+        plan_runs(choice, {"DDIMScheduler"}, Request(("x",)), DEFAULTS)
+    runs = plan_runs(choice, {"DDIMScheduler"}, Request(("x",), allow_incompatible=True), DEFAULTS)
     assert runs[0].compatible is False
 
 
 @pytest.mark.parametrize(
     "settings, message",
     [
-        (Settings(("   ",)), "prompt is empty"),
-        (Settings(()), "no prompt"),
-        (Settings(("x",), steps=(0,)), "--steps must be at least 1"),
-        (Settings(("x",), repeat=0), "--repeat"),
-        (Settings(("x",), width=-8), "--width"),
-        (Settings(("x",), guidance_scales=(-1,)), "--guidance-scale"),
-        (Settings(("x",), batch_size=0), "--batch-size"),
-        (Settings(("x",), seed_mode="random"), "--seed-mode"),
+        (Request(("   ",)), "prompt is empty"),
+        (Request(()), "no prompt"),
+        (Request(("x",), steps=(0,)), "--steps must be at least 1"),
+        (Request(("x",), repeat=0), "--repeat"),
+        (Request(("x",), width=-8), "--width"),
+        (Request(("x",), guidance_scale=(-1,)), "--guidance-scale"),
+        (Request(("x",), batch_size=0), "--batch-size"),
+        (Request(("x",), seed_mode="random"), "--seed-mode"),
     ],
 )
 def test_settings_errors(settings, message):
     with pytest.raises(UsageError, match=message):
-        check_settings(settings)
+        check(settings)
 
 
 def test_call_args():
@@ -190,7 +191,8 @@ def test_importing_the_cli_does_not_import_torch():
 
 # -- grids, number lists, presets ---------------------------------------------------------------------
 
-from schedcmp.core.plan import batches, load_config_file, parse_numbers  # noqa: E402
+from schedcmp.core.plan import batches  # noqa: E402
+from schedcmp.core.request import load_config_file, parse_numbers  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -232,7 +234,7 @@ def test_number_list_errors(text, integers, message):
 
 def test_plan_expands_every_axis_and_pinned_steps_do_not_sweep():
     choices = [SchedulerChoice("DDIMScheduler"), SchedulerChoice("EulerDiscreteScheduler", steps=7)]
-    settings = Settings(("a", "b"), steps=(2, 3), seeds=(1, 2), guidance_scales=(5.0, 7.5))
+    settings = Request(("a", "b"), steps=(2, 3), seed=(1, 2), guidance_scale=(5.0, 7.5))
     runs = plan_runs(choices, {"DDIMScheduler", "EulerDiscreteScheduler"}, settings, DEFAULTS)
     assert len(runs) == 2 * 2 * 2 * 2 + 1 * 2 * 2 * 2
     assert len({r.id for r in runs}) == len(runs)
@@ -242,9 +244,9 @@ def test_plan_expands_every_axis_and_pinned_steps_do_not_sweep():
 
 def test_seed_modes():
     choice = [SchedulerChoice("DDIMScheduler")]
-    same = plan_runs(choice, {"DDIMScheduler"}, Settings(("a",), steps=(2, 3, 4), seeds=(8,)), DEFAULTS)
+    same = plan_runs(choice, {"DDIMScheduler"}, Request(("a",), steps=(2, 3, 4), seed=(8,)), DEFAULTS)
     index = plan_runs(
-        choice, {"DDIMScheduler"}, Settings(("a",), steps=(2, 3, 4), seeds=(8,), seed_mode="index"), DEFAULTS
+        choice, {"DDIMScheduler"}, Request(("a",), steps=(2, 3, 4), seed=(8,), seed_mode="index"), DEFAULTS
     )
     assert [r.seed for r in same] == [8, 8, 8] and [r.seed for r in index] == [8, 9, 10]
 
@@ -254,7 +256,7 @@ def test_batches_group_only_seed_and_prompt_differences():
     runs = plan_runs(
         choices,
         {"DDIMScheduler", "EulerDiscreteScheduler"},
-        Settings(("a", "b"), steps=(2, 3), seeds=(1, 2, 3)),
+        Request(("a", "b"), steps=(2, 3), seed=(1, 2, 3)),
         DEFAULTS,
     )
     planned = batches(runs, 4)
@@ -376,7 +378,7 @@ def test_negative_numbers_parse_so_that_each_flag_says_what_is_wrong_with_them()
     """`--steps -5` used to say "'-5' is not a number"; now the number is read and the flag's own check speaks."""
     assert parse_numbers("-3", "--seed") == (-3,) and parse_numbers("-3-1", "--seed") == (-3, -2, -1, 0, 1)
     with pytest.raises(UsageError, match="--steps must be at least 1, got -5"):
-        check_settings(Settings(prompts=("x",), steps=parse_numbers("-5", "--steps")))
+        check(Request(prompt=("x",), steps=parse_numbers("-5", "--steps")))
 
 
 def test_fontconfig_charsets_parse_to_ranges():

@@ -5,15 +5,7 @@ import re
 import pytest
 
 from schedcmp.core.errors import UsageError
-from schedcmp.model.schedulers import (
-    ALIASES,
-    Entry,
-    choose,
-    override_tag,
-    parse_entries,
-    parse_value,
-    resolve_entry,
-)
+from schedcmp.core.names import ALIASES, Entry, choose, override_tag, parse_entries, parse_value, resolve_entry
 
 # What the constructors of a few real classes accept (enough for the pure tests).
 PARAMS = {

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from schedcmp.core.errors import EXIT_USAGE, SchedcmpError, UsageError
-from schedcmp.core.plan import RunSpec, Settings
+from schedcmp.core.names import parse_entry, resolve_entry
+from schedcmp.core.plan import RunSpec
 from schedcmp.core.records import (
     BaselineModel,
     Case,
@@ -33,11 +34,11 @@ from schedcmp.core.records import (
     to_json,
     versions,
 )
+from schedcmp.core.request import Request
 from schedcmp.model.pipeline import device_type
-from schedcmp.model.schedulers import parse_entry, resolve_entry
 from schedcmp.output import console, render, report
 from schedcmp.quality import metrics
-from schedcmp.sweep.engine import ModelOptions, OutputOptions, run_comparison
+from schedcmp.sweep.engine import run_comparison
 
 MANIFEST = "manifest.json"
 ARRAY_DTYPE = "float16"  # compact, and still finer than the 8-bit PNG
@@ -151,13 +152,11 @@ def case_entry(run: Run, array) -> Case:
 # -- create ----------------------------------------------------------------------------------------------
 
 
-def create(
-    folder: Path, settings: Settings, model_options: ModelOptions, overwrite: bool
-) -> tuple[Path, dict[str, Any], int]:
+def create(folder: Path, request: Request) -> tuple[Path, dict[str, Any], int]:
     """Run the comparison into FOLDER/<device class>/ and write its manifest. -> (folder, manifest, exit code)."""
     from schedcmp.model import pipeline
 
-    device = pipeline.resolve_device(model_options.device)
+    device = pipeline.resolve_device(request.device)
     target = Path(folder) / device_class(device)
     arrays: dict[str, Any] = {}
 
@@ -166,16 +165,14 @@ def create(
         (target / "arrays").mkdir(exist_ok=True)
         save_array(target / "arrays" / f"{sample.result.spec.id}.npz", arrays[sample.result.spec.id])
 
-    outcome = run_comparison(
-        settings, model_options, OutputOptions(out=target, overwrite=overwrite, format="json"), keep_output=keep
-    )
+    outcome = run_comparison(replace(request, out=target, format="json"), keep_output=keep)
     results = outcome.results
     skipped = [run.id for run in results.runs if run.id not in arrays]
     for run_id in skipped:
         console.info(f"not stored: {run_id} made no image")
     manifest = Manifest(
         created=now(),
-        model=BaselineModel(model_options.model, results.model, pipeline.model_identity(outcome.model.pipe)),
+        model=BaselineModel(request.model, results.model, pipeline.model_identity(outcome.model.pipe)),
         environment=environment(results.device, results.dtype, results.generator_device),
         cases=[case_entry(run, arrays[run.id]) for run in results.runs if run.id in arrays],
     )

@@ -213,7 +213,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        from schedcmp.model.schedulers import display_label
+        from schedcmp.core.names import display_label
 
         return display_label(self.scheduler, self.alias, self.overrides)
 
@@ -412,7 +412,7 @@ class Results:
     charts: list[str] = field(default_factory=list)
     report: str | None = None
     # What --resume needs to continue exactly this comparison: the cell settings it was asked for
-    # (schedcmp.core.plan.Settings), where the model came from, and what the model is (configs and weights).
+    # (schedcmp.core.request.stored), where the model came from, and what the model is (configs and weights).
     settings: dict[str, Any] | None = None
     model_source: str | None = None
     model_config: str | None = None
@@ -423,7 +423,7 @@ class Results:
     equal_quality: list[EqualQuality] | None = None  # with a target: each entry's steps there
     summary: Summary | None = None  # with a reference: across the prompts and seeds
     answer: list[str] | None = None  # with a reference: the comparison's conclusion in words
-    # A sweep spread over processes (schedcmp.scale.distributed): its plan, this part's shard, and every process's
+    # A sweep spread over processes (schedcmp.sweep.placement): its plan, this part's shard, and every process's
     # share of the work; imbalance is the busiest process's seconds over the mean.
     plan: SweepPlan | None = None
     shard: Shard | None = None

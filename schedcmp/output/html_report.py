@@ -561,23 +561,3 @@ def write_charts_and_page(folder: Path, results) -> Path:
 
     results.charts, results.report = chart.write_charts(folder, to_json(results)), REPORT_NAME
     return write_report(folder, to_json(results))
-
-
-def rebuild_report(folder: Path) -> Path:
-    """`schedcmp report DIR`: the charts and report.html again, from DIR/results.json and its images."""
-    from schedcmp.core.errors import OutputError
-    from schedcmp.core.records import DocumentError, dumps, read_document
-
-    path = folder / "results.json"
-    try:
-        results = read_document(path, "run")
-    except DocumentError as error:
-        raise OutputError(
-            f"cannot build a report from {folder}: {path} is missing or not a run's results ({error})"
-        ) from None
-    try:
-        page = write_charts_and_page(folder, results)
-        write_atomic(path, dumps(results))  # last: it names the charts and the page only once they exist
-    except OSError as error:
-        raise OutputError(f"cannot write the report into {folder}: {error.strerror or error}") from None
-    return page

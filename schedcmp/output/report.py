@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from schedcmp.core.names import display_label, short_name
 from schedcmp.core.records import Run, RunError, Status, TimestepRange
 from schedcmp.model.sample import RunResult
-from schedcmp.model.schedulers import display_label, short_name
 
 
 def current_umask() -> int:

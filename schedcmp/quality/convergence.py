@@ -18,16 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from schedcmp.core.errors import UsageError
+from schedcmp.core.names import SchedulerChoice, display_label, parse_entry, resolve_entry, short_name
 from schedcmp.core.plan import RUN_SETTINGS, RunSpec
 from schedcmp.core.records import Determinism, Distance, Reference, SelfConvergence, Status, versions
-from schedcmp.model.schedulers import (
-    SchedulerChoice,
-    display_label,
-    init_params,
-    parse_entry,
-    resolve_entry,
-    short_name,
-)
+from schedcmp.model.schedulers import init_params
 from schedcmp.quality import metrics
 
 # Why config.DEFAULT_REFERENCE is DPM++ 2M with Karras sigmas at 400 steps: Karras sigmas crowd the steps

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schedcmp.core.plan import DEFAULT_MAX_STEPS
+from schedcmp.core.request import DEFAULT_MAX_STEPS
 
 
 @dataclass(frozen=True)

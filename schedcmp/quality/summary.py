@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from schedcmp.model.schedulers import ui_label
+from schedcmp.core.names import ui_label
 from schedcmp.quality.convergence import ranked
 from schedcmp.quality.metrics import pareto_front
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from schedcmp.core.plan import PipelineDefaults, RunSpec, Settings, plan_runs
+from schedcmp.core.names import SchedulerChoice, ui_label
+from schedcmp.core.plan import PipelineDefaults, RunSpec, plan_runs
 from schedcmp.core.records import Determinism, EqualQuality, Probe, Run, Spread, Status, TargetSpec
-from schedcmp.model.schedulers import SchedulerChoice, ui_label
+from schedcmp.core.request import Request
 from schedcmp.quality.stepsearch import StepSearch, Target, goal_text
 from schedcmp.quality.summary import quantile, spread
 
@@ -31,14 +32,14 @@ class Searched:
 @dataclass
 class Rounds:
     target: Target
-    settings: Settings
+    request: Request
     compatible: set[str]
     defaults: PipelineDefaults
     entries: list[Searched] = field(default_factory=list)
     left_out: dict[str, tuple[str, str, SchedulerChoice]] = field(default_factory=dict)  # label -> status, why, choice
 
     def cells_at(self, entry: Searched, steps: int) -> list[RunSpec]:
-        cells = plan_runs([entry.choice], self.compatible, replace(self.settings, steps=(steps,)), self.defaults)
+        cells = plan_runs([entry.choice], self.compatible, replace(self.request, steps=(steps,)), self.defaults)
         entry.cells[steps] = [cell.id for cell in cells]
         return cells
 
@@ -63,7 +64,7 @@ class Rounds:
 
 def plan_rounds(
     target: Target,
-    settings: Settings,
+    request: Request,
     chosen: list[SchedulerChoice],
     compatible: set[str],
     defaults: PipelineDefaults,
@@ -72,7 +73,7 @@ def plan_rounds(
 ) -> Rounds:
     """Which entries are searched. `determinism_of(choice)` -> (label, reason); `outside(choice)` -> why its
     runs cannot be measured against the reference (they start outside its range), or None."""
-    rounds = Rounds(target, settings, compatible, defaults)
+    rounds = Rounds(target, request, compatible, defaults)
     for choice in chosen:
         label = ui_label(choice.class_name, choice.alias, choice.overrides)
         if any(entry.label == label for entry in rounds.entries) or label in rounds.left_out:

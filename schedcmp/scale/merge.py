@@ -13,7 +13,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from schedcmp.core.errors import EXIT_OK, EXIT_RUN_FAILED, OutputError, UsageError
-from schedcmp.core.records import DocumentError, Results, Run, read_document
+from schedcmp.core.records import Results, Run
+from schedcmp.core.request import Request, check_output, difference
+from schedcmp.sweep import placement
+from schedcmp.sweep.results import (
+    Outcome,
+    ResultsFile,
+    check_out_dir,
+    claim_out_dir,
+    finish,
+    place_file,
+    read_results,
+    stored_request,
+)
 
 # How many missing or duplicate cells an error message names before it counts the rest.
 NAMED = 5
@@ -27,19 +39,12 @@ class Part:
 
 @dataclass
 class Joined:
-    results_file: object  # engine.ResultsFile of the target folder, holding every run found
+    results_file: ResultsFile  # of the target folder, holding every run found
     missing: list[str]
 
 
 def read_parts(folders: list[Path]) -> list[Part]:
-    parts = []
-    for folder in folders:
-        try:
-            results = read_document(Path(folder) / "results.json", "run")
-        except DocumentError as error:
-            raise OutputError(f"cannot merge {folder}: its results.json is missing or not a run's ({error})") from None
-        parts.append(Part(Path(folder), results))
-    return parts
+    return [Part(Path(folder), read_results(folder, "merge")) for folder in folders]
 
 
 def named(ids: list[str]) -> str:
@@ -49,8 +54,6 @@ def named(ids: list[str]) -> str:
 
 def check_plans(parts: list[Part]) -> None:
     """Every part made by one plan, or a one-line refusal saying how they differ."""
-    from schedcmp.core.plan import settings_difference, settings_from_json
-
     first = parts[0]
     for part in parts:
         if part.results.plan is None:
@@ -60,10 +63,7 @@ def check_plans(parts: list[Part]) -> None:
             continue
         how = "another model, reference or batching"
         if part.results.settings and first.results.settings:
-            difference = settings_difference(
-                settings_from_json(first.results.settings), settings_from_json(part.results.settings)
-            )
-            how = "; ".join(difference) or how
+            how = "; ".join(difference(stored_request(first.results), stored_request(part.results))) or how
         raise UsageError(f"{part.folder} and {first.folder} are parts of different sweeps ({how}); nothing merged")
 
 
@@ -108,21 +108,18 @@ def join_parts(
 ) -> Joined:
     """Put every run, image and reference of the parts into `target` (already claimed); `checked` is what
     check_parts found in them. results.json is left to the finish stage."""
-    from schedcmp.scale import distributed
-    from schedcmp.sweep.engine import ResultsFile
-
     found, missing = checked
     references = {}
     try:
         for run, folder in found.values():
             if run.image_path:
-                distributed.place_file(folder / run.image_path, target / run.image_path)
+                place_file(folder / run.image_path, target / run.image_path)
         for part in parts:
             for reference in part.results.references:
                 if reference.id in references:
                     continue
                 if reference.image and (part.folder / reference.image).is_file():
-                    distributed.place_file(part.folder / reference.image, target / reference.image)
+                    place_file(part.folder / reference.image, target / reference.image)
                 references[reference.id] = reference
     except OSError as error:
         raise OutputError(f"cannot merge into {target}: {error.strerror or error}") from None
@@ -142,7 +139,7 @@ def join_parts(
         shard=None,
         world_size=len(workers) or None,
         workers=workers or None,
-        imbalance=distributed.imbalance(workers),
+        imbalance=placement.imbalance(workers),
         exit_code=None,
         runs=[],
     )
@@ -151,7 +148,7 @@ def join_parts(
     for run, _ in found.values():
         results.add(replace(run, order=None, pareto=None))  # the finish stage fits them again, over every cell
     if len(workers) > 1:
-        progress.note(distributed.balance_line(workers, header.imbalance))
+        progress.note(placement.balance_line(workers, header.imbalance))
     threads = {worker.threads for worker in workers if worker.device == "cpu"}
     if len(threads) > 1:  # CPU kernels round differently with other thread counts: not the one-process pixels
         progress.note(f"warning: the parts ran on CPU with {sorted(threads)} threads; set one OMP_NUM_THREADS")
@@ -160,24 +157,23 @@ def join_parts(
     return Joined(results, missing)
 
 
-def merge(out: Path, folders: list[Path], options, allow_missing: bool, progress):
-    """`schedcmp merge`: -> the engine's Outcome for OUT; its exit code is 1 when cells were missing."""
-    from schedcmp.sweep import engine
-
+def merge(out: Path, folders: list[Path], request: Request, allow_missing: bool, progress) -> Outcome:
+    """`schedcmp merge`: -> the Outcome for OUT; its exit code is 1 when cells were missing. `request` holds the
+    output settings (--x, --z, --html, --format, --strict, --overwrite)."""
+    check_output(request)
     if not folders:
         raise UsageError("merge needs the folders of the parts: schedcmp merge OUT DIR_0 DIR_1 ...")
     for folder in folders:
         if Path(folder).resolve() == Path(out).resolve():
             raise UsageError(f"OUT {out} is one of the parts; merge into a new folder")
-    engine.check_out_dir(out, options.overwrite)
+    check_out_dir(out, request.overwrite)
     parts = read_parts(folders)
     parts.sort(key=lambda part: part.results.shard.index if part.results.shard else -1)
     checked = check_parts(parts, allow_missing)  # every refusal before OUT is touched
-    target = engine.claim_out_dir(out, True, options.overwrite)
+    target = claim_out_dir(out, True, request.overwrite)
     joined = join_parts(target, parts, checked, progress)
-    stand_in = engine.Plan(None, [], None, {}, parts[0].results.generator_device or "cpu", {})  # finish needs no model
     images = parts[0].results.plan.images
-    outcome = engine.finish(joined.results_file, stand_in, replace(options, no_sheet=not images), None, progress)
+    outcome = finish(joined.results_file, replace(request, no_sheet=not images), None, progress)
     if joined.missing and outcome.exit_code == EXIT_OK:
         outcome.exit_code = joined.results_file.results.exit_code = EXIT_RUN_FAILED
         joined.results_file.save()

@@ -1,0 +1,323 @@
+"""Scheduler names: the --schedulers grammar, UI aliases, labels and the order of `all`. Pure, no diffusers.
+
+The grammar of `--schedulers` (also in `schedcmp run --help`):
+
+    ENTRIES := ENTRY ("," ENTRY)*
+    ENTRY   := NAME ["(" KEY "=" VALUE ("," KEY "=" VALUE)* ")"] [":" STEPS]
+
+Commas inside the parentheses belong to the overrides. VALUE is true/false, none, a number, or a bare
+string. NAME is a diffusers class name with or without the `Scheduler` suffix, or a UI name from ALIASES;
+case does not matter. `all` is the pipeline's compatibles, `all+` adds the well-known variants.
+
+The classes themselves, and what their constructors take, are in schedcmp.model.schedulers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from schedcmp.core.errors import UsageError
+
+ALL = "all"
+ALL_PLUS = "all+"
+
+KARRAS = {"use_karras_sigmas": True}
+
+# UI names (A1111 / k-diffusion) -> (diffusers class, overrides), after the diffusers scheduler overview
+# table. One correction to that table: "DPM++ SDE" is k-diffusion's stochastic sampler, which diffusers
+# ships as DPMSolverSDEScheduler, not DPMSolverSinglestepScheduler.
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", KARRAS),
+    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "DPM++ 2M SDE Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", **KARRAS}),
+    "DPM++ SDE": ("DPMSolverSDEScheduler", {}),
+    "DPM++ SDE Karras": ("DPMSolverSDEScheduler", KARRAS),
+    "DPM2": ("KDPM2DiscreteScheduler", {}),
+    "DPM2 Karras": ("KDPM2DiscreteScheduler", KARRAS),
+    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "DPM2 a Karras": ("KDPM2AncestralDiscreteScheduler", KARRAS),
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+    "LMS Karras": ("LMSDiscreteScheduler", KARRAS),
+    "DEIS": ("DEISMultistepScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+}
+
+# The order of `all`: the guide's comparison first (PNDM, DDIM, LMS, Euler, Euler a, DPM++ 2M), then the
+# other Stable Diffusion compatibles from cheap to exotic; classes not named here follow alphabetically.
+PREFERRED_ORDER = [
+    "PNDMScheduler",
+    "DDIMScheduler",
+    "LMSDiscreteScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "DPMSolverSDEScheduler",
+    "UniPCMultistepScheduler",
+    "DEISMultistepScheduler",
+    "HeunDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "DDPMScheduler",
+    "EDMEulerScheduler",
+    "FlowMatchEulerDiscreteScheduler",
+    "FlowMatchHeunDiscreteScheduler",
+]
+
+# Short tags for run ids, so `use_karras_sigmas=true` reads `karras`.
+OVERRIDE_TAGS = {
+    "use_karras_sigmas": "karras",
+    "use_exponential_sigmas": "exponential",
+    "use_beta_sigmas": "beta",
+    "use_lu_lambdas": "lu",
+    "use_flow_sigmas": "flow",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One parsed `--schedulers` entry, before its name is looked up."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerChoice:
+    """A resolved entry: which class, with which overrides, under which UI alias."""
+
+    class_name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    alias: str | None = None
+    steps: int | None = None
+    known_to_work: bool = False  # an `all+` flow solver: runs without --allow-incompatible
+
+
+def normalise(name: str) -> str:
+    """Case-, underscore- and spacing-insensitive form of a scheduler name."""
+    return " ".join(name.lower().replace("_", " ").split())
+
+
+def short_name(class_name: str) -> str:
+    """`EulerDiscreteScheduler` -> `EulerDiscrete`."""
+    return class_name[: -len("Scheduler")] if class_name.endswith("Scheduler") else class_name
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside parentheses."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char == "(":
+            depth += 1
+            if depth > 1:
+                raise UsageError(f"malformed scheduler list {text!r}: nested parentheses")
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise UsageError(f"malformed scheduler list {text!r}: ')' without '('")
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if depth != 0:
+        raise UsageError(f"malformed scheduler list {text!r}: '(' without ')'")
+    parts.append("".join(current))
+    return parts
+
+
+def parse_value(text: str) -> Any:
+    """`true`/`false` -> bool, `none` -> None, numbers -> int/float, anything else -> the bare string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+ENTRY_PATTERN = re.compile(r"^(?P<name>[^():=]+?)\s*(?:\((?P<overrides>[^()]*)\))?\s*(?::\s*(?P<steps>[^:]*))?$")
+KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_steps(text: str, where: str) -> int:
+    """A step count: a whole number of at least 1."""
+    if not re.fullmatch(r"\s*\d+\s*", text):
+        raise UsageError(f"{where}: steps must be a whole number, got {text.strip()!r}")
+    steps = int(text)
+    if steps < 1:
+        raise UsageError(f"{where}: steps must be at least 1, got {steps}")
+    return steps
+
+
+def parse_entry(text: str) -> Entry:
+    """Parse one `NAME(key=value,...):STEPS` entry."""
+    stripped = text.strip()
+    if not stripped:
+        raise UsageError("malformed scheduler list: empty entry (two commas in a row, or a trailing comma?)")
+    match = ENTRY_PATTERN.match(stripped)
+    if match is None:
+        raise UsageError(f"malformed scheduler entry {stripped!r}: expected NAME, NAME(key=value,...) or NAME:STEPS")
+    overrides: dict[str, Any] = {}
+    if match["overrides"] is not None:
+        for item in match["overrides"].split(","):
+            key, sep, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not KEY_PATTERN.match(key) or not value:
+                raise UsageError(f"malformed override {item.strip()!r} in {stripped!r}: expected key=value")
+            overrides[key] = parse_value(value)
+    steps = None if match["steps"] is None else parse_steps(match["steps"], f"scheduler entry {stripped!r}")
+    return Entry(name=match["name"].strip(), overrides=overrides, steps=steps)
+
+
+def parse_entries(text: str) -> list[Entry]:
+    """Parse a whole `--schedulers` value into entries (names not yet looked up)."""
+    if not text.strip():
+        raise UsageError("--schedulers is empty: give 'all', 'all+' or a list of names")
+    return [parse_entry(part) for part in split_top_level(text)]
+
+
+def lookup_table(class_names: list[str]) -> dict[str, tuple[str, dict[str, Any], str | None]]:
+    """Every accepted spelling (normalised) -> (class name, overrides, UI alias or None)."""
+    table: dict[str, tuple[str, dict[str, Any], str | None]] = {}
+    for class_name in class_names:
+        table[normalise(class_name)] = (class_name, {}, None)
+        table[normalise(short_name(class_name))] = (class_name, {}, None)
+    for alias, (class_name, overrides) in ALIASES.items():
+        table[normalise(alias)] = (class_name, overrides, alias)
+    return table
+
+
+def resolve_entry(entry: Entry, accepted_params: dict[str, set[str]]) -> SchedulerChoice:
+    """Look an entry's name up and check its override keys.
+
+    `accepted_params` maps every known scheduler class name to the keyword arguments its constructor takes.
+    """
+    table = lookup_table(sorted(accepted_params))
+    found = table.get(normalise(entry.name))
+    if found is None:
+        suggestions = difflib.get_close_matches(normalise(entry.name), list(table), n=3, cutoff=0.5)
+        spelled = [display_name(table[s]) for s in suggestions]
+        hint = f"; did you mean {', '.join(dict.fromkeys(spelled))}?" if spelled else "; see `schedcmp list`"
+        raise UsageError(f"unknown scheduler {entry.name!r}{hint}")
+    class_name, alias_overrides, alias = found
+    params = accepted_params[class_name]
+    for key in entry.overrides:
+        if key not in params:
+            close = difflib.get_close_matches(key, sorted(params), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; it takes: {', '.join(sorted(params))}"
+            raise UsageError(f"unknown override {key!r} for {class_name}{hint}")
+    overrides = {**alias_overrides, **entry.overrides}
+    if entry.overrides:  # "LMS(timestep_spacing=trailing)" is no longer what the UI calls LMS
+        alias = alias_for(class_name, overrides)
+    return SchedulerChoice(class_name=class_name, overrides=overrides, alias=alias, steps=entry.steps)
+
+
+def display_name(found: tuple[str, dict[str, Any], str | None]) -> str:
+    class_name, _, alias = found
+    return alias if alias else short_name(class_name)
+
+
+def display_label(class_name: str, alias: str | None, overrides: dict[str, Any]) -> str:
+    """`EulerDiscrete (Euler)`, or the class and its overrides when no UI name fits."""
+    name = short_name(class_name)
+    if alias:
+        return f"{name} ({alias})"
+    shown = {k: v for k, v in overrides.items() if k != "noise_sampler_seed"}
+    if shown:
+        return name + "(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
+    return name
+
+
+def ui_label(class_name: str, alias: str | None, overrides: dict[str, Any]) -> str:
+    """The shortest name that says which entry: `Euler`, `DPM++ 2M Karras`, else `DDIM`, `LMSDiscrete(...)`."""
+    return alias or display_label(class_name, None, overrides)
+
+
+def alias_for(class_name: str, overrides: dict[str, Any]) -> str | None:
+    """The UI name that means exactly this class with exactly these overrides, if there is one."""
+    for alias, (alias_class, alias_overrides) in ALIASES.items():
+        if alias_class == class_name and alias_overrides == overrides:
+            return alias
+    return None
+
+
+def ordered(class_names: list[str]) -> list[str]:
+    """Deduplicate and put into the documented order of `all`."""
+    unique = list(dict.fromkeys(class_names))
+    known = [name for name in PREFERRED_ORDER if name in unique]
+    return known + sorted(name for name in unique if name not in PREFERRED_ORDER)
+
+
+def expand_all(
+    compatible: list[str], accepted_params: dict[str, set[str]], plus: bool, flow_shift: float | None
+) -> list[SchedulerChoice]:
+    """`all`: each compatible class with its defaults. `all+`: also the well-known variants.
+
+    The variants are Karras sigmas for every class that takes them and, for flow-matching pipelines
+    (`flow_shift` is the original scheduler's `shift`), the solvers known to work on flow models.
+    """
+    choices = [SchedulerChoice(name, {}, alias_for(name, {})) for name in ordered(compatible)]
+    if not plus:
+        return choices
+    variants = []
+    for name in ordered(compatible):
+        if "use_karras_sigmas" in accepted_params.get(name, set()):
+            variants.append(SchedulerChoice(name, dict(KARRAS), alias_for(name, KARRAS)))
+    if flow_shift is not None:
+        flow_solver = {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": flow_shift}
+        for name, overrides in [
+            ("FlowMatchHeunDiscreteScheduler", {}),
+            ("DPMSolverMultistepScheduler", flow_solver),
+            ("UniPCMultistepScheduler", flow_solver),
+        ]:
+            if name not in accepted_params or (not overrides and name in compatible):
+                continue
+            variants.append(SchedulerChoice(name, dict(overrides), alias_for(name, overrides), known_to_work=True))
+    return choices + variants
+
+
+def choose(
+    text: str, compatible: list[str], accepted_params: dict[str, set[str]], flow_shift: float | None
+) -> list[SchedulerChoice]:
+    """The schedulers a `--schedulers` value asks for, in order."""
+    entries = parse_entries(text)
+    choices: list[SchedulerChoice] = []
+    for entry in entries:
+        keyword = normalise(entry.name)
+        if keyword in (ALL, ALL_PLUS) and not entry.overrides:
+            for choice in expand_all(compatible, accepted_params, keyword == ALL_PLUS, flow_shift):
+                choices.append(
+                    SchedulerChoice(
+                        choice.class_name, choice.overrides, choice.alias, entry.steps, choice.known_to_work
+                    )
+                )
+        else:
+            choices.append(resolve_entry(entry, accepted_params))
+    return choices
+
+
+def override_tag(overrides: dict[str, Any]) -> str:
+    """A filename-safe tag for a set of overrides, for run ids."""
+    parts = []
+    for key, value in overrides.items():
+        if key == "noise_sampler_seed":
+            continue  # set from --seed, which the id already says
+        if value is True and key in OVERRIDE_TAGS:
+            parts.append(OVERRIDE_TAGS[key])
+        else:
+            parts.append(f"{key}-{value}")
+    return "-".join(parts)
