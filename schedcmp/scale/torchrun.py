@@ -21,7 +21,7 @@ from schedcmp.core.records import Run, SweepPlan, from_json, to_json
 from schedcmp.core.request import Request
 from schedcmp.output import console
 from schedcmp.scale import merge
-from schedcmp.sweep import engine, placement
+from schedcmp.sweep import engine
 from schedcmp.sweep.placement import Placement, injected_failure, longest_first
 from schedcmp.sweep.results import (
     RANKS_FOLDER,
@@ -195,7 +195,7 @@ def begin(request: Request, team: Team, progress: console.Progress, loaded: Any,
     if prepared.previous is not None:
         engine.check_same_model(request.resume, prepared.previous, model)
     plan = engine.make_plan(request, model, prepared.params, {}, progress.note)
-    record = placement.sweep_plan(plan, request, batches(plan.cells, request.batch_size))
+    record = engine.sweep_plan(plan, request, batches(plan.cells, request.batch_size))
     if lead:
         base = prepare_folder(plan, request, prepared, record, progress)
         references = lead_references(plan, base, request, progress)

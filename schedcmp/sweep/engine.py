@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from schedcmp.core.errors import Terminated, UsageError
 from schedcmp.core.names import choose, display_label
 from schedcmp.core.plan import RunSpec, batches, plan_runs
-from schedcmp.core.records import Interval, Results, Run, SharedSeconds, from_json, now, versions
-from schedcmp.core.request import AXES, DEFAULT_REFERENCE, Request, check, difference, stored
+from schedcmp.core.records import Interval, Results, Run, SharedSeconds, SweepPlan, from_json, now, versions
+from schedcmp.core.request import AXES, DEFAULT_REFERENCE, Request, check, difference, identity, stored
 from schedcmp.model.schedulers import accepted_params_of, check_override_types, scheduler_classes
 from schedcmp.output import console, render, report
 from schedcmp.quality import convergence, targets
@@ -182,7 +182,7 @@ def open_results(plan: Plan, request: Request, out_dir: Path) -> ResultsFile:
     if request.resume is None:
         out_dir = claim_out_dir(out_dir, request.out is not None, request.overwrite)
     results = ResultsFile(out_dir, header(plan, request), [spec.id for spec in plan.cells])
-    results.results.plan = placement.sweep_plan(plan, request, batches(plan.cells, request.batch_size))
+    results.results.plan = sweep_plan(plan, request, batches(plan.cells, request.batch_size))
     results.results.shard, results.results.world_size = request.shard, 1
     return results
 
@@ -381,6 +381,26 @@ def header(plan: Plan, request: Request) -> Results:
         reference_spec=request.reference_text,
         target=plan.rounds.spec() if plan.rounds else None,
     )
+
+
+def sweep_plan(plan: Plan, request: Request, numbered: list[list[RunSpec]]) -> SweepPlan:
+    """The plan record every part carries; the fingerprint covers the model (configs, weights, device type, dtype)."""
+    from schedcmp.model import pipeline
+    from schedcmp.quality import convergence
+
+    model = plan.model
+    model_identity = {
+        "identity": pipeline.model_identity(model.pipe),
+        "weights": convergence.model_digest(model),
+        "device_type": pipeline.device_type(model.device),
+        "dtype": model.dtype,
+        "generator_device": plan.generator_device,
+    }
+    reference_text = plan.references.text if plan.references else request.reference_text
+    ids = [[spec.id for spec in batch] for batch in numbered]
+    images = not request.no_sheet
+    digest = placement.fingerprint(identity(request), model_identity, reference_text, ids, images)
+    return SweepPlan(digest, [spec.id for spec in plan.cells], images)
 
 
 class Execution:

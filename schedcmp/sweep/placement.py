@@ -19,15 +19,11 @@ import re
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from schedcmp.core.errors import EXIT_RUN_FAILED, SchedcmpError, UsageError
 from schedcmp.core.plan import RunSpec
-from schedcmp.core.records import Run, Shard, SweepPlan, Worker
-from schedcmp.core.request import Request, identity
-
-if TYPE_CHECKING:
-    from schedcmp.sweep.engine import Plan
+from schedcmp.core.records import Run, Shard, Worker
 
 # The test-only fault: `RANK:K` makes that rank (0 without torchrun) fail once it has made K cells. README says so.
 FAIL_AFTER = "SCHEDCMP_TEST_FAIL_AFTER"
@@ -171,26 +167,6 @@ def injected_failure(rank: int, made: int) -> None:
         raise UsageError(f"{FAIL_AFTER}={asked!r} is not RANK:CELLS")
     if int(match[1]) == rank and made >= int(match[2]):
         raise InjectedFailure(f"rank {rank} fails after {made} cells, as {FAIL_AFTER}={asked} asks")
-
-
-def sweep_plan(plan: "Plan", request: Request, numbered: list[list[RunSpec]]) -> SweepPlan:
-    """The plan record every part carries; the fingerprint covers the model (configs, weights, device type, dtype)."""
-    from schedcmp.model import pipeline
-    from schedcmp.quality import convergence
-
-    model = plan.model
-    model_identity = {
-        "identity": pipeline.model_identity(model.pipe),
-        "weights": convergence.model_digest(model),
-        "device_type": pipeline.device_type(model.device),
-        "dtype": model.dtype,
-        "generator_device": plan.generator_device,
-    }
-    reference_text = plan.references.text if plan.references else request.reference_text
-    ids = [[spec.id for spec in batch] for batch in numbered]
-    images = not request.no_sheet
-    digest = fingerprint(identity(request), model_identity, reference_text, ids, images)
-    return SweepPlan(digest, [spec.id for spec in plan.cells], images)
 
 
 def batch_costs(numbered: list[list[RunSpec]]) -> list[float]:
