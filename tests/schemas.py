@@ -1,4 +1,6 @@
-"""Every document the tests produce is checked against the published JSON Schema (schedcmp/schema/*.json)."""
+"""Every document the tests produce is checked against the published JSON Schema (schedcmp/schema/*.json), made
+strict: the published schema lets a reader meet fields it does not know (a newer schedcmp may add them), but a
+document a test writes or schedcmp makes must hold only declared fields, so that a misspelt key fails."""
 
 from __future__ import annotations
 
@@ -10,18 +12,32 @@ SCHEMA_DIR = Path(__file__).parent.parent / "schedcmp" / "schema"
 FILES = {"run": "results.schema.json", "baseline": "manifest.schema.json", "check": "check.schema.json"}
 
 
+def strict(schema):
+    """`schema` with every record's unknown fields refused (maps of free keys, such as `settings`, stay free)."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    made = {key: strict(value) for key, value in schema.items()}
+    if "properties" in made and made.get("additionalProperties") is True:
+        made["additionalProperties"] = False
+    return made
+
+
 @functools.cache
-def validator(kind: str):
+def validator(kind: str, published: bool = False):
+    """The published schema of `kind`, strict unless `published`."""
     import jsonschema
 
     schema = json.loads((SCHEMA_DIR / FILES[kind]).read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(schema if published else strict(schema))
 
 
-def validate(document: dict) -> None:
-    """Raise jsonschema.ValidationError unless `document` fits the schema of its kind."""
-    validator(document["kind"]).validate(document)
+def validate(document: dict, published: bool = False) -> None:
+    """Raise jsonschema.ValidationError unless `document` fits the schema of its kind (strict: no unknown fields;
+    `published`: as a reader takes it, unknown fields allowed)."""
+    validator(document["kind"], published).validate(document)
 
 
 def validate_tree(folder: Path) -> int:

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import schemas
 from browser import Browser
 
 from schedcmp.output import chart
@@ -180,7 +181,7 @@ def results(tmp_path) -> tuple[Path, dict]:
         "repeat": 1,
         "seed_mode": "same",
         "versions": {"schedcmp": "0.1.0", "diffusers": "0.32.2", "torch": "2.13.0"},
-        "shared_seconds": {"load": 1.5},
+        "shared_seconds": {"model_load": 1.5},
         "started": "2025-11-27T14:00:00",
         "finished": "2025-11-27T14:01:00",
         "interrupted": False,
@@ -189,6 +190,8 @@ def results(tmp_path) -> tuple[Path, dict]:
             {
                 "id": REFERENCE_ID,
                 "spec": "DPMSolverMultistep:200",
+                "scheduler": "DPMSolverMultistepScheduler",
+                "status": "ok",
                 "label": "DPMSolverMultistep",
                 "steps": 200,
                 "nfe": 400,
@@ -197,7 +200,7 @@ def results(tmp_path) -> tuple[Path, dict]:
                 "image": f"reference/{REFERENCE_ID}.png",
                 "prompt": PROMPT,
                 "seed": 8,
-                "self_convergence": {"half_steps": 100, "latent_rmse": 0.0004},
+                "self_convergence": {"half_steps": 100, "latent_rmse": 0.0004, "psnr": 71.2, "ssim": 0.9999},
             }
         ],
         "interval": {
@@ -208,6 +211,7 @@ def results(tmp_path) -> tuple[Path, dict]:
         "charts": [],
         "runs": json.loads(json.dumps(RUNS)),  # a copy: tests change their document
     }
+    schemas.validate(document)  # the strict schema: a misspelt key in this hand-written document fails here
     (folder / "results.json").write_text(json.dumps(document))
     return folder, document
 

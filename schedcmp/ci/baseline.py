@@ -15,7 +15,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from schedcmp.core.errors import EXIT_USAGE, SchedcmpError, UsageError
+from schedcmp.core.errors import (
+    EXIT_DRIFT,
+    EXIT_GENERATION_ERROR,
+    EXIT_NO_CASES,
+    EXIT_NONDETERMINISTIC,
+    EXIT_USAGE,
+    SchedcmpError,
+    UsageError,
+)
 from schedcmp.core.names import parse_entry, resolve_entry
 from schedcmp.core.plan import RunSpec
 from schedcmp.core.records import (
@@ -43,10 +51,6 @@ from schedcmp.sweep.engine import run_comparison
 MANIFEST = "manifest.json"
 ARRAY_DTYPE = "float16"  # compact, and still finer than the 8-bit PNG
 
-EXIT_DRIFT = 1
-EXIT_GENERATION_ERROR = 3
-EXIT_NONDETERMINISTIC = 4
-EXIT_NO_CASES = 5
 
 # Measured on the default model with bench/measure_tolerances.py (15 schedulers, 20 steps): a rerun is
 # identical; another CPU thread count moves the float16 outputs by at most 0.00049 (one float16 step) and

@@ -288,76 +288,86 @@ class Sampler:
         Seconds are the call's time shared equally among its images; NFE is the call's denoiser calls. The
         latent is the image's final latent as a float32 array, None where the pipeline offers no step callback.
         """
-        import numpy as np
-
-        results = [RunResult(spec=spec, batch_size=len(specs)) for spec in specs]
-        rgbs: list[Any] = [None] * len(specs)
-        outputs: list[Any] = [None] * len(specs)
-        latents: list[Any] = [None] * len(specs)
+        made = [Sample(RunResult(spec=spec, batch_size=len(specs))) for spec in specs]
         for _ in range(repeat):
-            self.final_latents = None
-            self.calls, self.denoiser_seconds = 0, 0.0
-            self.timestep_low, self.timestep_high = float("inf"), float("-inf")
-            self.reset_peak_memory()
             try:
-                self.model.pipe.scheduler = build(
-                    self.classes[specs[0].scheduler], self.model.original_config, self.scheduler_overrides(specs)
-                )
-                kwargs = self.call_kwargs(specs, on_step)
-                self.synchronise()
-                started = time.perf_counter()
-                produced = self.model.pipe(**kwargs)
-                self.synchronise()
-                elapsed = time.perf_counter() - started
+                produced, elapsed = self.call(specs, on_step)
             except (KeyboardInterrupt, SystemExit, Terminated):
                 raise
             except Exception as error:  # one scheduler failing must not sink the others
-                for result in results:
-                    result.status, result.reason = FAILED, f"{type(error).__name__}: {one_line(error)}"
-                    result.error = {"type": type(error).__name__, "message": one_line(error)}
-                    result.nfe = self.calls
-                return [Sample(result) for result in results]
-            finally:
-                self.model.pipe.scheduler = self.original_scheduler
+                for sample in made:
+                    sample.result.status, sample.result.reason = FAILED, f"{type(error).__name__}: {one_line(error)}"
+                    sample.result.error = {"type": type(error).__name__, "message": one_line(error)}
+                    sample.result.nfe = self.calls
+                return [Sample(sample.result) for sample in made]
             images = produced.images if hasattr(produced, "images") else produced[0]
             nsfw_flags = getattr(produced, "nsfw_content_detected", None) or [False] * len(specs)
             peak = self.peak_memory()
-            for index, result in enumerate(results):
-                if result.status == FAILED:
-                    continue
-                result.seconds_all.append(elapsed / len(specs))
-                result.batch_seconds = elapsed
-                result.nfe = self.calls
-                result.denoiser_seconds = self.denoiser_seconds / len(specs)
-                result.peak_memory_bytes = max(result.peak_memory_bytes or 0, peak or 0) or None
-                if self.calls:
-                    result.timesteps = (self.timestep_low, self.timestep_high)
-                this_output = np.asarray(images[index])
-                status, reason = judge_output(this_output, bool(nsfw_flags[index]))
-                if status == FAILED:
-                    result.status, result.reason = status, reason
-                    result.error = {"type": "BadOutput", "message": reason}
-                    rgbs[index] = outputs[index] = None
-                    continue
-                this_rgb = to_rgb(this_output)
-                if rgbs[index] is not None and not np.array_equal(rgbs[index], this_rgb):
-                    status, reason = SUSPECT, "repeats gave different images (nondeterministic)"
-                elif result.status == SUSPECT:
-                    status, reason = result.status, result.reason
-                rgbs[index], outputs[index] = this_rgb, this_output
-                if self.final_latents is not None:
-                    latents[index] = self.final_latents[index].detach().float().cpu().numpy()
-                result.status, result.reason = status, reason
-        for index, result in enumerate(results):
-            if rgbs[index] is None:
-                continue
-            result.seconds = statistics.median(result.seconds_all)
-            result.sha256 = pixel_sha256(rgbs[index])
-            if result.status == OK and result.timesteps is not None:
-                problem = timestep_problem(*result.timesteps, self.model.num_train_timesteps)
-                if problem:
-                    result.status, result.reason = SUSPECT, problem
-        return [Sample(*made) for made in zip(results, rgbs, outputs, latents)]
+            for index, sample in enumerate(made):
+                if sample.result.status != FAILED:
+                    self.take(sample, index, images[index], bool(nsfw_flags[index]), elapsed, peak)
+        for sample in made:
+            if sample.rgb is not None:
+                self.conclude(sample.result, sample.rgb)
+        return made
+
+    def call(self, specs: list[RunSpec], on_step: Callable[[int, int], None] | None) -> tuple[Any, float]:
+        """One pipeline call with a fresh scheduler, measured. -> (what the pipeline returned, seconds)."""
+        self.final_latents = None
+        self.calls, self.denoiser_seconds = 0, 0.0
+        self.timestep_low, self.timestep_high = float("inf"), float("-inf")
+        self.reset_peak_memory()
+        try:
+            self.model.pipe.scheduler = build(
+                self.classes[specs[0].scheduler], self.model.original_config, self.scheduler_overrides(specs)
+            )
+            kwargs = self.call_kwargs(specs, on_step)
+            self.synchronise()
+            started = time.perf_counter()
+            produced = self.model.pipe(**kwargs)
+            self.synchronise()
+            return produced, time.perf_counter() - started
+        finally:
+            self.model.pipe.scheduler = self.original_scheduler
+
+    def take(self, sample: Sample, index: int, image: Any, nsfw: bool, elapsed: float, peak: int | None) -> None:
+        """One image of a call (which took `elapsed` seconds), into its Sample: the costs, then the output
+        judged; a repeat that differs is suspect."""
+        import numpy as np
+
+        result = sample.result
+        result.seconds_all.append(elapsed / result.batch_size)
+        result.batch_seconds = elapsed
+        result.nfe = self.calls
+        result.denoiser_seconds = self.denoiser_seconds / result.batch_size
+        result.peak_memory_bytes = max(result.peak_memory_bytes or 0, peak or 0) or None
+        if self.calls:
+            result.timesteps = (self.timestep_low, self.timestep_high)
+        output = np.asarray(image)
+        status, reason = judge_output(output, nsfw)
+        if status == FAILED:
+            result.status, result.reason = status, reason
+            result.error = {"type": "BadOutput", "message": reason}
+            sample.rgb = sample.output = None
+            return
+        rgb = to_rgb(output)
+        if sample.rgb is not None and not np.array_equal(sample.rgb, rgb):
+            status, reason = SUSPECT, "repeats gave different images (nondeterministic)"
+        elif result.status == SUSPECT:
+            status, reason = result.status, result.reason
+        sample.rgb, sample.output = rgb, output
+        if self.final_latents is not None:
+            sample.latent = self.final_latents[index].detach().float().cpu().numpy()
+        result.status, result.reason = status, reason
+
+    def conclude(self, result: RunResult, rgb: Any) -> None:
+        """After the repeats: the median time, the pixels' hash, and timesteps outside the training range."""
+        result.seconds = statistics.median(result.seconds_all)
+        result.sha256 = pixel_sha256(rgb)
+        if result.status == OK and result.timesteps is not None:
+            problem = timestep_problem(*result.timesteps, self.model.num_train_timesteps)
+            if problem:
+                result.status, result.reason = SUSPECT, problem
 
     # -- memory --------------------------------------------------------------------------------------
 

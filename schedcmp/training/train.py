@@ -322,6 +322,10 @@ def update_ema(ema_module, module, decay: float) -> None:
     torch._foreach_lerp_(ema_params, [p.detach() for p in module.parameters()], 1.0 - decay)
 
 
+# The modules a UNet checkpoint holds, by key.
+UNET_MODULES = ("unet", "text_encoder", "ema_unet", "ema_text_encoder")
+
+
 def train_denoiser(
     latents: torch.Tensor,
     token_ids: torch.Tensor,
@@ -337,7 +341,7 @@ def train_denoiser(
     torch.manual_seed(config.seed + 1)
     unet = model.build_unet(latents.shape[-1])
     text_encoder = model.build_text_encoder(vocab_size)
-    ema_unet, ema_text_encoder = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+    modules = dict(zip(UNET_MODULES, (unet, text_encoder, copy.deepcopy(unet), copy.deepcopy(text_encoder))))
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.unet_learning_rate, weight_decay=1e-2)
     noise_scheduler = model.training_noise_scheduler()
@@ -345,63 +349,57 @@ def train_denoiser(
     log = log if log is not None else LossLog()
     start = 0
     if resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        for module, key in (
-            (unet, "unet"),
-            (text_encoder, "text_encoder"),
-            (ema_unet, "ema_unet"),
-            (ema_text_encoder, "ema_text_encoder"),
-        ):
-            module.load_state_dict(state[key])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        log.restore("unet", state["log"])
-        start = state["step"]
+        start = restore_denoiser(checkpoint, modules, optimizer, generator, log)
     total = config.unet_steps + config.unet_extra_steps
     last_step = total if config.unet_stop_at is None else min(total, config.unet_stop_at)
     progress = ProgressReporter("unet", total, start, report, log, config.log_every, last_step)
-    variants = token_ids.shape[1]
     governor = ThreadGovernor(config.threads)
     unet.train()
     text_encoder.train()
     for step in range(start, last_step):
         governor.update()
         lr = unet_learning_rate(step, config)
-        index = torch.randint(0, len(latents), (config.unet_batch_size,), generator=generator)
-        variant = torch.randint(0, variants, (config.unet_batch_size,), generator=generator)
-        ids = token_ids[index, variant]  # (B, L)
-        dropped = torch.rand(config.unet_batch_size, generator=generator) < config.caption_dropout
-        ids = torch.where(dropped[:, None], empty_ids[None, :], ids)
-        timesteps = torch.randint(
-            0, noise_scheduler.config.num_train_timesteps, (config.unet_batch_size,), generator=generator
-        )
-        noise = torch.randn(latents[index].shape, generator=generator)
-        loss = denoising_loss(
-            unet, text_encoder, latents[index], ids, timesteps, noise, noise_scheduler, config.min_snr_gamma
-        )
+        batch = denoiser_batch(latents, token_ids, empty_ids, config, noise_scheduler, generator)
+        loss = denoising_loss(unet, text_encoder, *batch, noise_scheduler, config.min_snr_gamma)
         optimiser_step(optimizer, parameters, loss, lr)
         # Warm-up of the EMA decay, so that a short run's average is not dominated by the initial weights.
         decay = min(config.ema_decay, (1 + step) / (10 + step))
-        update_ema(ema_unet, unet, decay)
-        update_ema(ema_text_encoder, text_encoder, decay)
+        update_ema(modules["ema_unet"], unet, decay)
+        update_ema(modules["ema_text_encoder"], text_encoder, decay)
         progress.add(step, loss.item(), lr)
         if checkpoint is not None and due(step, config.checkpoint_every, last_step):
-            save_atomically(
-                {
-                    "step": step + 1,
-                    "unet": unet.state_dict(),
-                    "text_encoder": text_encoder.state_dict(),
-                    "ema_unet": ema_unet.state_dict(),
-                    "ema_text_encoder": ema_text_encoder.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "log": list(log.rows),
-                },
-                checkpoint,
-            )
-    ema_unet.eval()
-    ema_text_encoder.eval()
-    return ema_unet, ema_text_encoder
+            state = {key: module.state_dict() for key, module in modules.items()}
+            state |= {"step": step + 1, "optimizer": optimizer.state_dict(), "generator": generator.get_state()}
+            save_atomically(state | {"log": list(log.rows)}, checkpoint)
+    modules["ema_unet"].eval()
+    modules["ema_text_encoder"].eval()
+    return modules["ema_unet"], modules["ema_text_encoder"]
+
+
+def restore_denoiser(checkpoint: Path, modules: dict, optimizer, generator: torch.Generator, log: LossLog) -> int:
+    """A UNet checkpoint's modules, optimiser, generator and loss log restored in place. -> the step to resume at."""
+    state = torch.load(checkpoint, weights_only=False)
+    for key, module in modules.items():
+        module.load_state_dict(state[key])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    log.restore("unet", state["log"])
+    return state["step"]
+
+
+def denoiser_batch(latents, token_ids, empty_ids, config: TrainConfig, noise_scheduler, generator):
+    """One training batch, drawn from `generator` in a fixed order (a resumed run draws the same ones).
+    -> (clean latents, token ids with captions dropped, timesteps, noise)."""
+    index = torch.randint(0, len(latents), (config.unet_batch_size,), generator=generator)
+    variant = torch.randint(0, token_ids.shape[1], (config.unet_batch_size,), generator=generator)
+    ids = token_ids[index, variant]  # (B, L)
+    dropped = torch.rand(config.unet_batch_size, generator=generator) < config.caption_dropout
+    ids = torch.where(dropped[:, None], empty_ids[None, :], ids)
+    timesteps = torch.randint(
+        0, noise_scheduler.config.num_train_timesteps, (config.unet_batch_size,), generator=generator
+    )
+    noise = torch.randn(latents[index].shape, generator=generator)
+    return latents[index], ids, timesteps, noise
 
 
 def save_pipeline(folder: Path, vae, unet, text_encoder, tokenizer) -> None:
