@@ -39,11 +39,11 @@ def solution(noise, sigma, mean, std):
     return (1 - sigma) * mean + variance(sigma, std) ** 0.5 * noise
 
 
-def gaussian_data(shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-element means around 0 and standard deviations in [0.2, 1], in float64."""
+def gaussian_data(shape, seed: int = 0, lowest_std: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element means around 0 and standard deviations in [lowest_std, 1], in float64."""
     generator = torch.Generator().manual_seed(seed)
     mean = torch.randn(shape, generator=generator, dtype=torch.float64) * 0.5
-    std = 0.2 + 0.8 * torch.rand(shape, generator=generator, dtype=torch.float64)
+    std = lowest_std + (1 - lowest_std) * torch.rand(shape, generator=generator, dtype=torch.float64)
     return mean, std
 
 
