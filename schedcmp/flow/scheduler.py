@@ -55,6 +55,7 @@ class Evaluation:
 
 
 def check_options(method: str, schedule: str, eta: float, s_noise: float, invert_sigmas: bool) -> None:
+    """Refuse settings the scheduler cannot honour, when it is built rather than half way through a run."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if schedule not in SCHEDULES:

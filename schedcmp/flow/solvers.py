@@ -182,6 +182,7 @@ def dpm2_ancestral(
 
 
 def identity_time(sigma):
+    """Interpolate in σ itself (LMS)."""
     return sigma
 
 
@@ -415,7 +416,8 @@ def solve(
 ) -> torch.Tensor:
     """Run a solver k-diffusion style, the loop in our hands: denoiser(x, σ) gives D at every evaluation.
 
-    The grid goes through `grid_for` first, as the scheduler's does."""
+    The grid goes through `grid_for` first, as the scheduler's does.
+    """
     solver = start(method, x, grid_for(method, sigmas), noise, eta, s_noise)
     try:
         x_eval, sigma = next(solver)
@@ -426,6 +428,7 @@ def solve(
 
 
 def zero_noise(sigma: float, sigma_next: float) -> float:
+    """For the dry run: a zero that every stochastic solver can add to its sample."""
     return 0.0
 
 
