@@ -216,3 +216,115 @@ if __name__ == "__main__":  # python tests/tiny.py FOLDER: a random-weights SD1.
     import sys
 
     sd15(Path(sys.argv[1]))
+
+
+def t5_tokenizer():
+    """A T5 tokenizer built offline: a Unigram vocabulary of single characters, with and without the word-start
+    mark, so any lower-case prompt encodes; no sentinel tokens."""
+    from transformers import T5TokenizerFast
+
+    characters = [chr(c) for c in range(33, 127)]
+    vocabulary = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocabulary += [(c, -3.0) for c in characters] + [("▁" + c, -3.5) for c in characters]
+    return T5TokenizerFast(vocab=vocabulary, extra_ids=0)
+
+
+def t5_encoder(vocab_size: int, d_model: int):
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=37,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return T5EncoderModel(config)
+
+
+def sd3_t5(folder: Path) -> Path:
+    """SD3 architecture with all three text encoders (two CLIP and a random T5), 32×32 images, SD3's shift 3."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    words, t5_words = tokenizer(), t5_tokenizer()
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=64,  # the T5 width; the two CLIP widths (32 + 32) are padded to it
+        pooled_projection_dim=64,
+        out_channels=4,
+    )
+    scheduler_config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        vae=vae(shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False, use_post_quant_conv=False),
+        text_encoder=CLIPTextModelWithProjection(clip_config(len(words), projection_dim=32)),
+        text_encoder_2=CLIPTextModelWithProjection(clip_config(len(words), projection_dim=32)),
+        text_encoder_3=t5_encoder(len(t5_words), d_model=64),
+        tokenizer=words,
+        tokenizer_2=words,
+        tokenizer_3=t5_words,
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),
+    )
+    return save(pipe, folder, scheduler_config)
+
+
+# FLUX.1-dev's scheduler_config.json, key for key.
+FLUX_SCHEDULER_CONFIG = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "_diffusers_version": "0.30.0.dev0",
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "max_image_seq_len": 4096,
+    "max_shift": 1.15,
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+}
+
+
+def flux(folder: Path) -> Path:
+    """FLUX.1 architecture (CLIP + T5, guidance embedding, 16-channel latents packed 2×2), 32×32 images, with
+    FLUX.1-dev's scheduler config (dynamic shifting: μ from the image's token count)."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    words, t5_words = tokenizer(), t5_tokenizer()
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,  # 16 latent channels, packed 2×2
+        out_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,  # the T5 width
+        pooled_projection_dim=32,  # CLIP's pooled output
+        guidance_embeds=True,
+        axes_dims_rope=[4, 4, 8],  # sums to attention_head_dim
+    )
+    pipe = FluxPipeline(
+        transformer=transformer,
+        vae=vae(latent_channels=16, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False,
+                use_post_quant_conv=False),
+        text_encoder=CLIPTextModel(clip_config(len(words))),
+        text_encoder_2=t5_encoder(len(t5_words), d_model=32),
+        tokenizer=words,
+        tokenizer_2=t5_words,
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER_CONFIG),
+    )
+    return save(pipe, folder, FLUX_SCHEDULER_CONFIG)
