@@ -24,7 +24,7 @@ import torch
 
 from schedcmp.flow import METHODS, SCHEDULES, schedules, solvers
 from schedcmp.flow.scheduler import FlowSamplerScheduler
-from schedcmp.metrics import fit_order
+from schedcmp.quality.metrics import fit_order
 
 DETERMINISTIC = [name for name, method in METHODS.items() if not method.stochastic]
 STOCHASTIC = [name for name, method in METHODS.items() if method.stochastic]
