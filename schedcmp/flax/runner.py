@@ -132,7 +132,12 @@ def prepare(
     from flax.jax_utils import replicate
     from flax.training.common_utils import shard
 
-    flax_scheduler, state = flax_scheduler_class(scheduler).from_pretrained(model.folder, subfolder="scheduler")
+    from schedcmp.flax.fixes import FIXED
+
+    name = flax_scheduler_class(scheduler).__name__
+    flax_scheduler, state = FIXED.get(name, flax_scheduler_class(name)).from_pretrained(
+        model.folder, subfolder="scheduler"
+    )
     pipeline = pipeline_for(model, flax_scheduler)
     devices = jax.device_count()
     latent_shape = (1, model.unet.in_channels, model.unet.sample_size, model.unet.sample_size)
@@ -140,7 +145,7 @@ def prepare(
     if negative_prompt is not None:
         negative_ids = shard(pipeline.prepare_inputs([negative_prompt] * devices))
     return Prepared(
-        scheduler=flax_scheduler.__class__.__name__,
+        scheduler=name,
         steps=steps,
         prompt=prompt,
         pipeline=pipeline,
@@ -185,15 +190,19 @@ def generate(prepared: Prepared, seed: int, latents: Any = None) -> tuple[Any, f
     return images.reshape(prepared.devices, *images.shape[-3:]), seconds
 
 
-def skipped_steps_note(prepared: Prepared) -> str | None:
-    """The Flax pipeline's loop runs `steps` iterations whatever the scheduler set: say what that leaves out."""
+def run_note(prepared: Prepared) -> str | None:
+    """What explains this run beyond the scheduler's maths: a fix schedcmp applied, or updates never run (the
+    Flax pipeline's loop runs `steps` iterations whatever number of timesteps the scheduler set)."""
+    from schedcmp.flax.fixes import NOTES
+
+    notes = [NOTES[prepared.scheduler]] if prepared.scheduler in NOTES else []
     left_out = prepared.schedule_length - prepared.steps
-    if left_out <= 0:
-        return None
-    return (
-        f"{prepared.scheduler} sets {prepared.schedule_length} timesteps for {prepared.steps} steps; the Flax pipeline "
-        f"runs {prepared.steps}, so the last {left_out} update(s) are never applied"
-    )
+    if left_out > 0:
+        notes.append(
+            f"{prepared.scheduler} sets {prepared.schedule_length} timesteps for {prepared.steps} steps; the Flax "
+            f"pipeline runs {prepared.steps}, so the last {left_out} update(s) are never applied"
+        )
+    return "; ".join(notes) or None
 
 
 def failed(run: FlaxRun, error: BaseException) -> FlaxRun:
@@ -211,7 +220,7 @@ def finished(run: FlaxRun, prepared: Prepared, outputs: Any, seconds: float, **t
         reason=reason,
         nfe=prepared.steps,  # one UNet call (a guidance batch of 2) per iteration of the pipeline's fori_loop
         schedule_length=prepared.schedule_length,
-        note=skipped_steps_note(prepared),
+        note=run_note(prepared),
         seconds=seconds,
         sha256=pixel_sha256((np.asarray(outputs[0]) * 255).round().astype(np.uint8)),
         outputs=outputs,
