@@ -1,5 +1,6 @@
 # make run: set up (first time only) and run the main comparison on the embedded model.
-# make test: set up (first time only), install what the tests need from Debian, run the tests.
+# make test: set up (first time only), install what the tests need from Debian, run the tests; then build the
+# Flax environment (first time only) and run the Flax backend's tests in it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -43,6 +44,7 @@ system-deps:
 test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-flax
 
 bench: install
 	$(BIN)/python bench/bench_run.py

@@ -244,6 +244,8 @@ def run_scheduler(
     import jax
     import numpy as np
 
+    if not seeds:
+        raise UsageError("run_scheduler needs at least one seed")
     base = FlaxRun(
         scheduler=flax_scheduler_class(scheduler).__name__, steps=steps, seed=seeds[0], prompt=prompt,
         status=Status.OK, devices=jax.device_count(), dtype=model.dtype,
