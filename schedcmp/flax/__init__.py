@@ -11,7 +11,8 @@ none of that: jax, flax and diffusers load when a run starts, so the main CLI st
 
 Modules: `unet` (the Flax block for addition_embed_type="text"), `weights` (safetensors -> Flax params, in
 memory), `runner` (the guide's way: replicated params, sharded prompt ids, split keys, jit), `crosscheck`
-(the same scheduler in PyTorch and Flax from the same noise), `results` (the plain data they return).
+(the same scheduler in PyTorch and Flax from the same noise), `fixes` (Euler's timesteps, which the Flax
+pipeline breaks), `results` (the plain data they return).
 """
 
 from __future__ import annotations

@@ -53,15 +53,12 @@ def load_torch_pipeline(folder: str | Path | None = None) -> Any:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from schedcmp.flax.weights import load_tokenizer, read_config, read_state_dict
+    from schedcmp.flax.weights import load_tokenizer, read_config, text_encoder_state
 
     folder = Path(folder) if folder is not None else DEFAULT_MODEL_DIR
     scheduler_config = read_config(folder, "scheduler", "scheduler_config.json")
     text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
-    state = read_state_dict(folder, "text_encoder")
-    state = {key if key.startswith("text_model.") else f"text_model.{key}": value for key, value in state.items()}
-    state.pop("text_model.embeddings.position_ids", None)
-    text_encoder.load_state_dict(state, strict=True)
+    text_encoder.load_state_dict(text_encoder_state(folder), strict=True)
     # Built from its parts: from_pretrained would refuse a fast tokenizer where model_index.json says CLIPTokenizer.
     return StableDiffusionPipeline(
         vae=AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).eval(),

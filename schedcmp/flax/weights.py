@@ -158,6 +158,15 @@ def load_vae(folder: Path, dtype=jnp.float32) -> tuple[Any, Any]:
     return model, cast(params, dtype)
 
 
+def text_encoder_state(folder: Path) -> dict[str, Any]:
+    """The text encoder's weights under transformers 4.x's names, for its PyTorch and Flax CLIPTextModel alike:
+    transformers 5 writes them without the `text_model.` level, and 4.x's loaders would then keep random weights."""
+    state = read_state_dict(folder, "text_encoder")
+    state = {key if key.startswith("text_model.") else f"text_model.{key}": value for key, value in state.items()}
+    state.pop("text_model.embeddings.position_ids", None)  # a buffer in older files, not a weight
+    return state
+
+
 def load_text_encoder(folder: Path, dtype=jnp.float32) -> tuple[Any, Any]:
     """(FlaxCLIPTextModel, params) from text_encoder/, through transformers 4.x's PyTorch -> Flax conversion."""
     from transformers import CLIPTextConfig, FlaxCLIPTextModel
@@ -167,10 +176,7 @@ def load_text_encoder(folder: Path, dtype=jnp.float32) -> tuple[Any, Any]:
     if declared != ["CLIPTextModel"]:
         raise ModelError(f"the Flax backend loads a CLIPTextModel text encoder, not {', '.join(declared)}")
     model = FlaxCLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"), dtype=dtype, _do_init=False)
-    state = read_state_dict(folder, "text_encoder")
-    # transformers 5 writes the weights without the `text_model.` level that CLIPTextModel had in 4.x
-    state = {key if key.startswith("text_model.") else f"text_model.{key}": value for key, value in state.items()}
-    state.pop("text_model.embeddings.position_ids", None)  # a buffer in older files, not a weight
+    state = text_encoder_state(folder)
     # The converter reads only `params` (for names and shapes) and `base_model_prefix`: shapes will do.
     shapes = SimpleNamespace(params=model.params_shape_tree, base_model_prefix=model.base_model_prefix)
     params = convert_pytorch_state_dict_to_flax(state, shapes)
