@@ -1,5 +1,6 @@
 # make run: set up (first time only) and run the main comparison on the embedded model.
-# make test: set up (first time only), install what the tests need from Debian, run the tests.
+# make test: set up (first time only), install what the tests need from Debian, run the tests; then build the
+# Flax environment (first time only) and run the Flax backend's tests in it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,11 +8,18 @@ BIN := $(VENV)/bin
 # build of torch into the venv first (see README), and this step keeps it.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
+# The Flax backend's own environment (diffusers 0.39, the last with Flax; transformers 4.x; jax and flax for
+# the CPU), pinned in flax-constraints.txt. The main environment above stays as it is.
+FLAX_VENV ?= .venv-flax
+FLAX_BIN := $(FLAX_VENV)/bin
+FLAX_STAMP := $(FLAX_VENV)/.installed-stamp
+# Two XLA host devices, so that one image per device, replicated params and sharded prompts are exercised.
+FLAX_XLA_FLAGS ?= --xla_force_host_platform_device_count=2
 EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 TEXT_FONT := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test system-deps bench clean
+.PHONY: install run test system-deps bench clean flax test-flax
 
 install: $(STAMP)
 
@@ -36,10 +44,24 @@ system-deps:
 test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-flax
 
 bench: install
 	$(BIN)/python bench/bench_run.py
 	$(BIN)/python bench/bench_batch.py
+
+# make flax: build .venv-flax (first time, or when the pins change) with schedcmp installed editable.
+flax: $(FLAX_STAMP)
+
+$(FLAX_STAMP): pyproject.toml flax-constraints.txt
+	@test -x $(FLAX_BIN)/python || $(PYTHON) -m venv $(FLAX_VENV)
+	$(FLAX_BIN)/python -m pip install --quiet --disable-pip-version-check -c flax-constraints.txt \
+		torch diffusers transformers jax jaxlib flax huggingface-hub pytest -e .
+	@touch $(FLAX_STAMP)
+
+# The Flax backend's tests, in its own environment.
+test-flax: flax
+	XLA_FLAGS=$(FLAX_XLA_FLAGS) $(FLAX_BIN)/python -m pytest -q tests/test_flax.py
 
 clean:
 	rm -rf $(VENV) schedcmp-runs .pytest_cache
