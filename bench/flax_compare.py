@@ -58,7 +58,7 @@ def cross_table(crosses) -> list[str]:
 
 
 def contact_sheet(runs, header: list[str], path: Path) -> None:
-    from schedcmp.render import Tile, png_bytes, render_contact_sheet
+    from schedcmp.output.render import Tile, png_bytes, render_contact_sheet
 
     tiles = []
     for run in runs:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from schedcmp.errors import EXIT_USAGE, ModelError
+from schedcmp.core.errors import EXIT_USAGE, ModelError
 from schedcmp.flax import FlaxUnavailable, missing_dependency, require
 
 PROBLEM = missing_dependency()

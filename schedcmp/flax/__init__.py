@@ -17,7 +17,7 @@ pipeline breaks), `results` (the plain data they return).
 
 from __future__ import annotations
 
-from schedcmp.errors import SchedcmpError
+from schedcmp.core.errors import SchedcmpError
 
 SETUP_HINT = "the Flax backend runs in its own environment: run `make flax`, then use .venv-flax/bin/schedcmp"
 

@@ -15,8 +15,8 @@ from typing import Any
 from schedcmp.flax import require
 from schedcmp.flax.results import Alignment, CrossRun, FrameworkRun
 from schedcmp.flax.runner import GUIDANCE_SCALE, FlaxModel, generate, prepare, run_note
-from schedcmp.metrics import max_abs_difference, psnr
-from schedcmp.pipeline import DEFAULT_MODEL_DIR
+from schedcmp.model.pipeline import DEFAULT_MODEL_DIR
+from schedcmp.quality.metrics import max_abs_difference, psnr
 
 # What diffusers 0.39's Flax side computes differently from PyTorch's defaults, and how PyTorch does the same.
 ALIGNMENTS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from schedcmp.records import Status
+from schedcmp.core.records import Status
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from schedcmp.errors import ModelError, UsageError
+from schedcmp.core.errors import ModelError, UsageError
+from schedcmp.core.records import Status
 from schedcmp.flax import require
 from schedcmp.flax.results import FlaxRun
-from schedcmp.pipeline import DEFAULT_MODEL_DIR, one_line
-from schedcmp.records import Status
-from schedcmp.sample import judge_output, pixel_sha256
+from schedcmp.model.pipeline import DEFAULT_MODEL_DIR, one_line
+from schedcmp.model.sample import judge_output, pixel_sha256
 
 DTYPES = ("float32", "bfloat16")
 GUIDANCE_SCALE = 7.5  # the pipelines' default, in both frameworks

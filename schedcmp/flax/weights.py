@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax.traverse_util import flatten_dict
 
-from schedcmp.errors import ModelError
+from schedcmp.core.errors import ModelError
 
 WEIGHT_FILES = {
     "unet": "diffusion_pytorch_model.safetensors",
@@ -138,6 +138,7 @@ def field_names(flax_class: type) -> set[str]:
 def load_unet(folder: Path, dtype=jnp.float32) -> tuple[Any, Any]:
     """(FlaxUNetWithTextEmbedding, params) from unet/: PyTorch's UNet2DConditionModel, in Flax."""
     from diffusers import UNet2DConditionModel
+
     from schedcmp.flax.unet import FlaxUNetWithTextEmbedding
 
     config = read_config(folder, "unet")
