@@ -64,8 +64,6 @@ class LoadedModel:
     flow_shift: float | None
     call_parameters: Mapping[str, inspect.Parameter]  # what the pipeline's __call__ takes, and its defaults
     load_seconds: float | None  # None for a pipeline schedcmp was handed, not loaded
-    weights_fingerprint: str | None = None  # schedcmp.quality.convergence.model_fingerprint fills it once
-    weights_digest: str | None = None  # and model_digest, from the same pass over the weights
 
 
 def silence_libraries() -> None:

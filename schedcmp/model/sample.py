@@ -9,6 +9,7 @@ import hashlib
 import inspect
 import statistics
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +22,9 @@ from schedcmp.model.schedulers import build, scheduler_classes
 
 # The status vocabulary is declared once, in schedcmp.core.records.
 OK, FAILED, SUSPECT, FILTERED = Status.OK, Status.FAILED, Status.SUSPECT, Status.FILTERED
+
+# pipeline -> the image sizes it was warmed up at in this process: a warm pipeline needs no second warm-up.
+_warmed: "weakref.WeakKeyDictionary[Any, set[tuple[int, int]]]" = weakref.WeakKeyDictionary()
 
 # How far outside the training range a timestep may be before the run is suspect (float rounding).
 TIMESTEP_SLACK = 0.5
@@ -263,8 +267,13 @@ class Sampler:
             overrides.setdefault("noise_sampler_seed", seeds[0] if len(seeds) == 1 else seeds)
         return overrides
 
-    def warm_up(self, spec: RunSpec, steps: int = 2, on_step: Callable[[int, int], None] | None = None) -> float:
-        """One short call with the pipeline's own scheduler, so one-time costs land on no scheduler."""
+    def warm_up(
+        self, spec: RunSpec, steps: int = 2, on_step: Callable[[int, int], None] | None = None
+    ) -> float | None:
+        """One short call with the pipeline's own scheduler, so one-time costs land on no scheduler. -> its
+        seconds; None when this pipeline was warmed at this size before (a second compare() on it) and needs none."""
+        if self.is_warm(spec):
+            return None
         self.model.pipe.scheduler = build(type(self.original_scheduler), self.model.original_config, {})
         started = time.perf_counter()
         try:
@@ -274,7 +283,12 @@ class Sampler:
         finally:
             self.model.pipe.scheduler = self.original_scheduler
         self.synchronise()
+        _warmed.setdefault(self.model.pipe, set()).add((spec.width, spec.height))
         return time.perf_counter() - started
+
+    def is_warm(self, spec: RunSpec) -> bool:
+        """Was this pipeline warmed up at this cell's size in this process already?"""
+        return (spec.width, spec.height) in _warmed.get(self.model.pipe, set())
 
     def run(self, spec: RunSpec, repeat: int = 1, on_step: Callable[[int, int], None] | None = None) -> Sample:
         """One cell, in one pipeline call."""

@@ -22,6 +22,7 @@ from schedcmp.core.names import SchedulerChoice, display_label, parse_entry, res
 from schedcmp.core.plan import RUN_SETTINGS, RunSpec
 from schedcmp.core.records import Determinism, Distance, Reference, SelfConvergence, Status, versions
 from schedcmp.model.schedulers import init_params
+from schedcmp.model.weights import weights_digest
 from schedcmp.quality import metrics
 
 # Why config.DEFAULT_REFERENCE is DPM++ 2M with Karras sigmas at 400 steps: Karras sigmas crowd the steps
@@ -341,50 +342,6 @@ def cache_dir() -> Path:
     return Path(base) / "schedcmp"
 
 
-def weight_digests(pipe: Any) -> tuple[str, str]:
-    """(fingerprint, exact digest) of every weight, in one pass over them.
-
-    The fingerprint hashes each weight's shape, sum and sum of squares: two models with one config but other
-    weights differ. results.json, baselines and the reference cache are keyed by it, but float sums round
-    differently with another thread count. The exact digest hashes each weight's bytes: the same on every
-    machine and thread count, for the plan fingerprint that parts of one sweep must share. Weights an
-    offloading pipeline keeps on the meta device count by their shape (and dtype) alone.
-    """
-    import torch
-
-    fingerprint, exact = hashlib.sha256(), hashlib.sha256()
-    for name, component in sorted(pipe.components.items()):
-        if isinstance(component, torch.nn.Module):
-            with torch.no_grad():
-                for key, tensor in component.state_dict().items():
-                    fingerprint.update(f"{name}.{key}:{tuple(tensor.shape)}".encode())
-                    exact.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-                    if not tensor.is_meta:
-                        values = tensor.detach().float()
-                        fingerprint.update(f":{float(values.sum()):.9g}:{float((values * values).sum()):.9g}".encode())
-                        exact.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy())
-    return fingerprint.hexdigest(), exact.hexdigest()
-
-
-def weights_fingerprint(pipe: Any) -> str:
-    """The first of weight_digests: shapes, sums and sums of squares."""
-    return weight_digests(pipe)[0]
-
-
-def model_fingerprint(model) -> str:
-    """weights_fingerprint of a loaded model, computed once (it reads every weight)."""
-    if model.weights_fingerprint is None:
-        model.weights_fingerprint, model.weights_digest = weight_digests(model.pipe)
-    return model.weights_fingerprint
-
-
-def model_digest(model) -> str:
-    """The exact digest of a loaded model's weights, computed once, in the same pass as its fingerprint."""
-    if model.weights_digest is None:
-        model.weights_fingerprint, model.weights_digest = weight_digests(model.pipe)
-    return model.weights_digest
-
-
 def cache_key(identity: dict[str, Any], spec: RunSpec) -> str:
     """The cache entry of one reference: what `identity` says of the model and machine, and the run's every setting."""
     fields = {name: getattr(spec, name) for name in RUN_SETTINGS}
@@ -577,7 +534,7 @@ def reference_identity(sampler) -> dict[str, Any]:
     model = sampler.model
     return {
         "model": model_identity(model.pipe),
-        "weights": model_fingerprint(model),
+        "weights": weights_digest(model.pipe),
         "device": model.device,
         "dtype": model.dtype,
         "generator_device": sampler.generator_device,

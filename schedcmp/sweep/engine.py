@@ -18,6 +18,7 @@ from schedcmp.core.names import choose, display_label
 from schedcmp.core.plan import RunSpec, batches, plan_runs
 from schedcmp.core.records import Interval, Results, Run, SharedSeconds, SweepPlan, from_json, now, versions
 from schedcmp.core.request import AXES, DEFAULT_REFERENCE, Request, check, difference, identity, stored
+from schedcmp.model import weights
 from schedcmp.model.schedulers import accepted_params_of, check_override_types, scheduler_classes
 from schedcmp.output import console, render, report
 from schedcmp.quality import convergence, targets
@@ -122,7 +123,8 @@ def check_same_model(folder: Path, previous: Results, model: "LoadedModel") -> N
     if previous.model_identity is None:
         return
     found = pipeline.identity_difference(previous.model_identity, pipeline.model_identity(model.pipe), "the folder's")
-    if found is None and previous.weights_fingerprint != convergence.model_fingerprint(model):
+    recorded = previous.weights_fingerprint
+    if found is None and recorded is not None and not weights.same_weights(recorded, model.pipe):
         found = "the same architecture and configs, but other weights"
     if found:
         raise UsageError(
@@ -377,7 +379,7 @@ def header(plan: Plan, request: Request) -> Results:
         model_source=request.model,
         model_config=request.model_config,
         model_identity=pipeline.model_identity(model.pipe),
-        weights_fingerprint=convergence.model_fingerprint(model),
+        weights_fingerprint=weights.weights_digest(model.pipe),
         reference_spec=request.reference_text,
         target=plan.rounds.spec() if plan.rounds else None,
     )
@@ -386,12 +388,11 @@ def header(plan: Plan, request: Request) -> Results:
 def sweep_plan(plan: Plan, request: Request, numbered: list[list[RunSpec]]) -> SweepPlan:
     """The plan record every part carries; the fingerprint covers the model (configs, weights, device type, dtype)."""
     from schedcmp.model import pipeline
-    from schedcmp.quality import convergence
 
     model = plan.model
     model_identity = {
         "identity": pipeline.model_identity(model.pipe),
-        "weights": convergence.model_digest(model),
+        "weights": weights.weights_digest(model.pipe),
         "device_type": pipeline.device_type(model.device),
         "dtype": model.dtype,
         "generator_device": plan.generator_device,
@@ -436,12 +437,14 @@ class Execution:
     def warm_up(self, sampler, first: RunSpec) -> None:
         """One short call with the pipeline's own scheduler, so one-time costs land on no scheduler."""
         model = self.plan.model
-        self.progress.note(f"warming up ({model.original_scheduler_class}, 2 steps) ...")
-        self.progress.started(0, f"warm-up ({model.original_scheduler_class})", 2)
+        if sampler.is_warm(first):
+            self.progress.note("no warm-up: this pipeline ran at this size already")
+        else:
+            self.progress.note(f"warming up ({model.original_scheduler_class}, 2 steps) ...")
+            self.progress.started(0, f"warm-up ({model.original_scheduler_class})", 2)
         seconds = sampler.warm_up(first, 2, self.progress.step)
-        self.results.results.shared_seconds = SharedSeconds(
-            model.load_seconds, sampler.encoding_seconds, max(0.0, seconds - sampler.encoding_seconds)
-        )
+        warmup = None if seconds is None else max(0.0, seconds - sampler.encoding_seconds)
+        self.results.results.shared_seconds = SharedSeconds(model.load_seconds, sampler.encoding_seconds, warmup)
 
     def compute_references(self, sampler, share: list[RunSpec]) -> None:
         """Each reference the cells here need, once (from the cache where it can)."""
