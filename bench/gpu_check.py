@@ -47,7 +47,7 @@ WIDTH = 120
 PROMPT = "astronaut riding a horse on mars"
 SEED = 8
 REFERENCE = "DPMSolverMultistep(use_karras_sigmas=true):40"
-EXPECTED_SUSPECT = ("EDMEulerScheduler", "outside its training range")  # documented in the README
+EXPECTED_SUSPECT = ("EDMEulerScheduler", "outside its training range")  # documented in docs/how-it-works.md
 NAN_REASON = "output has NaN or inf values"
 PASSING = ("match", "within-tolerance")  # check's verdicts that pass
 SYNC_FINDING_SHARE = 0.02  # synchronising around every denoiser call may cost at most this much

@@ -82,6 +82,18 @@ def test_manifest_records_what_check_needs(baseline):
         and set(env["versions"]) >= {"schedcmp", "diffusers", "torch"}
     )
     assert "num_threads" in env["determinism"]
+    # TF32 changes fp32 CUDA outputs: a baseline says how it was set where it was made.
+    assert set(env["tf32"]) == {"matmul", "cudnn", "float32_matmul_precision", "NVIDIA_TF32_OVERRIDE"}
+    assert isinstance(env["tf32"]["matmul"], bool) and env["tf32"]["float32_matmul_precision"] in ("highest", "high")
+
+
+def test_a_check_on_cuda_with_other_tf32_says_so():
+    from schedcmp.ci import baseline
+
+    recorded = {"tf32": dict(baseline.tf32_settings(), matmul=not baseline.tf32_settings()["matmul"])}
+    assert "TF32 settings differ" in baseline.tf32_note(recorded, "cuda:0", "fp32")
+    assert baseline.tf32_note(recorded, "cpu", "fp32") is None and baseline.tf32_note(recorded, "cuda", "fp16") is None
+    assert baseline.tf32_note({"tf32": baseline.tf32_settings()}, "cuda", "fp32") is None
 
 
 def test_unchanged_rerun_is_all_match_and_writes_nothing(cli, baseline):

@@ -30,12 +30,24 @@ def import_graph() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found |= {alias.name for alias in node.names if alias.name in modules}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("schedcmp"):
+            elif isinstance(node, ast.ImportFrom):
+                base = absolute(node, name, path)
+                if not base.startswith("schedcmp"):
+                    continue
                 for alias in node.names:
-                    submodule = f"{node.module}.{alias.name}"
-                    found.add(submodule if submodule in modules else node.module)
+                    submodule = f"{base}.{alias.name}"
+                    found.add(submodule if submodule in modules else base)
         graph[name] = (found & set(modules)) - {name}
     return graph
+
+
+def absolute(node: ast.ImportFrom, name: str, path: Path) -> str:
+    """The module an `import from` names, relative ones (`from .solvers import ...`) resolved."""
+    if node.level == 0:
+        return node.module or ""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    package = package[: len(package) - (node.level - 1)]
+    return ".".join(package + ([node.module] if node.module else []))
 
 
 def layers(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -99,7 +99,33 @@ def environment(device: str, dtype: str, generator_device: str) -> dict[str, Any
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
             "num_threads": torch.get_num_threads(),
         },
+        "tf32": tf32_settings(),
     }
+
+
+def tf32_settings() -> dict[str, Any]:
+    """How fp32 matrix products and convolutions run on CUDA here: TF32 changes fp32 outputs (a check on a
+    GPU measured a max_abs difference about twice as large with it), so a baseline records it."""
+    import os
+
+    import torch
+
+    return {
+        "matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn": bool(torch.backends.cudnn.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE"),
+    }
+
+
+def tf32_note(recorded: dict[str, Any], device: str, dtype: str) -> str | None:
+    """A line when an fp32 check on CUDA runs with other TF32 settings than its baseline was made with."""
+    if device_type(device) != "cuda" or dtype != "fp32" or "tf32" not in recorded:
+        return None
+    now = tf32_settings()
+    if recorded["tf32"] == now:
+        return None
+    return f"note: TF32 settings differ from the baseline's ({recorded['tf32']} there, {now} here): fp32 outputs move"
 
 
 def array_sha256(array) -> str:
@@ -358,6 +384,9 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
     if difference:
         raise UsageError(f"model {model.name} is not the baseline's model: {difference}")
     probe_missing_determinism(manifest["cases"], model)
+    note = tf32_note(recorded, device, recorded["dtype"])
+    if note:
+        console.info(note)
 
     results: list[CaseResult] = []
     progress = console.Progress()

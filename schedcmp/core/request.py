@@ -965,7 +965,7 @@ def api_signature() -> inspect.Signature:
 
 
 def api_help() -> str:
-    """One line per compare() argument, from the declaration: for compare()'s docstring and docs/api.md."""
+    """One line per compare() argument, from the declaration: for compare()'s docstring and docs/python-api.md."""
     lines = []
     for declaration in for_command(API):
         if declaration.name not in ("model", "prompt"):

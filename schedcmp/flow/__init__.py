@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .catalog import METHODS, SCHEDULES, Method
+from schedcmp.flow.catalog import METHODS, SCHEDULES, Method
 
 if TYPE_CHECKING:
-    from .scheduler import FlowSamplerScheduler
+    from schedcmp.flow.scheduler import FlowSamplerScheduler
 
 __all__ = ["FlowSamplerScheduler", "METHODS", "SCHEDULES", "Method"]
 
 
 def __getattr__(name: str):
     if name == "FlowSamplerScheduler":
-        from .scheduler import FlowSamplerScheduler
+        from schedcmp.flow.scheduler import FlowSamplerScheduler
 
         return FlowSamplerScheduler
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

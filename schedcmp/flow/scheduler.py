@@ -22,8 +22,8 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 
-from . import noise, schedules, solvers
-from .catalog import METHODS, SCHEDULES, MethodName, ScheduleName
+from schedcmp.flow import noise, schedules, solvers
+from schedcmp.flow.catalog import METHODS, SCHEDULES, MethodName, ScheduleName
 
 logger = logging.get_logger(__name__)
 

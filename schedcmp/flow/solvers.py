@@ -34,8 +34,8 @@ from collections.abc import Callable, Generator, Sequence
 import numpy as np
 import torch
 
-from .catalog import METHODS
-from .noise import NoiseSampler, no_noise
+from schedcmp.flow.catalog import METHODS
+from schedcmp.flow.noise import NoiseSampler, no_noise
 
 Solver = Generator[tuple[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor], torch.Tensor]
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]

@@ -25,7 +25,8 @@ from schedcmp.core.errors import EXIT_RUN_FAILED, SchedcmpError, UsageError
 from schedcmp.core.plan import RunSpec
 from schedcmp.core.records import Run, Shard, Worker
 
-# The test-only fault: `RANK:K` makes that rank (0 without torchrun) fail once it has made K cells. README says so.
+# The test-only fault: `RANK:K` makes that rank (0 without torchrun) fail once it has made K cells
+# (docs/distributed.md says so).
 FAIL_AFTER = "SCHEDCMP_TEST_FAIL_AFTER"
 
 
