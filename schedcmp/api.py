@@ -16,7 +16,13 @@ from typing import Any, Iterable
 
 from schedcmp.core.errors import OutputError, UsageError
 from schedcmp.core.records import Results, Run, dumps, to_json
-from schedcmp.core.request import api_help, api_signature, api_values, flag_of, merge
+from schedcmp.core.request import api_help, api_signature, api_values, declared, default_of, flag_of, merge
+
+
+def api_name(name: str) -> str:
+    """How a message names a setting given to compare(): by its flag, as the CLI's messages do; the prompt, which
+    the CLI takes as its argument PROMPT, by its own name."""
+    return name if name == "prompt" else flag_of(name)
 
 
 def compare(pipe: Any = None, prompt: str | Iterable[str] | None = None, **settings: Any) -> "Comparison":
@@ -47,9 +53,16 @@ def compare(pipe: Any = None, prompt: str | Iterable[str] | None = None, **setti
             raise UsageError(
                 f"pipe must be a diffusers pipeline, a model path or hub id, or None; got {type(pipe).__name__}"
             )
+        defaults = {f.name: default_of(f) for f in declared() if f.name in LOADING}
+        loading = [name for name in LOADING if values.get(name) not in (None, defaults[name])]
+        if loading:
+            raise UsageError(
+                f"{', '.join(loading)} apply when schedcmp loads the model; {type(pipe).__name__} is loaded already "
+                "and runs where it is: move or cast it yourself (pipe.to(...)), or pass a path instead"
+            )
         loaded = pipeline.from_pipeline(pipe)
     # Messages name a setting by its flag, as the CLI's do (or by the old name the caller used).
-    request = merge({"prompt": prompt, **values}, names=lambda name: called.get(name) or flag_of(name))
+    request = merge({"prompt": prompt, **values}, names=lambda name: called.get(name) or api_name(name))
     temporary = None
     if request.out is None:
         temporary = tempfile.TemporaryDirectory(prefix="schedcmp-")
@@ -64,6 +77,10 @@ def compare(pipe: Any = None, prompt: str | Iterable[str] | None = None, **setti
     if outcome.stopped is not None:
         raise outcome.stopped  # what finished is in `out`
     return comparison
+
+
+# Settings that only say how to load a model: with a pipeline object they would be ignored, so they are refused.
+LOADING = ("device", "dtype", "model_config", "allow_pickle")
 
 
 # The signature and the argument list come from the declaration, so that help(schedcmp.compare) and IDEs show

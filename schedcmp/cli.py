@@ -145,7 +145,8 @@ order of convergence. --html writes report.html (and, with --reference, the
 quality charts).
 
 `schedcmp list` shows the names, aliases and the overrides each class accepts.
-Exit codes: 0 ok; 1 a run failed (with --strict: or is suspect/filtered); 2 usage error; 130 interrupted.
+Exit codes: 0 ok; 1 a run failed (with --strict: or is suspect/filtered); 2 usage error; 130 interrupted;
+143 terminated (SIGTERM).
 """
 
 
@@ -344,8 +345,18 @@ def check_command(
     from schedcmp.ci import baseline
     from schedcmp.output import check_report, console, report
 
+    from schedcmp.sweep.results import check_writable
+
     if output_format not in ("table", "json"):
         raise SchedcmpError(f"unknown --format {output_format!r}; choose table or json")
+    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+    for flag, place, is_folder in (
+        ("--results", results, True),
+        ("--junit-xml", junit_xml, False),
+        ("GITHUB_STEP_SUMMARY", summary_path, False),
+    ):
+        if place is not None:  # before the cases run: a report that cannot be written fails now, not after them
+            check_writable(Path(place), flag, folder=is_folder)
     options = baseline.CheckOptions(
         folder=folder,
         model=model,
@@ -357,7 +368,6 @@ def check_command(
         allow_pickle=bool(allow_pickle),
     )
     document, case_results, code = baseline.check(options)
-    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     try:
         if results is not None:
             baseline.write_artifacts(results, document, case_results)

@@ -33,7 +33,7 @@ SWEEP = [
 ]
 # What may differ between processes: timings, memory, where it ran, and what timing decides (the seconds front).
 VARIES = {"seconds", "seconds_all", "denoiser_seconds", "ms_per_nfe", "peak_memory_bytes", "batch_seconds"}
-VARIES |= {"rank", "host", "device_name", "threads", "pareto"}
+VARIES |= {"rank", "shard", "host", "device_name", "threads", "pareto"}  # where a run was made, and its timing
 
 
 def environment(cache: Path, **extra: str) -> dict[str, str]:
@@ -104,6 +104,10 @@ def test_two_shards_merged_equal_one_process(single, shards, folders):
     same_cells(document, single)
     assert document == json.loads((folders / "merged" / "results.json").read_text())
     assert document["world_size"] == 2 and [w["shard"]["index"] for w in document["workers"]] == [0, 1]
+    # The trial: every merged run said rank 0. Each says the shard it was made in, as its part did.
+    made_in = {run["id"]: run["shard"] for part in parts for run in part["runs"]}
+    assert {run["id"]: run["shard"] for run in document["runs"]} == made_in
+    assert {run["shard"]["index"] for run in document["runs"]} == {0, 1}
     assert document["imbalance"] >= 1 and "imbalance" in merged.stderr
     assert document["exit_code"] == 0 and document["sheets"] == ["contact_sheet.png"] and document["report"]
     for name in (
@@ -187,8 +191,13 @@ def test_merge_refuses_parts_of_another_sweep(shards, cli, tmp_path, monkeypatch
 
 
 def test_merge_refuses_a_cell_in_two_parts(shards, cli, tmp_path):
-    refused = cli("merge", tmp_path / "out", shards[0], shards[1], shards[0])
+    copy = shutil.copytree(shards[0], tmp_path / "copy-of-shard-0")
+    refused = cli("merge", tmp_path / "out", shards[0], shards[1], copy)
     assert refused.exit_code == 2 and "cells in more than one part" in refused.stderr
+    assert not (tmp_path / "out").exists()
+    # The trial: the same folder twice said "cells in more than one part (shard0 and shard0)".
+    twice = cli("merge", tmp_path / "out", shards[0], shards[1], shards[0])
+    assert twice.exit_code == 2 and f"{shards[0]} is given twice" in twice.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -182,10 +182,21 @@ def case_entry(run: Run, array) -> Case:
 # -- create ----------------------------------------------------------------------------------------------
 
 
+def refuse_foreign_folder(folder: Path) -> None:
+    """A baseline goes into a folder of its own: not into a device-class folder of one, nor a run's results."""
+    if (folder / MANIFEST).is_file():
+        raise UsageError(f"{folder} is a baseline's {folder.name} folder; give the baseline folder, {folder.parent}")
+    if (folder / "results.json").is_file():
+        raise UsageError(
+            f"{folder} is a run's results folder (it holds results.json); a baseline needs a folder of its own"
+        )
+
+
 def create(folder: Path, request: Request) -> tuple[Path, dict[str, Any], int]:
     """Run the comparison into FOLDER/<device class>/ and write its manifest. -> (folder, manifest, exit code)."""
     from schedcmp.model import pipeline
 
+    refuse_foreign_folder(Path(folder))
     device = pipeline.resolve_device(request.device)
     target = Path(folder) / device_class(device)
     arrays: dict[str, Any] = {}
@@ -237,6 +248,14 @@ def find_manifest(folder: Path, running_class: str, profile: str | None) -> tupl
         raise BaselineError(
             f"baseline folder {folder} does not exist (make one with `schedcmp baseline create {folder}`)"
         )
+    if (folder / MANIFEST).is_file():  # a device-class folder itself (BASE/cpu): the one to check against
+        same = folder.name == running_class
+        if not same:
+            console.info(
+                f"notice: {folder} is a {folder.name} baseline; checking on {running_class} "
+                "with cross-device tolerances"
+            )
+        return folder, profile or ("same-device" if same else "cross-device")
     classes = sorted(p.name for p in folder.iterdir() if (p / MANIFEST).is_file())
     if not classes:
         raise BaselineError(f"baseline folder {folder} holds no cases (no */{MANIFEST})", exit_code=EXIT_NO_CASES)
@@ -301,6 +320,9 @@ def parse_tolerance_overrides(items: list[str]) -> dict[str, dict[str, float]]:
         if bad or not entry.overrides:
             raise UsageError(f"--tolerance-for {item!r}: give NAME(max_abs=X,cosine=Y); unknown keys {sorted(bad)}")
         class_name = resolve_entry(replace(entry, overrides={}), params).class_name
+        for key, value in entry.overrides.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise UsageError(f"--tolerance-for {item!r}: {key} must be a number of at least 0, got {value!r}")
         overrides[class_name] = {k: float(v) for k, v in entry.overrides.items()}
     return overrides
 

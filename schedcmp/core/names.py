@@ -196,6 +196,8 @@ def lookup_table(class_names: list[str]) -> dict[str, tuple[str, dict[str, Any],
     for class_name in class_names:
         table[normalise(class_name)] = (class_name, {}, None)
         table[normalise(short_name(class_name))] = (class_name, {}, None)
+        # "FlowMatchEuler", as the docs' lists print it, names FlowMatchEulerDiscrete
+        table.setdefault(normalise(short_name(class_name).replace("Discrete", "")), (class_name, {}, None))
     for alias, (class_name, overrides) in ALIASES.items():
         table[normalise(alias)] = (class_name, overrides, alias)
     return table
@@ -295,19 +297,36 @@ def choose(
 ) -> list[SchedulerChoice]:
     """The schedulers a `--schedulers` value asks for, in order."""
     entries = parse_entries(text)
-    choices: list[SchedulerChoice] = []
+    choices: list[tuple[str, SchedulerChoice]] = []  # (as the user spelt it, the choice)
     for entry in entries:
         keyword = normalise(entry.name)
         if keyword in (ALL, ALL_PLUS) and not entry.overrides:
             for choice in expand_all(compatible, accepted_params, keyword == ALL_PLUS, flow_shift):
                 choices.append(
-                    SchedulerChoice(
-                        choice.class_name, choice.overrides, choice.alias, entry.steps, choice.known_to_work
+                    (
+                        entry.name,
+                        SchedulerChoice(
+                            choice.class_name, choice.overrides, choice.alias, entry.steps, choice.known_to_work
+                        ),
                     )
                 )
         else:
-            choices.append(resolve_entry(entry, accepted_params))
-    return choices
+            choices.append((entry.name, resolve_entry(entry, accepted_params)))
+    refuse_repeats(choices)
+    return [choice for _, choice in choices]
+
+
+def refuse_repeats(choices: list[tuple[str, SchedulerChoice]]) -> None:
+    """The same scheduler, overrides and steps named twice would run twice and draw two equal tiles."""
+    seen: dict[tuple, list[str]] = {}
+    for spelt, choice in choices:
+        seen.setdefault((choice.class_name, repr(sorted(choice.overrides.items())), choice.steps), []).append(spelt)
+    for (class_name, _, _), spellings in seen.items():
+        if len(spellings) > 1:
+            raise UsageError(
+                f"--schedulers names {short_name(class_name)} more than once ({', '.join(spellings)}): "
+                "list each scheduler once"
+            )
 
 
 def override_tag(overrides: dict[str, Any]) -> str:

@@ -151,6 +151,14 @@ class Pareto:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """One of `count` independent parts of a sweep (`--shard INDEX/COUNT`)."""
+
+    index: int
+    count: int
+
+
+@dataclass(frozen=True)
 class Run:
     """One cell of a comparison: its settings, what it cost and made, and how close it came to the reference."""
 
@@ -191,9 +199,10 @@ class Run:
     schedule_note: str | None = None  # what of its distance its own schedule explains: a late start, an early end
     order: Order | None = None
     pareto: Pareto | None = None
-    # Where it ran: the process of a sweep spread over several (torchrun rank, or 0), the machine, the device
-    # and the CPU threads torch used there.
+    # Where it ran: the process of a sweep spread over several (torchrun rank, or 0; and the --shard part it was
+    # made in, so that a merged folder still says), the machine, the device and the CPU threads torch used there.
     rank: int | None = None
+    shard: Shard | None = None
     host: str | None = None
     device_name: str | None = None
     threads: int | None = None
@@ -353,14 +362,6 @@ class EqualQuality:
     probes: list[Probe] = field(default_factory=list)
     non_monotone: bool = False  # two probes out of order: the answer is the first crossing found
     reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Shard:
-    """One of `count` independent parts of a sweep (`--shard INDEX/COUNT`)."""
-
-    index: int
-    count: int
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,12 @@ def load_pipeline_from_file(path: str, dtype, allow_pickle: bool, model_config: 
         )
     if not path.endswith(SAFE_WEIGHTS + PICKLE_WEIGHTS):
         raise ModelError(f"{path} is not a checkpoint file (.safetensors) nor a diffusers folder")
+    component = Path(path).parent
+    if (component / "config.json").is_file() and (component.parent / "model_index.json").is_file():
+        raise ModelError(
+            f"{path} holds the weights of one component ({component.name}) of the diffusers folder "
+            f"{component.parent}, not a whole checkpoint: pass --model {component.parent}"
+        )
     try:
         checkpoint = load_single_file_checkpoint(path, local_files_only=True)
         model_type = infer_diffusers_model_type(checkpoint)
@@ -282,7 +288,9 @@ def load_pipeline_from_file(path: str, dtype, allow_pickle: bool, model_config: 
     pipeline_class = getattr(diffusers, pipeline_name)
     try:
         return pipeline_class.from_single_file(path, config=config, torch_dtype=dtype, local_files_only=True)
-    except (OSError, ValueError) as error:
+    except Exception as error:
+        if not isinstance(error, (OSError, ValueError)):  # diffusers' SingleFileComponentError and the like
+            raise ModelError(f"cannot load {path} as a {model_type} checkpoint: {clip(one_line(error), 200)}") from None
         raise ModelError(
             f"{path} ({model_type}) needs the config of {config!r}, which is not available offline: "
             "pass --model-config DIR (a diffusers folder or cached hub id of the same architecture) "

@@ -41,7 +41,22 @@ def accepted_params_of(classes: dict[str, type]) -> dict[str, set[str]]:
 
 def build(cls: type, original_config: Any, overrides: dict[str, Any]):
     """A fresh scheduler from the pipeline's original config: never from a previous swap."""
-    return cls.from_config(original_config, **overrides)
+    return cls.from_config(config_for(cls, original_config), **overrides)
+
+
+def config_for(cls: type, original_config: Any) -> dict[str, Any]:
+    """The original config as `cls` should read it. A key the original class left unset (None) that `cls` gives
+    a default of its own is left out, so that the default applies: a saved EulerDiscrete config holds
+    `sigma_min: null` (Euler: "the model's own"), which EDMEuler would take as its sigma_min and fail on."""
+    parameters = inspect.signature(cls.__init__).parameters
+    unset = {
+        key
+        for key, value in dict(original_config).items()
+        if value is None
+        and key in parameters
+        and parameters[key].default not in (None, inspect.Parameter.empty)
+    }
+    return {key: value for key, value in dict(original_config).items() if key not in unset}
 
 
 def expected_type(cls: type, key: str) -> Any:

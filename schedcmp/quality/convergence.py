@@ -21,7 +21,7 @@ from schedcmp.core.errors import UsageError
 from schedcmp.core.names import SchedulerChoice, display_label, parse_entry, resolve_entry, short_name
 from schedcmp.core.plan import RUN_SETTINGS, RunSpec
 from schedcmp.core.records import Determinism, Distance, Reference, SelfConvergence, Status, versions
-from schedcmp.model.schedulers import init_params
+from schedcmp.model.schedulers import build, init_params
 from schedcmp.model.weights import weights_digest
 from schedcmp.quality import metrics
 
@@ -136,7 +136,7 @@ def schedule_start(cls: type, config: Any, overrides: dict[str, Any], steps: int
     """Where a scheduler starts for this many steps (None: it cannot say without a pipeline, e.g. a flow
     scheduler with dynamic shifting, which needs the image size)."""
     try:
-        scheduler = cls.from_config(config, **overrides)
+        scheduler = build(cls, config, overrides)
         scheduler.set_timesteps(steps, device="cpu")
         timestep = float(scheduler.timesteps.max())
         sigmas = getattr(scheduler, "sigmas", None)
@@ -308,7 +308,7 @@ def probe_run(
 
     init = init_params(cls)
     extra = {"noise_sampler_seed": noise_seed} if "noise_sampler_seed" in init else {}
-    scheduler = cls.from_config(config, **overrides, **extra)
+    scheduler = build(cls, config, {**overrides, **extra})
     set_parameters = inspect.signature(scheduler.set_timesteps).parameters
     if "mu" in set_parameters and getattr(scheduler.config, "use_dynamic_shifting", False):
         scheduler.set_timesteps(steps, device="cpu", mu=1.0)

@@ -17,6 +17,7 @@ from schedcmp.core.records import Results, Run
 from schedcmp.core.request import Request, check_output, difference
 from schedcmp.sweep import placement
 from schedcmp.sweep.results import (
+    FolderLock,
     Outcome,
     ResultsFile,
     check_out_dir,
@@ -163,18 +164,26 @@ def merge(out: Path, folders: list[Path], request: Request, allow_missing: bool,
     check_output(request)
     if not folders:
         raise UsageError("merge needs the folders of the parts: schedcmp merge OUT DIR_0 DIR_1 ...")
+    seen: set[Path] = set()
     for folder in folders:
         if Path(folder).resolve() == Path(out).resolve():
             raise UsageError(f"OUT {out} is one of the parts; merge into a new folder")
+        if Path(folder).resolve() in seen:
+            raise UsageError(f"{folder} is given twice; give each part once")
+        seen.add(Path(folder).resolve())
     check_out_dir(out, request.overwrite)
     parts = read_parts(folders)
     parts.sort(key=lambda part: part.results.shard.index if part.results.shard else -1)
     checked = check_parts(parts, allow_missing)  # every refusal before OUT is touched
     target = claim_out_dir(out, True, request.overwrite)
-    joined = join_parts(target, parts, checked, progress)
-    images = parts[0].results.plan.images
-    outcome = finish(joined.results_file, replace(request, no_sheet=not images), None, progress)
-    if joined.missing and outcome.exit_code == EXIT_OK:
-        outcome.exit_code = joined.results_file.results.exit_code = EXIT_RUN_FAILED
-        joined.results_file.save()
-    return outcome
+    lock = FolderLock(target).acquire()
+    try:
+        joined = join_parts(target, parts, checked, progress)
+        images = parts[0].results.plan.images
+        outcome = finish(joined.results_file, replace(request, no_sheet=not images), None, progress)
+        if joined.missing and outcome.exit_code == EXIT_OK:
+            outcome.exit_code = joined.results_file.results.exit_code = EXIT_RUN_FAILED
+            joined.results_file.save()
+        return outcome
+    finally:
+        lock.release()

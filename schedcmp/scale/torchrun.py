@@ -26,6 +26,7 @@ from schedcmp.sweep.placement import Placement, injected_failure, longest_first
 from schedcmp.sweep.results import (
     RANKS_FOLDER,
     Events,
+    FolderLock,
     Outcome,
     ResultsFile,
     claim_out_dir,
@@ -233,13 +234,16 @@ def work(request: Request, team: Team, progress: console.Progress, start: Start)
     if not lead:
         code = 0 if stopped is None else EXIT_TERMINATED if isinstance(stopped, Terminated) else EXIT_INTERRUPTED
         return Outcome(part.results, folder, [], code, start.plan.model, stopped, part=True)
-    parts = merge.read_parts([start.out_dir, *part_folders(start.out_dir)])
-    joined = merge.join_parts(start.out_dir, parts, merge.check_parts(parts, allow_missing=True), progress)
-    plan = start.plan
-    outcome = finish(joined.results_file, request, stopped, progress, plan.references, plan.rounds, plan.model)
-    if stopped is None and not joined.missing:
-        remove_parts(start.out_dir)
-    return outcome
+    try:
+        parts = merge.read_parts([start.out_dir, *part_folders(start.out_dir)])
+        joined = merge.join_parts(start.out_dir, parts, merge.check_parts(parts, allow_missing=True), progress)
+        plan = start.plan
+        outcome = finish(joined.results_file, request, stopped, progress, plan.references, plan.rounds, plan.model)
+        if stopped is None and not joined.missing:
+            remove_parts(start.out_dir)
+        return outcome
+    finally:
+        start.base.release()
 
 
 def prepare_folder(
@@ -250,7 +254,7 @@ def prepare_folder(
     out_dir = request.resume or claim_out_dir(out_dir_of(request), request.out is not None, request.overwrite)
     header = engine.header(plan, request)
     header.plan, header.shard = record, request.shard
-    base = ResultsFile(out_dir, header, [spec.id for spec in plan.cells])
+    base = ResultsFile(out_dir, header, [spec.id for spec in plan.cells], FolderLock(out_dir).acquire())
     take_done(plan.cells, prepared.done or {}, plan.references, base)
     if base.runs:
         progress.note(f"resuming: {len(base.runs)} of {len(plan.cells)} cells already done and verified")

@@ -27,8 +27,10 @@ from schedcmp.sweep import placement
 from schedcmp.sweep.placement import Placement, launched
 from schedcmp.sweep.results import (
     Events,
+    FolderLock,
     Outcome,
     ResultsFile,
+    check_not_in_use,
     check_out_dir,
     claim_out_dir,
     finish,
@@ -75,6 +77,7 @@ class Prepared:
 def validate_before_load(request: Request) -> dict[str, set[str]]:
     """Everything that needs no model: the request, scheduler names and override keys and their types."""
     check(request, launched())
+    check_model_config(request)
     classes = scheduler_classes()
     params = accepted_params_of(classes)
     chosen = choose(request.schedulers, [], params, None)  # unknown names, keys and types fail here, before the load
@@ -82,6 +85,21 @@ def validate_before_load(request: Request) -> dict[str, set[str]]:
         chosen.append(convergence.reference_choice(request.reference_text, params))
     check_override_types(chosen, classes)
     return params
+
+
+def check_model_config(request: Request) -> None:
+    """--model-config gives a single-file checkpoint its configs; with any other model it would be ignored."""
+    from schedcmp.model import pipeline
+
+    if request.model_config is None:
+        return
+    kind, where = pipeline.classify_source(request.model)
+    if kind != "file":
+        what = "the embedded model" if request.model is None else f"{where} (a {'hub id' if kind == 'hub' else kind})"
+        raise UsageError(
+            f"--model-config gives a single-file checkpoint (--model FILE.safetensors) its configs; "
+            f"{what} has its own: drop --model-config"
+        )
 
 
 def prepare(request: Request, resumed: Results | None = None, lead: bool = True) -> Prepared:
@@ -93,6 +111,8 @@ def prepare(request: Request, resumed: Results | None = None, lead: bool = True)
         if out_dir is not None:
             check_out_dir(out_dir, request.overwrite)
         return Prepared(params, out_dir)
+    if lead:  # rank 0 holds the folder for every rank of a torchrun job
+        check_not_in_use(request.resume)
     previous = resumed or read_results(request.resume, "resume from")
     check_resumable(request.resume, previous, request)
     placement.check_shard(request.resume, previous.shard, request.shard)
@@ -163,7 +183,7 @@ def run_comparison(
     progress = progress or console.Progress()
     with pipeline.quiet_libraries():
         prepared = prepare(request, resumed)
-        events = None
+        events = results = None
         try:
             model = loaded or load_model(request, pipeline.resolve_device(request.device), progress)
             if prepared.previous is not None:
@@ -172,18 +192,26 @@ def run_comparison(
             events = Events(request.events)
             results = open_results(plan, request, prepared.out_dir)
             stopped = execute(plan, request, results, progress, events, keep_output, Placement(shard=request.shard))
+        except BaseException:
+            if results is not None:
+                results.release()
+            raise
         finally:
             if events is not None:
                 events.close()
             progress.close()
-        return finish_run(results, plan, request, stopped, progress)
+        try:
+            return finish_run(results, plan, request, stopped, progress)
+        finally:
+            results.release()
 
 
 def open_results(plan: Plan, request: Request, out_dir: Path) -> ResultsFile:
     """The folder claimed (only now that nothing is left to refuse: no folder left behind) and its results file."""
     if request.resume is None:
         out_dir = claim_out_dir(out_dir, request.out is not None, request.overwrite)
-    results = ResultsFile(out_dir, header(plan, request), [spec.id for spec in plan.cells])
+    lock = FolderLock(out_dir).acquire()
+    results = ResultsFile(out_dir, header(plan, request), [spec.id for spec in plan.cells], lock)
     results.results.plan = sweep_plan(plan, request, batches(plan.cells, request.batch_size))
     results.results.shard, results.results.world_size = request.shard, 1
     return results
@@ -482,7 +510,7 @@ class Execution:
     def record(self, sample: "Sample") -> Run:
         image_dir = None if self.request.no_sheet else self.results.folder
         run = record(sample, self.plan, self.references, image_dir)
-        run = placement.stamp(run, self.where.rank, self.where.where)
+        run = placement.stamp(run, self.where.rank, self.where.shard, self.where.where)
         if self.keep_output is not None and sample.rgb is not None:
             self.keep_output(sample)
         self.results.add(run)

@@ -218,5 +218,6 @@ def cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
-def stamp(run: Run, rank: int, where: dict[str, Any]) -> Run:
-    return replace(run, rank=rank, **where)
+def stamp(run: Run, rank: int, shard: Shard | None, where: dict[str, Any]) -> Run:
+    """A run with where it was made: the rank, the shard, and placement_facts' host, device name and threads."""
+    return replace(run, rank=rank, shard=shard, **where)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -72,11 +73,16 @@ class Outcome:
 class ResultsFile:
     """The one owner of a comparison's results.json: its header and its finished cells, in plan order."""
 
-    def __init__(self, folder: Path, results: Results, order: list[str]):
+    def __init__(self, folder: Path, results: Results, order: list[str], lock: "FolderLock | None" = None):
         self.folder = folder
         self.results = results
         self.order = order
         self.runs: dict[str, Run] = {}
+        self.lock = lock  # held from the claim to the last save: no other schedcmp writes here meanwhile
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     def add(self, run: Run) -> None:
         self.runs[run.id] = run
@@ -133,6 +139,72 @@ def stored_request(results: Results) -> Request:
 
 # -- claiming the folder -----------------------------------------------------------------------------------------
 
+LOCK = ".schedcmp.lock"  # in an output folder while a schedcmp writes into it: who that is
+
+
+class FolderLock:
+    """An output folder in use: an exclusive lock on DIR/.schedcmp.lock, held while a run, a resume or a merge
+    writes into DIR, and the file removed when it is done. The kernel drops the lock when the process ends,
+    however it ends (kill -9 included), so a crashed run leaves no lock behind, only the file, which the next
+    schedcmp in DIR takes over."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.handle = None
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+
+        path = self.folder / LOCK
+        while True:
+            handle = open(path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise in_use(self.folder, holder) from None
+            # The holder before us may have removed the file between our open and our lock: lock the one there.
+            if path.exists() and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        if self.handle is not None:
+            (self.folder / LOCK).unlink(missing_ok=True)  # while still held: no one can lock it in between
+            self.handle.close()  # closing the file drops the lock
+            self.handle = None
+
+
+def in_use(folder: Path, holder: str) -> OutputError:
+    return OutputError(
+        f"output folder {folder} is in use by another schedcmp ({holder}); "
+        "wait for it to finish, or choose another --out"
+    )
+
+
+def check_not_in_use(folder: Path) -> None:
+    """Refuse, before the model loads, a folder another schedcmp is writing into (a lock file no one holds, left
+    by a crashed run, stays for the run that claims the folder)."""
+    import fcntl
+
+    path = Path(folder) / LOCK
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = handle.read().strip() or "another process"
+            raise in_use(folder, holder) from None
+
 
 def default_out_dir(prompt: str) -> Path:
     """./schedcmp-runs/<timestamp>-<prompt>: not created here; claim_out_dir makes it unique."""
@@ -147,11 +219,34 @@ def check_out_dir(path: Path, overwrite: bool) -> None:
     """Refuse an output folder that cannot be used, before any model is loaded and without creating anything."""
     if path.exists() and not path.is_dir():
         raise OutputError(f"--out {path} is a file, not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise OutputError(f"output folder {path} is not empty; pass --overwrite or choose another folder")
-    existing = next(folder for folder in [path, *path.absolute().parents] if folder.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {path} is not writable: {existing} does not let us write")
+    if path.is_dir() and any(entry.name != LOCK for entry in path.iterdir()) and not overwrite:
+        raise OutputError(
+            f"output folder {path} is not empty; pass --overwrite (compare(): overwrite=True) or choose another folder"
+        )
+    if path.is_dir():
+        check_not_in_use(path)
+    check_writable(path, "--out", folder=True)
+
+
+def check_writable(path: Path, flag: str, folder: bool) -> None:
+    """Refuse, before any work, a place that cannot be written: a file where a folder is wanted (or the other way),
+    a path through a file, a folder that does not let us write. Its nearest existing folder is tried with a
+    file made and removed at once: nothing is left behind."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise OutputError(
+            f"{flag} {path} is a {'folder' if path.is_dir() else 'file'}, not a {'folder' if folder else 'file'}"
+        )
+    start = path if folder else path.parent
+    existing = next(place for place in [start, *start.absolute().parents] if place.exists())
+    if not existing.is_dir():
+        raise OutputError(f"{flag} {path} cannot be made: {existing} is a file, not a folder")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputError(f"{flag} {path} cannot be written: {existing} does not let us ({error.strerror})") from None
 
 
 def claim_out_dir(path: Path, chosen: bool, overwrite: bool) -> Path:

@@ -1,0 +1,249 @@
+"""What a third new user hit (a shared 2-core machine, a fresh clone, about 145 bad inputs), item by item."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def one_line_error(result, words: str, code: int = 2) -> None:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("schedcmp: error:")]
+    assert result.exit_code == code and len(errors) == 1 and words in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- 1. a folder in use is refused, by a lock a crashed run does not leave behind ------------------------------
+
+
+def test_a_folder_another_schedcmp_writes_into_is_refused(cli, sd15_model, tmp_path):
+    from schedcmp.sweep.results import FolderLock
+
+    out = tmp_path / "shared"
+    first = cli("run", "a horse", "--model", sd15_model, "-s", "ddim", "--steps", "2", "--out", out)
+    assert first.exit_code == 0, first.stderr
+    before = (out / "results.json").read_bytes()
+    lock = FolderLock(out).acquire()  # as a second run holds it while it writes
+    try:
+        refused = cli("run", "a cat", "--model", sd15_model, "-s", "euler", "--steps", "2", "--out", out, "--overwrite")
+        one_line_error(refused, f"output folder {out} is in use by another schedcmp (pid {os.getpid()} on")
+        resumed = cli("run", "--resume", out)
+        one_line_error(resumed, "is in use by another schedcmp")
+    finally:
+        lock.release()
+    assert (out / "results.json").read_bytes() == before and "loading" not in refused.stderr
+
+
+def test_a_crashed_run_leaves_no_lock_behind(cli, sd15_model, tmp_path):
+    out = tmp_path / "crashed"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from schedcmp.sweep.results import FolderLock; lock = FolderLock({str(out)!r}).acquire(); "
+            "print('held', flush=True); import time; time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert holder.stdout.readline().strip() == "held"
+    busy = cli("run", "a horse", "--model", sd15_model, "-s", "ddim", "--steps", "2", "--out", out, "--overwrite")
+    one_line_error(busy, f"pid {holder.pid}")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    after = cli("run", "a horse", "--model", sd15_model, "-s", "ddim", "--steps", "2", "--out", out, "--overwrite")
+    assert after.exit_code == 0, after.stderr
+    assert not (out / ".schedcmp.lock").exists()  # removed by the run that took it over
+
+
+# -- 3. zero is a value ------------------------------------------------------------------------------------------
+
+
+def test_max_steps_zero_is_refused_not_taken_for_unset(cli, tmp_path):
+    import schedcmp
+
+    one_line_error(cli("run", "x", "--target-psnr", "30", "--max-steps", "0"), "--max-steps must be at least 1, got 0")
+    with pytest.raises(schedcmp.UsageError, match="--max-steps must be at least 1, got 0"):
+        schedcmp.compare(None, "x", target_psnr=30, max_steps=0)
+
+
+# -- 4. tracebacks that became one line ------------------------------------------------------------------------
+
+
+def test_a_tolerance_that_is_not_a_number(cli, tmp_path):
+    one_line_error(cli("check", tmp_path, "--tolerance-for", "euler a(max_abs=abc)"), "max_abs must be a number")
+
+
+def test_a_config_that_is_not_utf8(cli, tmp_path):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00prompt = 1")
+    one_line_error(cli("run", "--config", binary), f"cannot read --config {binary}")
+
+
+def test_a_components_weights_given_as_the_model(cli, tmp_path):
+    weights = ROOT / "schedcmp" / "default_model" / "unet" / "diffusion_pytorch_model.safetensors"
+    result = cli("run", "x", "--model", weights, "--model-config", ROOT / "schedcmp" / "default_model")
+    one_line_error(result, "holds the weights of one component (unet)")
+
+
+# -- 5. the API: one answer with the CLI, never a foreign exception ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        ({"schedulers": 5}, "--schedulers must be a string, or a list of entries"),
+        ({"prompt": 123}, "prompt must be a string or a list of strings"),
+        ({"device": "tpu"}, "unknown --device 'tpu'"),
+        ({"dtype": "fp8"}, "unknown --dtype 'fp8'"),
+        ({"generator_device": "cuda"}, "unknown --generator-device 'cuda'"),
+    ],
+)
+def test_bad_api_values_are_usage_errors(arguments, words):
+    import schedcmp
+
+    prompt = arguments.pop("prompt", "x")
+    with pytest.raises(schedcmp.UsageError, match=words):
+        schedcmp.compare(None, prompt, **arguments)
+
+
+def test_loading_settings_with_a_pipeline_object_are_refused(sd15_model, tmp_path):
+    import schedcmp
+    from schedcmp.model import pipeline
+
+    pipe = pipeline.load(str(sd15_model), "cpu", "fp32").pipe
+    with pytest.raises(schedcmp.UsageError, match="device, dtype apply when schedcmp loads the model"):
+        schedcmp.compare(pipe, "x", device="cuda", dtype="fp16", steps=1, schedulers="ddim", progress=False)
+    made = schedcmp.compare(pipe, "x", call_arg=["eta=0.5"], steps=1, schedulers="ddim", progress=False)
+    assert made.runs[0].call_args == {"eta": 0.5}  # `key=value` items, as the CLI takes them
+
+
+# -- 6. SDXL: the default command does not exit 1 -----------------------------------------------------------------
+
+
+def test_edm_euler_on_a_saved_sdxl_config_runs_as_diffusers_intends(cli, sdxl_model, tmp_path):
+    """A scheduler config written by save_config holds every default, `sigma_min: null` among them; EDMEuler took
+    that None as its own sigma_min and failed every SDXL run (TypeError: NoneType ** float)."""
+    import shutil
+
+    from diffusers import EulerDiscreteScheduler
+
+    model = Path(shutil.copytree(sdxl_model, tmp_path / "sdxl-saved"))
+    config = json.loads((model / "scheduler" / "scheduler_config.json").read_text())
+    EulerDiscreteScheduler.from_config(config).save_config(model / "scheduler")
+    assert json.loads((model / "scheduler" / "scheduler_config.json").read_text())["sigma_min"] is None
+    result = cli("run", "x", "--model", model, "--steps", "2", "--out", tmp_path / "o", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    [edm] = [run for run in result.json()["runs"] if run["scheduler"] == "EDMEulerScheduler"]
+    assert edm["status"] == "suspect" and "outside its training range" in edm["reason"]
+
+
+# -- 10, 11. check's report paths and folders ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_baseline(cli, sd15_model, tmp_path):
+    made = cli("baseline", "create", tmp_path / "base", "x", "--model", sd15_model, "-s", "ddim", "--steps", "2")
+    assert made.exit_code == 0, made.stderr
+    return tmp_path / "base"
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--junit-xml", "/proc/junit.xml"], "--junit-xml /proc/junit.xml cannot be written"),
+        (["--results", "/etc/hostname"], "--results /etc/hostname is a file, not a folder"),
+        (["--results", "/etc/hostname/sub"], "/etc/hostname is a file, not a folder"),
+    ],
+)
+def test_check_refuses_report_paths_before_it_runs(cli, small_baseline, flags, words):
+    result = cli("check", small_baseline, *flags)
+    one_line_error(result, words)
+    assert "checking" not in result.stderr  # nothing was regenerated
+
+
+def test_check_takes_the_device_class_folder_too(cli, small_baseline):
+    result = cli("check", small_baseline / "cpu", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert {case["status"] for case in result.json()["cases"]} == {"match"}
+
+
+def test_baseline_create_refuses_a_run_folder_and_a_device_class_folder(cli, sd15_model, small_baseline, tmp_path):
+    run = cli("run", "x", "--model", sd15_model, "-s", "ddim", "--steps", "2", "--out", tmp_path / "run")
+    assert run.exit_code == 0
+    one_line_error(cli("baseline", "create", tmp_path / "run", "x", "--model", sd15_model), "is a run's results folder")
+    assert not (tmp_path / "run" / "cpu").exists()
+    inner = cli("baseline", "create", small_baseline / "cpu", "x", "--model", sd15_model)
+    one_line_error(inner, f"give the baseline folder, {small_baseline}")
+
+
+# -- 12. no longer accepted silently ---------------------------------------------------------------------------
+
+
+def test_model_config_without_a_single_file_model(cli):
+    one_line_error(cli("run", "x", "--model-config", "/nonexistent"), "drop --model-config")
+
+
+def test_a_config_prompt_of_numbers(cli, tmp_path):
+    preset = tmp_path / "p.toml"
+    preset.write_text("prompt = [1, 2]\n")
+    one_line_error(cli("run", "--config", preset), "p.toml:1: prompt must be a list of strings")
+
+
+def test_one_scheduler_named_three_ways(cli):
+    result = cli("run", "x", "-s", "Euler,euler,EulerDiscreteScheduler")
+    one_line_error(result, "names EulerDiscrete more than once (Euler, euler, EulerDiscreteScheduler)")
+
+
+# -- 16. small things --------------------------------------------------------------------------------------------
+
+
+def test_an_out_path_through_a_file(cli):
+    one_line_error(cli("run", "x", "--out", "/etc/hostname/sub"), "/etc/hostname is a file, not a folder")
+
+
+def test_the_api_says_overwrite_in_its_own_words(sd15_model, tmp_path):
+    import schedcmp
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("x")
+    with pytest.raises(schedcmp.OutputError, match="overwrite=True"):
+        schedcmp.compare(str(sd15_model), "x", steps=1, schedulers="ddim", out=tmp_path / "full", progress=False)
+
+
+def test_run_help_lists_every_exit_code():
+    from schedcmp.core import errors
+
+    done = subprocess.run([sys.executable, "-m", "schedcmp", "run", "--help"], capture_output=True, text=True)
+    text = " ".join(done.stdout.split())
+    for code in (
+        errors.EXIT_OK,
+        errors.EXIT_RUN_FAILED,
+        errors.EXIT_USAGE,
+        errors.EXIT_INTERRUPTED,
+        errors.EXIT_TERMINATED,
+    ):
+        assert f"{code} " in text, code
+
+
+# -- 17. the names the docs print ------------------------------------------------------------------------------
+
+
+def test_flow_match_euler_as_the_docs_print_it():
+    from schedcmp.core.names import choose
+    from schedcmp.model.schedulers import accepted_params_of, scheduler_classes
+
+    params = accepted_params_of(scheduler_classes())
+    assert [c.class_name for c in choose("FlowMatchEuler,FlowMatchHeun", [], params, None)] == [
+        "FlowMatchEulerDiscreteScheduler",
+        "FlowMatchHeunDiscreteScheduler",
+    ]
