@@ -398,6 +398,41 @@ def size_multiple(pipe: Any) -> int:
     return factor
 
 
+def memory_needed(model: LoadedModel, width: int, height: int, images: int, guidance: float | None) -> int:
+    """A lower bound on the bytes one pipeline call at this size needs beyond the weights: the denoiser's first
+    block (input, hidden state, skip, output at full latent size and width, twice over with classifier-free
+    guidance), or the VAE decoder's last block (three tensors at full image size and width), whichever is more."""
+    bytes_per = 2 if model.dtype in ("fp16", "bf16") else 4
+    factor = int(getattr(model.pipe, "vae_scale_factor", 8))
+    latent_pixels = (width // factor) * (height // factor)
+    config = model.denoiser.config
+    channels = config.get("block_out_channels", [None])[0] or (
+        config.get("num_attention_heads", 1) * config.get("attention_head_dim", 64)
+    )
+    copies = 2 if guidance is not None and guidance > 1 else 1
+    denoiser = 4 * copies * images * latent_pixels * int(channels) * bytes_per
+    vae = getattr(model.pipe, "vae", None)
+    vae_channels = vae.config.get("block_out_channels", [128])[0] if vae is not None else 0
+    decoder = 3 * images * width * height * int(vae_channels) * bytes_per
+    return max(denoiser, decoder)
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes free on the device now: CUDA's own count, the kernel's MemAvailable for the CPU; None elsewhere."""
+    if device_type(device) == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    if device_type(device) == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
 def clip(text: str, limit: int) -> str:
     """At most `limit` characters, cut between words (a message cut mid-word reads as a typo)."""
     if len(text) <= limit:

@@ -245,6 +245,23 @@ def check_size(value: int, multiple: int, flag: str) -> None:
         raise UsageError(f"{flag} {value} is not a multiple of {multiple} (this model's VAE factor)")
 
 
+def check_memory(request: Request, cells: list[RunSpec], model: "LoadedModel") -> None:
+    """Refuse, before the warm-up, a size whose activations cannot fit in the device's free memory: a lower
+    bound (schedcmp.model.pipeline.memory_needed), so that only what surely fails is refused."""
+    from schedcmp.model import pipeline
+
+    spec = max(cells, key=lambda cell: cell.width * cell.height)
+    images = max(len(batch) for batch in batches(cells, request.batch_size))  # the most images one call makes
+    needed = pipeline.memory_needed(model, spec.width, spec.height, images, spec.guidance_scale)
+    free = pipeline.free_memory(model.device)
+    if free is not None and needed > free:
+        raise UsageError(
+            f"{spec.width}x{spec.height} ({images} image{'s' if images > 1 else ''} a call) needs at least "
+            f"{needed / 2**30:.1f} GiB on {model.device} for its activations, and {free / 2**30:.1f} GiB are free: "
+            "choose a smaller --width/--height or --batch-size"
+        )
+
+
 # A size this far from the model's own (by area) is slow, or poor, or both: say so before the wait.
 SIZE_WARNING_FACTOR = 4
 
@@ -300,6 +317,7 @@ def make_plan(
     check_call_args(request, model)
     check_size(cells[0].width, model.size_multiple, "--width")
     check_size(cells[0].height, model.size_multiple, "--height")
+    check_memory(request, cells, model)
     for line in size_warnings(cells[0], model) + prompt_warnings(request, model):
         note(f"warning: {line}")
     references, choice = plan_references(request, model, params, cells)
