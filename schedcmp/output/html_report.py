@@ -13,6 +13,7 @@ from typing import Any
 from schedcmp.core.records import Status, status_colour
 from schedcmp.output.check_report import data_uri
 from schedcmp.output.report import PARETO_NAMES, label, write_atomic
+from schedcmp.quality.metrics import METRICS
 from schedcmp.quality.stepsearch import goal_text
 
 REPORT_NAME = "report.html"
@@ -359,7 +360,7 @@ def distribution_svg(entries: list[dict[str, Any]], metric: str) -> str:
     caption = (
         METRIC_TITLES[metric]
         + (" (log scale)" if log else "")
-        + ("; higher is closer" if metric == "psnr" else "; lower is closer")
+        + f"; {METRICS[metric]} is closer"
     )
     parts.append(f'<text x="{left + width / 2}" y="{bottom + 20}" text-anchor="middle" class="tick">{caption}</text>')
     return (

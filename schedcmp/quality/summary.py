@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from schedcmp.core.names import ui_label
 from schedcmp.quality.convergence import ranked
-from schedcmp.quality.metrics import pareto_front
+from schedcmp.quality.metrics import closer, closest_first, pareto_front
 
 SIGNIFICANCE = 0.05
 MIN_PAIRS = 6  # the fewest pairs on which a sign test at 5% can separate two entries
@@ -34,10 +34,6 @@ def measured(entry: dict[str, Any]) -> bool:
 
 def value_of(entry: dict[str, Any], metric: str) -> float:
     return entry["distance"][metric]
-
-
-def closer(metric: str, a: float, b: float) -> bool:
-    return a > b if metric == "psnr" else a < b
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -113,9 +109,7 @@ def summarise(entries: list[dict[str, Any]], metric: str = "latent_rmse") -> dic
 
 
 def sort_distance(value: float | None, metric: str) -> float:
-    if value is None:
-        return math.inf
-    return -value if metric == "psnr" else value
+    return math.inf if value is None else closest_first(metric, value)
 
 
 def wins_of(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], metric: str) -> int:
