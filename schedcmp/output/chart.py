@@ -9,7 +9,8 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from schedcmp.core.records import Determinism, Results, Status
 
 WIDTH, HEIGHT = 1000, 700
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 110, 40, 70, 80
@@ -26,7 +27,7 @@ OTHER_COLOUR = (87, 96, 106)
 GRID_COLOUR = (230, 232, 235)
 TEXT_COLOUR = (31, 35, 40)
 
-# cost key in results.json -> (file name, x axis title)
+# cost (a field of schedcmp.core.records.Run) -> (file name, x axis title)
 CHARTS = {"seconds": ("quality_vs_time.png", "seconds per image"), "nfe": ("quality_vs_nfe.png", "model calls (NFE)")}
 Y_TITLE = "distance to reference (latent RMSE, lower is better)"
 
@@ -208,7 +209,7 @@ def place_labels(
     return placed
 
 
-def chart_points(document: dict[str, Any], cost: str) -> list[Point]:
+def chart_points(results: Results, cost: str) -> list[Point]:
     """The runs a chart can rank: ok, deterministic, with a distance to the first reference and a cost.
 
     Steps join the label in sweeps."""
@@ -216,24 +217,24 @@ def chart_points(document: dict[str, Any], cost: str) -> list[Point]:
 
     # Distances to different references (other prompts, seeds or guidance) do not share a scale or a front:
     # the chart shows the runs of the first reference.
-    references = [reference["id"] for reference in document.get("references") or []]
-    entries = [
-        entry
-        for entry in document["runs"]
-        if (not references or entry.get("reference") == references[0])
-        and entry["status"] == "ok"
-        and entry.get("determinism") == "deterministic"
-        and (entry.get("distance") or {}).get("latent_rmse") is not None
-        and entry.get(cost) is not None
+    references = [reference.id for reference in results.references]
+    runs = [
+        run
+        for run in results.runs
+        if (not references or run.reference == references[0])
+        and run.status == Status.OK
+        and run.determinism == Determinism.DETERMINISTIC
+        and run.distance is not None
+        and getattr(run, cost) is not None
     ]
-    several_steps = len({entry["steps"] for entry in entries}) > 1
+    several_steps = len({run.steps for run in runs}) > 1
     points = []
-    for entry in entries:
-        text = entry.get("alias") or label(entry)  # the UI name alone: a crowded chart needs short labels
+    for run in runs:
+        text = run.alias or label(run)  # the UI name alone: a crowded chart needs short labels
         if several_steps:
-            text += f" · {entry['steps']}"
-        on_front = bool((entry.get("pareto") or {}).get(cost))
-        points.append(Point(text, float(entry[cost]), float(entry["distance"]["latent_rmse"]), on_front))
+            text += f" · {run.steps}"
+        on_front = bool(run.pareto and getattr(run.pareto, cost))
+        points.append(Point(text, float(getattr(run, cost)), float(run.distance.latent_rmse), on_front))
     return points
 
 
@@ -346,13 +347,13 @@ def draw_legend(draw, text_font, title_font, cost: str) -> None:
         x -= 24
 
 
-def write_charts(out_dir: Path, document: dict[str, Any]) -> list[str]:
+def write_charts(out_dir: Path, results: Results) -> list[str]:
     """quality_vs_time.png and quality_vs_nfe.png in `out_dir`; their names, or [] when no run has a distance."""
     from schedcmp.output.report import write_atomic
 
     names = []
     for cost, (name, _) in CHARTS.items():
-        points = chart_points(document, cost)
+        points = chart_points(results, cost)
         if points:
             write_atomic(Path(out_dir) / name, quality_chart(points, cost))
             names.append(name)

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from schedcmp.core.records import Status, Summary
+
 # Wide enough for the table with distances when stderr is a file or a pipe, where rich would assume 80
 # columns and squeeze the scheduler names out; COLUMNS still wins.
 TABLE_WIDTH_OFF_TERMINAL = 160
@@ -200,7 +202,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
             overflow="fold",
             ratio=3 if column in ("scheduler", "status") else None,
         )
-    status_colours = {"ok": None} | {row["status"]: status_colour(row["status"].split(":")[0]) for row in runs}
+    status_colours = {Status.OK: None} | {row["status"]: status_colour(row["status"].split(":")[0]) for row in runs}
     for row in rows:
         cells = [value(row) for _, _, value in columns]
         colour = status_colours.get(row["status"]) if row["id"] != TOTAL else None
@@ -242,27 +244,27 @@ def print_equal_quality(rows: list[dict[str, Any]], metric: str, title: str) -> 
     error_console.print(table)
 
 
-def print_summary(found: dict[str, Any]) -> None:
+def print_summary(found: Summary) -> None:
     """Across prompts and seeds, on stderr: per step count, each entry's median distance (IQR), seconds, rank."""
-    metric = found["metric"]
+    metric = found.metric
     spec = ".1f" if metric == "psnr" else ".3g"
-    title = f"across {found['pairs']} prompt and seed pairs: median (IQR)" + (
-        f"; {found['note']}" if found.get("note") else "; rank: 1 + entries significantly better (sign test, 5%)"
+    title = f"across {found.pairs} prompt and seed pairs: median (IQR)" + (
+        f"; {found.note}" if found.note else "; rank: 1 + entries significantly better (sign test, 5%)"
     )
     table = Table(title=title, title_justify="left")
     for column in ("steps", "scheduler", "NFE", "PSNR" if metric == "psnr" else "RMSE", "seconds", "rank"):
         table.add_column(column, justify="left" if column == "scheduler" else "right", overflow="fold")
-    for group in found["step_counts"]:
-        for number, entry in enumerate(group["entries"]):
-            distance, seconds = entry["distance"], entry["seconds"]
+    for group in found.step_counts:
+        for number, entry in enumerate(group.entries):
+            distance, seconds = entry.distance, entry.seconds
             table.add_row(
-                str(group["steps"]) if number == 0 else "",
-                entry["label"],
-                "" if entry.get("nfe") is None else f"{entry['nfe']:g}",
-                spread_text(distance["median"], distance["q1"], distance["q3"], spec),
-                spread_text(seconds["median"], seconds["q1"], seconds["q3"], ".2f"),
-                "" if entry.get("rank") is None else str(entry["rank"]),
-                end_section=number == len(group["entries"]) - 1,
+                str(group.steps) if number == 0 else "",
+                entry.label,
+                "" if entry.nfe is None else f"{entry.nfe:g}",
+                spread_text(distance.median, distance.q1, distance.q3, spec),
+                spread_text(seconds.median, seconds.q1, seconds.q3, ".2f"),
+                "" if entry.rank is None else str(entry.rank),
+                end_section=number == len(group.entries) - 1,
             )
     error_console.print(table)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from schedcmp.core.names import SchedulerChoice, ui_label
 from schedcmp.core.plan import PipelineDefaults, RunSpec, plan_runs
-from schedcmp.core.records import Determinism, EqualQuality, Probe, Run, Spread, Status, TargetSpec
+from schedcmp.core.records import Determinism, EqualQuality, Probe, Run, Status, TargetSpec
 from schedcmp.core.request import Request
 from schedcmp.quality.stepsearch import StepSearch, Target, goal_text
 from schedcmp.quality.summary import quantile, spread
@@ -123,9 +123,9 @@ def results(rounds: Rounds, runs: dict[str, Run]) -> list[EqualQuality]:
             EqualQuality(
                 status="reached",
                 steps=steps,
-                nfe=spread([run.nfe for run in at if run.nfe is not None])["median"],
-                seconds=Spread(**spread([run.seconds for run in at if run.seconds is not None])),
-                distance=Spread(**spread([getattr(run.distance, rounds.target.metric) for run in at])),
+                nfe=spread([run.nfe for run in at if run.nfe is not None]).median,
+                seconds=spread([run.seconds for run in at if run.seconds is not None]),
+                distance=spread([getattr(run.distance, rounds.target.metric) for run in at]),
                 runs=entry.cells[steps],
                 below_steps=below,
                 below_distance=search.probed.get(below) if below else None,
