@@ -44,6 +44,15 @@ class Determinism(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+class TargetStatus(enum.StrEnum):
+    """How an entry's equal-quality search (--target-psnr / --target-rmse) ended."""
+
+    REACHED = "reached"
+    NOT_REACHED = "not reached"  # not within --max-steps
+    NOT_RANKED = "not ranked"  # stochastic, or not probed: it has no distance to search on
+    NOT_MEASURED = "not measured"  # it starts outside the reference's range
+
+
 class Verdict(enum.StrEnum):
     """`schedcmp check`'s verdict on one case."""
 
@@ -339,7 +348,7 @@ class EqualQuality:
 
     label: str
     scheduler: str
-    status: str  # reached, not reached, not ranked, not measured
+    status: TargetStatus
     overrides: dict[str, Any] = field(default_factory=dict)
     alias: str | None = None
     steps: int | None = None

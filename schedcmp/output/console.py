@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from schedcmp.core.records import Status, Summary
+from schedcmp.core.records import Status, Summary, TargetStatus
 
 # Wide enough for the table with distances when stderr is a file or a pipe, where rich would assume 80
 # columns and squeeze the scheduler names out; COLUMNS still wins.
@@ -229,7 +229,7 @@ def print_equal_quality(rows: list[dict[str, Any]], metric: str, title: str) -> 
     for column in ("scheduler", "steps", "NFE", "seconds", "PSNR" if metric == "psnr" else "RMSE", "note"):
         table.add_column(column, justify="left" if column in ("scheduler", "note") else "right", overflow="fold")
     for row in rows:
-        reached = row["status"] == "reached"
+        reached = row["status"] == TargetStatus.REACHED
         note = row["note"] or ("" if reached else row["status"])
         if reached and row["below_steps"]:
             note = f"{row['below_steps']} steps: {format(row[f'below_{metric}'], spec)}" + (f"; {note}" if note else "")

@@ -33,6 +33,7 @@ from schedcmp.core.records import (
     Results,
     Run,
     Status,
+    TargetStatus,
     dumps,
     load_document,
     now,
@@ -399,7 +400,7 @@ def sheet_runs(results: Results) -> tuple[list[Run], bool]:
     """What the sheets show: every run; after a step search, each entry's runs at its own equal-quality steps.
     -> (the runs, whether each row has its own step count)."""
     found = results.equal_quality or []
-    if not results.target or not any(entry.status == "reached" for entry in found):
+    if not results.target or not any(entry.status == TargetStatus.REACHED for entry in found):
         return results.runs, False
     chosen = [cell for entry in found for cell in entry.runs]
     by_id = {run.id: run for run in results.runs}
