@@ -13,7 +13,7 @@ import pytest
 from browser import Browser
 
 from schedcmp.core import records
-from schedcmp.core.records import Determinism, Distance, Order, Pareto, Results, Run, Status
+from schedcmp.core.records import STOCHASTIC_NOT_RANKED, Determinism, Distance, Order, Pareto, Results, Run, Status
 from schedcmp.output import chart
 from schedcmp.output.chart import (
     Axis,
@@ -28,7 +28,7 @@ from schedcmp.output.chart import (
     step_line,
     uses_log_scale,
 )
-from schedcmp.output.html_report import STOCHASTIC_NOTE, page, write_report
+from schedcmp.output.html_report import page, write_report
 from schedcmp.output.report import label
 
 PROMPT = 'a "red" <fox> & friends'
@@ -302,7 +302,7 @@ def test_page_shows_every_run_and_escapes_text(results):
         assert html.escape(label(entry)) in text and f'data-id="{entry.id}"' in text
     assert html.escape(PROMPT) in text and "<fox>" not in text
     assert html.escape("ValueError: <sigmas> must be increasing & finite") in text
-    assert STOCHASTIC_NOTE in text and "errors do not fall with more steps" in text and "1.02" in text
+    assert STOCHASTIC_NOT_RANKED in text and "errors do not fall with more steps" in text and "1.02" in text
     assert (
         "against itself at 100 steps" in text and "DPMSolverMultistep:200" in text and "all runs use trailing" in text
     )

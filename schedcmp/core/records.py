@@ -44,6 +44,11 @@ class Determinism(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+# What every record, table, sheet and page says of a stochastic run or scheduler entry, in these words: it converges
+# to another sample, not to the ODE's solution, so it has no distance to the reference and is not ranked.
+STOCHASTIC_NOT_RANKED = "stochastic: not ranked"
+
+
 class TargetStatus(enum.StrEnum):
     """How an entry's equal-quality search (--target-psnr / --target-rmse) ended."""
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from schedcmp.core.records import (
+    STOCHASTIC_NOT_RANKED,
     Determinism,
     EntrySummary,
     Order,
@@ -28,7 +29,6 @@ from schedcmp.quality.metrics import METRICS
 from schedcmp.quality.stepsearch import goal_text
 
 REPORT_NAME = "report.html"
-STOCHASTIC_NOTE = "stochastic: not ranked against the ODE reference"
 
 # (key, header text, how the column sorts: "number", "text" or None for not at all)
 COLUMNS = [
@@ -138,7 +138,7 @@ def scheduler_cell(run: Run, name: str) -> str:
 def distance_cell(run: Run) -> str:
     """The latent RMSE, or why there is none."""
     if run.determinism == Determinism.STOCHASTIC:
-        return f'<span class="note">{STOCHASTIC_NOTE}</span>'
+        return f'<span class="note">{STOCHASTIC_NOT_RANKED}</span>'
     if run.distance is not None or not run.distance_note:
         return number(run.distance.latent_rmse if run.distance else None)
     return f'<span class="note">{escape(run.distance_note)}</span>'

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from schedcmp.core.plan import slug
-from schedcmp.core.records import Determinism, Results, Run, Status, status_rgb
+from schedcmp.core.records import STOCHASTIC_NOT_RANKED, Determinism, Results, Run, Status, status_rgb
 from schedcmp.output import report
 from schedcmp.output.report import write_atomic
 
@@ -428,7 +428,7 @@ def distance_line(run: Run) -> str | None:
     if run.distance is not None:
         return f"RMSE {run.distance.latent_rmse:.3g} · {run.distance.psnr:.1f} dB"
     if run.reference and run.determinism == Determinism.STOCHASTIC:
-        return "stochastic: not ranked"
+        return STOCHASTIC_NOT_RANKED
     return None
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from schedcmp.core.names import display_label, short_name
 from schedcmp.core.records import (
+    STOCHASTIC_NOT_RANKED,
     Determinism,
     EqualQuality,
     Order,
@@ -164,7 +165,7 @@ def table_row(run: Run) -> dict[str, Any]:
     status = str(run.status) if not run.reason else f"{run.status}: {run.reason}"
     note = run.schedule_note  # what of its distance its own schedule explains
     if run.reference and not distance and run.distance_note:  # why it has no distance
-        note = "stochastic: not ranked" if run.determinism == Determinism.STOCHASTIC else run.distance_note
+        note = STOCHASTIC_NOT_RANKED if run.determinism == Determinism.STOCHASTIC else run.distance_note
     trailing = " · trailing" if run.interval else ""
     return {
         "id": run.id,

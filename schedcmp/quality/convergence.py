@@ -21,6 +21,7 @@ from schedcmp.core.errors import UsageError
 from schedcmp.core.names import SchedulerChoice, display_label, parse_entry, resolve_entry, short_name
 from schedcmp.core.plan import RUN_SETTINGS, RunSpec
 from schedcmp.core.records import (
+    STOCHASTIC_NOT_RANKED,
     Determinism,
     Distance,
     Interval,
@@ -664,7 +665,7 @@ def measure(sample, determinism: str, determinism_reason: str, reference, plan: 
     if sample.rgb is None:
         return None, "no image"
     if determinism == STOCHASTIC:
-        return None, "stochastic: converges to another sample, not ranked against the ODE reference"
+        return None, STOCHASTIC_NOT_RANKED
     if determinism == UNKNOWN:
         return None, f"not ranked: {determinism_reason}"
     if sample.result.spec.id in plan.off_interval:

@@ -13,7 +13,16 @@ from typing import Any
 
 from schedcmp.core.names import SchedulerChoice, ui_label
 from schedcmp.core.plan import PipelineDefaults, RunSpec, plan_runs
-from schedcmp.core.records import Determinism, EqualQuality, Probe, Run, Status, TargetSpec, TargetStatus
+from schedcmp.core.records import (
+    STOCHASTIC_NOT_RANKED,
+    Determinism,
+    EqualQuality,
+    Probe,
+    Run,
+    Status,
+    TargetSpec,
+    TargetStatus,
+)
 from schedcmp.core.request import Request
 from schedcmp.quality.stepsearch import StepSearch, Target, goal_text
 from schedcmp.quality.summary import quantile, spread
@@ -81,7 +90,7 @@ def plan_rounds(
             continue  # the same entry twice: one search
         determinism, why = determinism_of(choice)
         if determinism == Determinism.STOCHASTIC:
-            rounds.left_out[label] = (TargetStatus.NOT_RANKED, "stochastic: converges to another sample", choice)
+            rounds.left_out[label] = (TargetStatus.NOT_RANKED, STOCHASTIC_NOT_RANKED, choice)
         elif determinism != Determinism.DETERMINISTIC:
             rounds.left_out[label] = (TargetStatus.NOT_RANKED, why, choice)
         elif (reason := outside(choice)) is not None:
