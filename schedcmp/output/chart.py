@@ -267,7 +267,19 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
     plot = Box(MARGIN_LEFT, MARGIN_TOP, WIDTH - MARGIN_RIGHT, HEIGHT - MARGIN_BOTTOM)
     x_axis = axis_for([p.cost for p in points], plot.left, plot.right)
     y_axis = axis_for([p.distance for p in points], plot.bottom, plot.top)
+    draw_grid(draw, plot, x_axis, y_axis, text_font)
+    draw_axis_titles(chart, draw, plot, x_axis, y_axis, CHARTS[cost][1], title_font)
+    draw_legend(draw, text_font, title_font, cost)
+    anchors = [(x_axis.position(p.cost), y_axis.position(p.distance)) for p in points]
+    front_line = draw_front(draw, points, anchors, x_axis, y_axis)
+    draw_labels(draw, points, anchors, plot, segment_boxes(front_line), text_font)
+    output = io.BytesIO()
+    chart.save(output, format="PNG")
+    return output.getvalue()
 
+
+def draw_grid(draw, plot: Box, x_axis: Axis, y_axis: Axis, text_font) -> None:
+    """The ticks with their grid lines and values on both axes, and the plot's frame."""
     for value in nice_ticks(x_axis.low, x_axis.high, x_axis.log):
         x = x_axis.position(value)
         draw.line([(x, plot.top), (x, plot.bottom)], fill=GRID_COLOUR)
@@ -285,7 +297,12 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
         )
     draw.rectangle([plot.left, plot.top, plot.right, plot.bottom], outline=TEXT_COLOUR)
 
-    x_title = CHARTS[cost][1] + (" (log scale)" if x_axis.log else "")
+
+def draw_axis_titles(chart, draw, plot: Box, x_axis: Axis, y_axis: Axis, cost_title: str, title_font) -> None:
+    """The cost's title under the plot, the distance's turned up its left side; each says when its axis is log."""
+    from PIL import Image, ImageDraw
+
+    x_title = cost_title + (" (log scale)" if x_axis.log else "")
     width, _ = text_size(draw, x_title, title_font)
     draw.text(
         ((plot.left + plot.right - width) / 2, HEIGHT - MARGIN_BOTTOM / 2), x_title, fill=TEXT_COLOUR, font=title_font
@@ -296,9 +313,12 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
     ImageDraw.Draw(turned).text((2, 0), y_title, fill=TEXT_COLOUR, font=title_font)
     turned = turned.rotate(90, expand=True)
     chart.paste(turned, (16, round((plot.top + plot.bottom - turned.height) / 2)), turned)
-    draw_legend(draw, text_font, title_font, cost)
 
-    anchors = [(x_axis.position(p.cost), y_axis.position(p.distance)) for p in points]
+
+def draw_front(
+    draw, points: list[Point], anchors: list[tuple[float, float]], x_axis: Axis, y_axis: Axis
+) -> list[tuple[float, float]]:
+    """The front's staircase, then every point's marker (filled on the front); -> the staircase in pixels."""
     front = step_line([(p.cost, p.distance) for p in points if p.on_front])
     front_line = [(x_axis.position(cost), y_axis.position(distance)) for cost, distance in front]
     if len(front_line) > 1:
@@ -309,24 +329,21 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
             draw.ellipse(marker, fill=FRONT_COLOUR, outline=FRONT_COLOUR)
         else:
             draw.ellipse(marker, fill="white", outline=OTHER_COLOUR, width=2)
+    return front_line
 
+
+def draw_labels(
+    draw, points: list[Point], anchors: list[tuple[float, float]], plot: Box, obstacles: list[Box], text_font
+) -> None:
+    """Every point's label beside its marker, off the other labels, markers and `obstacles` (the front's line)."""
     # The front's labels are placed first: they are the ones a reader looks for.
     order = sorted(range(len(points)), key=lambda i: not points[i].on_front)
-    sizes = [text_size(draw, points[i].label, text_font) for i in order]
-    boxes = place_labels(
-        [anchors[i] for i in order],
-        [(w + 2, h + 4) for w, h in sizes],
-        plot,
-        obstacles=tuple(segment_boxes(front_line)),
-    )
+    sizes = [(width + 2, height + 4) for width, height in (text_size(draw, points[i].label, text_font) for i in order)]
+    boxes = place_labels([anchors[i] for i in order], sizes, plot, obstacles=tuple(obstacles))
     for index, box in zip(order, boxes):
         colour = FRONT_COLOUR if points[index].on_front else TEXT_COLOUR
         middle = (box.top + box.bottom) / 2 - text_middle(draw, points[index].label, text_font)
         draw.text((box.left + 1, middle), points[index].label, fill=colour, font=text_font)
-
-    output = io.BytesIO()
-    chart.save(output, format="PNG")
-    return output.getvalue()
 
 
 def draw_legend(draw, text_font, title_font, cost: str) -> None:
