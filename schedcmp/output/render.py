@@ -584,10 +584,7 @@ def write_sheets(
     if x is not None and x not in varying and plans is not None:
         notices.append(f"--x {x}: the {x} does not vary here; the columns are {column_axis(varying, x, z)}")
     if plans is None:
-        tiles = [Tile(image_png(out_dir, run), tile_lines(run), run.status, run.reason) for run in runs]
-        path = out_dir / "contact_sheet.png"
-        write_atomic(path, render_contact_sheet(header, tiles, width, height))
-        return [path], notices
+        return [write_contact_sheet(out_dir, header, runs)], notices
     if z is not None and len(plans) > 1:
         stacked = grid_of_grids(out_dir, header, plans, width, height)
         if stacked is not None:
@@ -596,33 +593,51 @@ def write_sheets(
     written = []
     for plan in plans:
         name = "contact_sheet" + (f"-{slug(plan.title, 60)}" if len(plans) > 1 else "")
-        page_ranges = pages(len(plan.rows), len(plan.columns), width, height, len(header) + 2)
-        for page, (rows, columns) in enumerate(page_ranges, start=1):
-            cells = [
-                grid_cell(out_dir, r - rows.start, c - columns.start, run)
-                for r, c, run in plan.cells
-                if r in rows and c in columns
-            ]
-            title = [plan.title] if plan.title else []
-            if len(page_ranges) > 1:
-                title.append(
-                    f"page {page} of {len(page_ranges)} (rows {rows.start + 1}-{rows.stop}, "
-                    f"columns {columns.start + 1}-{columns.stop}): the grid was too big for one image"
-                )
-            path = out_dir / (name + (f"-part{page}" if len(page_ranges) > 1 else "") + ".png")
-            png = render_grid(
-                header + title,
-                plan.rows[rows.start : rows.stop],
-                plan.columns[columns.start : columns.stop],
-                cells,
-                width,
-                height,
-            )
-            write_atomic(path, png)
-            written.append(path)
-        if len(page_ranges) > 1:
-            notices.append(f"{name}: the grid was split into {len(page_ranges)} pages")
+        paths = write_grid_pages(out_dir, name, header, plan, width, height)
+        if len(paths) > 1:
+            notices.append(f"{name}: the grid was split into {len(paths)} pages")
+        written += paths
     return written, notices
+
+
+def write_contact_sheet(out_dir: Path, header: list[str], runs: list[Run]) -> Path:
+    """contact_sheet.png: one labelled tile per run, where nothing but the scheduler varies."""
+    tiles = [Tile(image_png(out_dir, run), tile_lines(run), run.status, run.reason) for run in runs]
+    path = out_dir / "contact_sheet.png"
+    write_atomic(path, render_contact_sheet(header, tiles, runs[0].width, runs[0].height))
+    return path
+
+
+def write_grid_pages(
+    out_dir: Path, name: str, header: list[str], plan: SheetPlan, width: int, height: int
+) -> list[Path]:
+    """One grid as `name`.png, or as `name`-partN.png pages where it is too big for one image."""
+    page_ranges = pages(len(plan.rows), len(plan.columns), width, height, len(header) + 2)
+    written = []
+    for page, (rows, columns) in enumerate(page_ranges, start=1):
+        cells = [
+            grid_cell(out_dir, r - rows.start, c - columns.start, run)
+            for r, c, run in plan.cells
+            if r in rows and c in columns
+        ]
+        title = [plan.title] if plan.title else []
+        if len(page_ranges) > 1:
+            title.append(
+                f"page {page} of {len(page_ranges)} (rows {rows.start + 1}-{rows.stop}, "
+                f"columns {columns.start + 1}-{columns.stop}): the grid was too big for one image"
+            )
+        path = out_dir / (name + (f"-part{page}" if len(page_ranges) > 1 else "") + ".png")
+        png = render_grid(
+            header + title,
+            plan.rows[rows.start : rows.stop],
+            plan.columns[columns.start : columns.stop],
+            cells,
+            width,
+            height,
+        )
+        write_atomic(path, png)
+        written.append(path)
+    return written
 
 
 def image_png(out_dir: Path, run: Run) -> bytes | None:
