@@ -29,7 +29,6 @@ from schedcmp.output.chart import (
     uses_log_scale,
 )
 from schedcmp.output.html_report import page, write_report
-from schedcmp.output.report import label
 
 PROMPT = 'a "red" <fox> & friends'
 REFERENCE_ID = "ref-1a2b3c4d"
@@ -39,7 +38,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 
 def short_label(entry: Run) -> str:
     """A chart point's label: the UI name when there is one, else the class and its overrides."""
-    return entry.alias or label(entry)
+    return entry.alias or entry.label
 
 
 def run(
@@ -299,7 +298,7 @@ def test_page_shows_every_run_and_escapes_text(results):
     document.charts = chart.write_charts(folder, document)
     text = page(document, folder)
     for entry in document.runs:
-        assert html.escape(label(entry)) in text and f'data-id="{entry.id}"' in text
+        assert html.escape(entry.label) in text and f'data-id="{entry.id}"' in text
     assert html.escape(PROMPT) in text and "<fox>" not in text
     assert html.escape("ValueError: <sigmas> must be increasing & finite") in text
     assert STOCHASTIC_NOT_RANKED in text and "errors do not fall with more steps" in text and "1.02" in text
@@ -393,7 +392,7 @@ def test_report_page_in_chromium(results, tmp_path):
             " && [image.naturalWidth, image.getBoundingClientRect().width,"
             " document.getElementById('overlay-caption').textContent]; })()"
         )
-        assert size[:2] == [IMAGE_SIZE[0], IMAGE_SIZE[0]] and size[2].startswith(label(document.runs[3]))
+        assert size[:2] == [IMAGE_SIZE[0], IMAGE_SIZE[0]] and size[2].startswith(document.runs[3].label)
         assert (
             browser.evaluate(f"document.querySelector('tr[data-id=\"{IDS[3]}\"] img').getBoundingClientRect().width")
             == 64

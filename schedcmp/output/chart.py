@@ -213,8 +213,6 @@ def chart_points(results: Results, cost: str) -> list[Point]:
     """The runs a chart can rank: ok, deterministic, with a distance to the first reference and a cost.
 
     Steps join the label in sweeps."""
-    from schedcmp.output.report import label
-
     # Distances to different references (other prompts, seeds or guidance) do not share a scale or a front:
     # the chart shows the runs of the first reference.
     references = [reference.id for reference in results.references]
@@ -230,7 +228,7 @@ def chart_points(results: Results, cost: str) -> list[Point]:
     several_steps = len({run.steps for run in runs}) > 1
     points = []
     for run in runs:
-        text = run.alias or label(run)  # the UI name alone: a crowded chart needs short labels
+        text = run.alias or run.label  # the UI name alone: a crowded chart needs short labels
         if several_steps:
             text += f" · {run.steps}"
         on_front = bool(run.pareto and getattr(run.pareto, cost))

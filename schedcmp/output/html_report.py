@@ -24,7 +24,7 @@ from schedcmp.core.records import (
     status_colour,
 )
 from schedcmp.output.check_report import data_uri
-from schedcmp.output.report import PARETO_NAMES, label, pareto_costs, write_atomic
+from schedcmp.output.report import PARETO_NAMES, pareto_costs, write_atomic
 from schedcmp.quality.metrics import METRICS
 from schedcmp.quality.stepsearch import goal_text
 
@@ -105,7 +105,7 @@ def order_cell(order: Order | None) -> tuple[str, float | None]:
 
 def cells(run: Run, folder: Path) -> dict[str, tuple[str, Any]]:
     """Each column's (inner HTML, sort value) for one run."""
-    name = label(run)
+    name = run.label
     distance = run.distance
     order_html, order_value = order_cell(run.order)
     return {
@@ -259,7 +259,7 @@ def failure_section(results: Results) -> str:
     if not failing:
         return '<h2>Failures</h2><p id="failures">None: every run finished ok.</p>'
     items = "".join(
-        f'<li data-id="{escape(run.id)}"><b>{escape(label(run))}</b> ({escape(run.id)}): {escape(run.status)}: '
+        f'<li data-id="{escape(run.id)}"><b>{escape(run.label)}</b> ({escape(run.id)}): {escape(run.status)}: '
         f"{escape(run.reason or 'no reason recorded')}</li>"
         for run in failing
     )

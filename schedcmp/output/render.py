@@ -11,7 +11,6 @@ from typing import Callable
 
 from schedcmp.core.plan import slug
 from schedcmp.core.records import STOCHASTIC_NOT_RANKED, Determinism, Results, Run, Status, status_rgb
-from schedcmp.output import report
 from schedcmp.output.report import write_atomic
 
 TILE_MIN = 192  # tiny models make 64 px images: scale them up so a label fits under each
@@ -273,7 +272,7 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
 def tile_lines(run: Run) -> list[str]:
     """A run's label on the contact sheet: name (and UI alias), its steps and cost, and why it is not ok."""
     cost, *status = cell_lines(run)
-    lines = [report.label(run), f"{run.steps} steps · {cost}", *status]
+    lines = [run.label, f"{run.steps} steps · {cost}", *status]
     if not run.compatible:
         lines.append("not in compatibles (--allow-incompatible)")
     return lines
@@ -475,7 +474,7 @@ def plan_sheets(runs: list[Run], x: str | None, z: str | None, steps_per_row: bo
     """
 
     def label(run: Run) -> str:
-        return report.label(run) + (f" · {run.steps} steps" if steps_per_row else "")
+        return run.label + (f" · {run.steps} steps" if steps_per_row else "")
 
     varying = multi_valued_axes(runs, steps_per_row)
     x = column_axis(varying, x, z)
@@ -562,7 +561,7 @@ def reference_line(results: Results, runs: list[Run]) -> str:
     moved = results.interval.moved if results.interval else None  # written before runs kept their schedule
     if moved:
         line += f" · run with trailing spacing to start where it does: {', '.join(moved)}"
-    notes = [(report.label(run), run.schedule_note or "") for run in runs]
+    notes = [(run.label, run.schedule_note or "") for run in runs]
     late = list(dict.fromkeys(name for name, note in notes if "late start" in note))
     if late:
         line += f" · late start counted in the distance: {', '.join(late)}"

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from schedcmp.core.names import display_label, short_name
+from schedcmp.core.names import short_name
 from schedcmp.core.records import (
     STOCHASTIC_NOT_RANKED,
     Determinism,
@@ -91,10 +91,6 @@ def to_json(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def label(run: Run) -> str:
-    return display_label(run.scheduler, run.alias, run.overrides or {})
-
-
 def sorted_runs(runs: list[Run]) -> list[Run]:
     """Fastest first; runs without a time (failed) last, in their run order."""
     timed = sorted((run for run in runs if run.seconds is not None), key=lambda run: run.seconds)
@@ -169,7 +165,7 @@ def table_row(run: Run) -> dict[str, Any]:
     trailing = " · trailing" if run.interval else ""
     return {
         "id": run.id,
-        "scheduler": label(run) + trailing,
+        "scheduler": run.label + trailing,
         "name": (run.alias or short_name(run.scheduler)) + trailing,
         "seed": run.seed,
         "guidance_scale": run.guidance_scale,
