@@ -54,7 +54,7 @@ class TargetStatus(enum.StrEnum):
 
     REACHED = "reached"
     NOT_REACHED = "not reached"  # not within --max-steps
-    NOT_RANKED = "not ranked"  # stochastic, or not probed: it has no distance to search on
+    NOT_RANKED = "not ranked"  # stochastic, or its determinism unknown: no distance to search on
     NOT_MEASURED = "not measured"  # it starts outside the reference's range
 
 

@@ -96,6 +96,7 @@ def step_summary(steps: int, found: dict[str, dict[str, Run]], metric: str, pair
 
 
 def entry_summary(name: str, by_pair: dict[str, Run], metric: str, rank: int | None) -> EntrySummary:
+    """One entry at one step count: its distance, seconds and NFE over the pairs (pair -> run), and its rank."""
     runs = list(by_pair.values())
     return EntrySummary(
         label=name,
