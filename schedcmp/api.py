@@ -180,12 +180,12 @@ class Comparison:
         """What `schedcmp run` would exit with for this comparison."""
         from schedcmp.sweep.results import exit_code
 
-        return exit_code(self.to_dict(), strict=False)
+        return exit_code(self.results, strict=False)
 
     def table_html(self) -> str:
         from schedcmp.output import report
 
-        return report.to_html(report.table_rows(self.to_dict()["runs"]))
+        return report.to_html(report.table_rows(self.results.runs))
 
     def _repr_html_(self) -> str:
         """In Jupyter: the sheet, then the table."""

@@ -212,40 +212,39 @@ def print_outcome(outcome, output_format: str) -> None:
     from schedcmp.output import console, report
     from schedcmp.sweep.placement import launched
 
-    document = outcome.document
-    title = f"{document['pipeline']} · {document['device']} {document['dtype']}"
-    target = document.get("target")
-    summary = document.get("summary")
+    results = outcome.results
+    title = f"{results.pipeline} · {results.device} {results.dtype}"
+    target, summary = results.target, results.summary
     if target:
-        rows = report.equal_quality_rows(document["equal_quality"], target["metric"])
+        rows = report.equal_quality_rows(results.equal_quality, target.metric)
     else:
-        rows = report.table_rows(document["runs"])
+        rows = report.table_rows(results.runs)
     if output_format == "json":
-        console.data(report.to_json(document))
+        console.data(report.to_json(outcome.document))
     elif output_format == "csv":
         console.data(report.rows_csv(rows) if target else report.to_csv(rows))
     elif output_format == "markdown":
         text = report.rows_markdown(rows) if target else report.to_markdown(rows)
-        if summary and summary["pairs"] > 1 and not target:
+        if summary and summary.pairs > 1 and not target:
             text += "\n" + report.rows_markdown(report.summary_rows(summary))
         console.data(text)
     else:
         if target:
             from schedcmp.quality.stepsearch import goal_text
 
-            goal = goal_text(target["metric"], target["value"])
-            console.print_equal_quality(rows, target["metric"], f"{title} · steps at {goal}, fastest first")
+            goal = goal_text(target.metric, target.value)
+            console.print_equal_quality(rows, target.metric, f"{title} · steps at {goal}, fastest first")
         else:
             console.print_table(rows, title)
-            if summary and summary["pairs"] > 1:
+            if summary and summary.pairs > 1:
                 console.print_summary(summary)
         if not console.stdout_is_terminal():  # on a terminal the path on stdout below says it already
             for sheet in outcome.sheets:
                 console.info(f"contact sheet: {sheet}")
-        if outcome.document.get("report"):
-            console.info(f"report: {outcome.out_dir / outcome.document['report']}")
+        if results.report:
+            console.info(f"report: {outcome.out_dir / results.report}")
         console.data("".join(f"{sheet}\n" for sheet in outcome.sheets))
-    for line in document.get("answer") or []:  # the answer in words, last
+    for line in results.answer or []:  # the answer in words, last
         console.info(f"answer: {line}")
     if launched():  # torchrun exits 1 for any failure: rank 0's last line carries schedcmp's code
         console.info(f"schedcmp: exit {outcome.exit_code}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from browser import Browser
 
+from schedcmp.core.records import Determinism, Distance, Run, Status
 from schedcmp.quality import stepsearch, summary
 from schedcmp.quality.stepsearch import Target
 
@@ -41,20 +43,20 @@ def test_a_step_count_without_a_distance_meets_no_target():
 # -- the summary, pure: paired wins, sign tests, ranks --------------------------------------------------
 
 
-def entry(scheduler: str, pair: int, rmse: float, steps: int = 10, nfe: int | None = None) -> dict:
-    return {
-        "id": f"{scheduler}-{steps}-{pair}",
-        "scheduler": f"{scheduler}Scheduler",
-        "alias": None,
-        "overrides": {},
-        "steps": steps,
-        "nfe": nfe or steps,
-        "seconds": 0.1 * steps,
-        "status": "ok",
-        "determinism": "deterministic",
-        "reference": f"ref-{pair}",
-        "distance": {"latent_rmse": rmse, "psnr": -rmse, "ssim": 1.0},
-    }
+def entry(scheduler: str, pair: int, rmse: float, steps: int = 10, nfe: int | None = None) -> Run:
+    return Run(
+        id=f"{scheduler}-{steps}-{pair}",
+        scheduler=f"{scheduler}Scheduler",
+        prompt="p",
+        seed=pair,
+        steps=steps,
+        nfe=nfe or steps,
+        seconds=0.1 * steps,
+        status=Status.OK,
+        determinism=Determinism.DETERMINISTIC,
+        reference=f"ref-{pair}",
+        distance=Distance(latent_rmse=rmse, psnr=-rmse, ssim=1.0),
+    )
 
 
 def test_sign_test_is_the_exact_two_sided_binomial():
@@ -73,34 +75,34 @@ def test_ranks_on_a_hand_made_table_with_ties():
     }
     entries = [entry(name, pair, value) for name, values in table.items() for pair, value in enumerate(values)]
     found = summary.summarise(entries)
-    [group] = found["step_counts"]
-    assert found["pairs"] == 6 and found["ranked"] and found["note"] is None
-    assert group["wins"]["A"]["B"] == 6 and group["wins"]["B"]["A"] == 0
-    assert group["wins"]["C"]["A"] == 2 and group["wins"]["A"]["C"] == 2  # the 2 tied pairs count for neither
-    ranks = {row["label"]: row["rank"] for row in group["entries"]}
+    [group] = found.step_counts
+    assert found.pairs == 6 and found.ranked and found.note is None
+    assert group.wins["A"]["B"] == 6 and group.wins["B"]["A"] == 0
+    assert group.wins["C"]["A"] == 2 and group.wins["A"]["C"] == 2  # the 2 tied pairs count for neither
+    ranks = {row.label: row.rank for row in group.entries}
     assert ranks == {"A": 1, "C": 1, "B": 3}  # nothing beats A or C significantly: they share rank 1
-    medians = {row["label"]: row["distance"]["median"] for row in group["entries"]}
+    medians = {row.label: row.distance.median for row in group.entries}
     assert medians["B"] == pytest.approx(0.25) and medians["C"] == pytest.approx(0.1)
-    iqr = next(row["distance"] for row in group["entries"] if row["label"] == "B")
-    assert (iqr["q1"], iqr["q3"]) == (pytest.approx(0.2), pytest.approx(0.375))
+    iqr = next(row.distance for row in group.entries if row.label == "B")
+    assert (iqr.q1, iqr.q3) == (pytest.approx(0.2), pytest.approx(0.375))
 
 
 def test_five_pairs_are_too_few_to_rank():
     entries = [entry(name, pair, value) for name, value in (("A", 0.1), ("B", 0.9)) for pair in range(5)]
     found = summary.summarise(entries)
-    assert not found["ranked"] and found["note"].startswith("too few pairs to rank")
-    assert all(row["rank"] is None for row in found["step_counts"][0]["entries"])
-    assert found["step_counts"][0]["wins"]["A"]["B"] == 5
+    assert not found.ranked and found.note.startswith("too few pairs to rank")
+    assert all(row.rank is None for row in found.step_counts[0].entries)
+    assert found.step_counts[0].wins["A"]["B"] == 5
     lines = summary.answer_lines(found)
     assert "too few pairs to rank" in lines[-1]
 
 
 def test_stochastic_and_failed_runs_are_left_out_of_the_summary():
     entries = [entry("A", 0, 0.1), entry("B", 0, 0.2)]
-    entries.append({**entry("C", 0, 0.01), "determinism": "stochastic"})
-    entries.append({**entry("D", 0, 0.01), "status": "failed"})
+    entries.append(replace(entry("C", 0, 0.01), determinism=Determinism.STOCHASTIC))
+    entries.append(replace(entry("D", 0, 0.01), status=Status.FAILED))
     found = summary.summarise(entries)
-    assert [row["label"] for row in found["step_counts"][0]["entries"]] == ["A", "B"]
+    assert [row.label for row in found.step_counts[0].entries] == ["A", "B"]
 
 
 def test_answer_in_words_names_the_front_and_the_pick_for_each_budget():
@@ -143,28 +145,26 @@ def test_step_search_on_the_exact_denoiser_matches_a_brute_force_scan(sd15_model
             Request(**common, **settings, out=tmp_path / name, reference_spec=REFERENCE, no_sheet=True),
             loaded=model,
             progress=console.Progress(False),
-        ).document
+        ).results
 
     scan = run("scan", steps=tuple(range(1, 25)))
     searched = run("search", target_rmse=TARGET_RMSE, max_steps=24)
-    answers = {found["label"]: found for found in searched["equal_quality"]}
+    answers = {found.label: found for found in searched.equal_quality}
     for label in ("Euler", "DPM++ 2M", "LMS"):
-        curve = {
-            run["steps"]: run["distance"]["latent_rmse"] for run in scan["runs"] if summary.entry_label(run) == label
-        }
+        curve = {run.steps: run.distance.latent_rmse for run in scan.runs if summary.entry_label(run) == label}
         steps = sorted(curve)
         assert all(curve[a] > curve[b] for a, b in zip(steps, steps[1:])), f"{label} is not monotone here"
         first = min(s for s in steps if curve[s] <= TARGET_RMSE)
-        assert answers[label]["status"] == "reached" and answers[label]["steps"] == first, label
-        assert answers[label]["below_steps"] == first - 1 and answers[label]["below_distance"] > TARGET_RMSE
-        assert not answers[label]["non_monotone"]
-        at = {run["id"]: run for run in searched["runs"]}
-        assert all(at[cell]["distance"]["latent_rmse"] <= TARGET_RMSE for cell in answers[label]["runs"])
-    scan_calls, search_calls = len(scan["runs"]), len(searched["runs"])
+        assert answers[label].status == "reached" and answers[label].steps == first, label
+        assert answers[label].below_steps == first - 1 and answers[label].below_distance > TARGET_RMSE
+        assert not answers[label].non_monotone
+        at = {run.id: run for run in searched.runs}
+        assert all(at[cell].distance.latent_rmse <= TARGET_RMSE for cell in answers[label].runs)
+    scan_calls, search_calls = len(scan.runs), len(searched.runs)
     with capsys.disabled():
         print(f"\n  pipeline calls: scan of 1..24 steps {scan_calls}, search {search_calls}")
     assert search_calls < scan_calls / 2
-    assert searched["answer"][0].startswith("latent RMSE ≤ 0.1: ")
+    assert searched.answer[0].startswith("latent RMSE ≤ 0.1: ")
 
 
 def test_heun_on_the_exact_denoiser_is_flagged_non_monotone(sd15_model, tmp_path, monkeypatch):

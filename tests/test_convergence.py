@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from schedcmp.core import records
+from schedcmp.core.records import Determinism, Distance, Reference, Run, SelfConvergence, Status
 from schedcmp.quality import convergence, metrics
 
 # -- pure metrics, by hand ------------------------------------------------------------------------------
@@ -42,40 +45,36 @@ def test_pareto_front_by_hand():
     assert metrics.pareto_front(points) == [0, 1, 3, 4]  # (3,4) is beaten by (2,3); (5,1) by (4,1)
 
 
-def entry(run_id, steps, nfe, seconds, rmse, determinism="deterministic", scheduler="EulerDiscreteScheduler"):
-    return {
-        "id": run_id,
-        "scheduler": scheduler,
-        "overrides": {},
-        "prompt": "p",
-        "negative_prompt": None,
-        "seed": 0,
-        "guidance_scale": 7.5,
-        "width": 64,
-        "height": 64,
-        "call_args": {},
-        "reference": "ref-1",
-        "steps": steps,
-        "nfe": nfe,
-        "seconds": seconds,
-        "status": "ok",
-        "determinism": determinism,
-        "distance": None if rmse is None else {"latent_rmse": rmse, "psnr": 30.0, "ssim": 0.9},
-    }
+def entry(
+    run_id, steps, nfe, seconds, rmse, determinism=Determinism.DETERMINISTIC, scheduler="EulerDiscreteScheduler"
+) -> Run:
+    return Run(
+        id=run_id,
+        scheduler=scheduler,
+        prompt="p",
+        seed=0,
+        guidance_scale=7.5,
+        width=64,
+        height=64,
+        reference="ref-1",
+        steps=steps,
+        nfe=nfe,
+        seconds=seconds,
+        status=Status.OK,
+        determinism=determinism,
+        distance=None if rmse is None else Distance(latent_rmse=rmse, psnr=30.0, ssim=0.9),
+    )
 
 
-def set_orders(entries):
-    """What the comparison's finish stage does with the fitted orders: each entry gets its scheduler's."""
+def set_orders(entries: list[Run]) -> list[Run]:
+    """What the comparison's finish stage does with the fitted orders: each run gets its scheduler's."""
     orders = convergence.fit_orders(entries)
-    for e in entries:
-        e["order"] = orders[e["id"]]
+    return [replace(e, order=orders[e.id]) for e in entries]
 
 
-def set_orders_and_fronts(entries):
-    set_orders(entries)
+def set_orders_and_fronts(entries: list[Run]) -> list[Run]:
     fronts = convergence.pareto_fronts(entries)
-    for e in entries:
-        e["pareto"] = fronts[e["id"]]
+    return [replace(e, pareto=fronts[e.id]) for e in set_orders(entries)]
 
 
 def test_orders_and_fronts_over_results_entries():
@@ -84,16 +83,15 @@ def test_orders_and_fronts_over_results_entries():
         entry(f"h{n}", n, 2 * n - 1, n / 5, 4.0 / n**2, scheduler="HeunDiscreteScheduler") for n in (10, 20, 40)
     ]
     entries.append(
-        entry("a20", 20, 20, 2.0, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler")
+        entry("a20", 20, 20, 2.0, None, determinism=Determinism.STOCHASTIC, scheduler="EulerAncestralDiscreteScheduler")
     )
-    set_orders_and_fronts(entries)
-    by_id = {e["id"]: e for e in entries}
-    assert by_id["e10"]["order"]["order"] == pytest.approx(1.0) and by_id["e10"]["order"]["steps"] == [10, 40]
-    assert by_id["h40"]["order"]["order"] == pytest.approx(2.0, abs=0.1)
-    assert by_id["a20"]["order"] is None and by_id["a20"]["pareto"] is None  # one step count: no sweep
+    by_id = {e.id: e for e in set_orders_and_fronts(entries)}
+    assert by_id["e10"].order.order == pytest.approx(1.0) and by_id["e10"].order.steps == [10, 40]
+    assert by_id["h40"].order.order == pytest.approx(2.0, abs=0.1)
+    assert by_id["a20"].order is None and by_id["a20"].pareto is None  # one step count: no sweep
     # Time: e10 (1 s, 0.1) is the cheapest; e20 (2 s, 0.05) is beaten by h10 (2 s, 0.04).
-    assert by_id["e10"]["pareto"]["seconds"] and not by_id["e20"]["pareto"]["seconds"]
-    assert by_id["h10"]["pareto"]["seconds"] and by_id["h40"]["pareto"]["nfe"]
+    assert by_id["e10"].pareto.seconds and not by_id["e20"].pareto.seconds
+    assert by_id["h10"].pareto.seconds and by_id["h40"].pareto.nfe
 
 
 # -- stochastic or not: every scheduler class diffusers ships, probed -----------------------------------
@@ -383,13 +381,21 @@ def test_a_malformed_results_file_is_one_line(cli, tmp_path):
 
 
 def test_an_unconverged_reference_is_flagged():
-    references = [{"id": "ref-1", "spec": "DPMSolverMultistep:8", "self_convergence": {"latent_rmse": 0.05}}]
+    reference = Reference(
+        id="ref-1",
+        spec="DPMSolverMultistep:8",
+        scheduler="DPMSolverMultistepScheduler",
+        steps=8,
+        status=Status.OK,
+        self_convergence=SelfConvergence(half_steps=4, latent_rmse=0.05, psnr=30.0, ssim=0.9),
+    )
+    references = [reference]
     entries = [entry("e20", 20, 20, 1.0, 0.2), entry("e40", 40, 40, 2.0, 0.1)]
     warnings = convergence.convergence_warnings(references, entries)
     [line] = convergence.warning_lines(references, warnings)
     assert "DPMSolverMultistep:8" in line and "0.1" in warnings["ref-1"]
-    references[0]["self_convergence"]["latent_rmse"] = 0.001
-    assert convergence.convergence_warnings(references, entries) == {} and "warning" not in references[0]
+    references = [replace(reference, self_convergence=replace(reference.self_convergence, latent_rmse=0.001))]
+    assert convergence.convergence_warnings(references, entries) == {} and references[0].warning is None
 
 
 def test_csv_columns_with_distances():
@@ -397,14 +403,16 @@ def test_csv_columns_with_distances():
 
     entries = [entry(f"e{n}", n, n, n / 10, 1.0 / n) for n in (10, 20, 40)]
     entries.append(
-        entry("a20", 20, 20, 2.0, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler")
+        entry("a20", 20, 20, 2.0, None, determinism=Determinism.STOCHASTIC, scheduler="EulerAncestralDiscreteScheduler")
     )
-    entries[-1]["distance_note"] = "stochastic: converges to another sample"
-    for e in entries:
-        e.update(
-            alias=None, seconds_all=[e["seconds"]], peak_memory_bytes=None, ms_per_nfe=None, reason=None, interval=None
+    entries[-1] = replace(entries[-1], distance_note="stochastic: converges to another sample")
+    entries = [
+        replace(
+            e, alias=None, seconds_all=[e.seconds], peak_memory_bytes=None, ms_per_nfe=None, reason=None, interval=None
         )
-    set_orders_and_fronts(entries)
+        for e in entries
+    ]
+    entries = set_orders_and_fronts(entries)
     rows = list(__import__("csv").DictReader(report.to_csv(report.table_rows(entries)).splitlines()))
     assert list(rows[0])[-7:] == report.CONVERGENCE_COLUMNS
     euler = next(row for row in rows if row["id"] == "e10")
@@ -441,22 +449,21 @@ def test_without_reference_runs_are_still_labelled(cli, sd15_model, tmp_path):
 
 
 def test_a_sweep_without_distances_says_why_it_has_no_order():
-    entries = [entry(f"x{n}", n, n, n / 10, None) for n in (10, 20, 40)]
-    for e in entries:
-        e["distance_note"] = "starts at t=1.1, the reference at t=999.0: not on its interval"
-    set_orders(entries)
-    assert (
-        entries[0]["order"]["reason"] == "no distances: starts at t=1.1, the reference at t=999.0: not on its interval"
-    )
+    note = "starts at t=1.1, the reference at t=999.0: not on its interval"
+    entries = [replace(entry(f"x{n}", n, n, n / 10, None), distance_note=note) for n in (10, 20, 40)]
+    entries = set_orders(entries)
+    assert entries[0].order.reason == "no distances: starts at t=1.1, the reference at t=999.0: not on its interval"
 
 
 def test_stochastic_runs_in_a_sweep_get_no_order():
     entries = [
-        entry(f"a{n}", n, n, n / 10, None, determinism="stochastic", scheduler="EulerAncestralDiscreteScheduler")
+        entry(
+            f"a{n}", n, n, n / 10, None, determinism=Determinism.STOCHASTIC, scheduler="EulerAncestralDiscreteScheduler"
+        )
         for n in (10, 20, 40)
     ]
-    set_orders(entries)
-    assert all(e["order"]["order"] is None and e["order"]["reason"] == "stochastic: no ODE order" for e in entries)
+    entries = set_orders(entries)
+    assert all(e.order.order is None and e.order.reason == "stochastic: no ODE order" for e in entries)
 
 
 def test_resume_keeps_measured_cells_and_reruns_unmeasured_ones(reference_run, cli, sd15_model, tmp_path):
@@ -541,7 +548,7 @@ def test_a_seed_sweep_gets_one_reference_per_seed(cli, sd15_model, tmp_path, mon
     assert all(references[e["reference"]] == e["seed"] for e in document["runs"])
     from schedcmp.output import chart
 
-    points = chart.chart_points(document, "nfe")
+    points = chart.chart_points(records.load_document(document, "run"), "nfe")
     assert len(points) == 2  # the first reference's runs only: distances to other references share no scale
     assert "first of 2 references" in (tmp_path / "o" / "report.html").read_text()
 

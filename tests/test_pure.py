@@ -3,12 +3,14 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
 from schedcmp.core.errors import UsageError
 from schedcmp.core.names import SchedulerChoice
 from schedcmp.core.plan import PipelineDefaults, plan_runs, run_id
+from schedcmp.core.records import Run, Status
 from schedcmp.core.request import Request, check, parse_call_args
 from schedcmp.model.sample import FAILED, FILTERED, OK, judge_output, timestep_problem
 from schedcmp.output import render, report
@@ -132,25 +134,26 @@ def test_wrap():
     assert render.wrap("", fits) == []
 
 
-def entry(id, seconds, status="ok", nfe=5, alias=None):
-    return {
-        "id": id,
-        "scheduler": "DDIMScheduler",
-        "alias": alias,
-        "overrides": {},
-        "steps": 5,
-        "nfe": nfe,
-        "seconds": seconds,
-        "seconds_all": [] if seconds is None else [seconds, seconds * 2],
-        "ms_per_nfe": 1.0,
-        "peak_memory_bytes": 2**20,
-        "status": status,
-        "reason": None if status == "ok" else "boom",
-    }
+def entry(id, seconds, status=Status.OK, nfe=5, alias=None) -> Run:
+    return Run(
+        id=id,
+        scheduler="DDIMScheduler",
+        alias=alias,
+        prompt="p",
+        seed=0,
+        steps=5,
+        nfe=nfe,
+        seconds=seconds,
+        seconds_all=[] if seconds is None else [seconds, seconds * 2],
+        ms_per_nfe=1.0,
+        peak_memory_bytes=2**20,
+        status=status,
+        reason=None if status == Status.OK else "boom",
+    )
 
 
 def test_table_rows_sorted_failed_last_with_total():
-    rows = report.table_rows([entry("b", 2.0), entry("x", None, "failed", nfe=0), entry("a", 1.0)])
+    rows = report.table_rows([entry("b", 2.0), entry("x", None, Status.FAILED, nfe=0), entry("a", 1.0)])
     assert [r["id"] for r in rows] == ["a", "b", "x", "total"]
     assert rows[-1]["seconds"] == 3.0 and rows[-1]["nfe"] == 10 and rows[-1]["status"] == "1 failed"
     assert rows[0]["seconds_max"] == 2.0 and rows[0]["peak_memory_mib"] == 1.0  # MiB, and named so
@@ -168,7 +171,7 @@ def test_csv_and_markdown():
 
 def test_a_seed_sweep_tells_its_rows_apart():
     """Four identical "EulerDiscrete (Euler) | 20 | 20 | 0.15" rows: the varying axes get columns."""
-    entries = [dict(entry(f"e{seed}", 1.0), seed=seed) for seed in (1, 2)]
+    entries = [replace(entry(f"e{seed}", 1.0), seed=seed) for seed in (1, 2)]
     rows = report.table_rows(entries)
     assert report.table_columns(rows)[:3] == ["id", "scheduler", "seed"]
     assert [line.split(",")[2] for line in report.to_csv(rows).splitlines()] == ["seed", "1", "2"]
@@ -277,18 +280,16 @@ def test_grid_pages_split_big_grids():
         assert shape.width <= 2000 and shape.height <= 2000
 
 
-def grid_entry(scheduler, steps, seed, status="ok"):
-    return {
-        "id": f"{scheduler}-{steps}-{seed}",
-        "scheduler": scheduler,
-        "alias": None,
-        "overrides": {},
-        "steps": steps,
-        "seed": seed,
-        "guidance_scale": 7.5,
-        "prompt": "p",
-        "status": status,
-    }
+def grid_entry(scheduler, steps, seed, status=Status.OK) -> Run:
+    return Run(
+        id=f"{scheduler}-{steps}-{seed}",
+        scheduler=scheduler,
+        steps=steps,
+        seed=seed,
+        guidance_scale=7.5,
+        prompt="p",
+        status=status,
+    )
 
 
 def test_plan_sheets_rows_columns_and_one_sheet_per_other_axis():
@@ -313,7 +314,7 @@ def test_plan_sheets_rows_columns_and_one_sheet_per_other_axis():
 def test_the_z_axis_stacks_and_an_x_that_does_not_vary_is_not_obeyed():
     """`--z seed` without --x used to make seed the columns; `--x seed` without seeds split a sweep in 1-cell sheets."""
     entries = [
-        dict(grid_entry(s, 10, seed), guidance_scale=g)
+        replace(grid_entry(s, 10, seed), guidance_scale=g)
         for s in ("DDIMScheduler", "EulerDiscreteScheduler")
         for seed in (1, 2)
         for g in (5.0, 7.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,8 +100,8 @@ def test_one_vocabulary_and_one_colour_map():
     for status in list(records.Status) + list(records.Verdict):
         assert records.status_colour(status).startswith("#")
     assert render.label_colour("failed") == records.status_rgb("failed")
-    entry = json.loads((V1 / "results.json").read_text())
-    entry["runs"][0].update(status="failed", reason="boom")
+    entry = records.read_document(V1 / "results.json", "run")
+    entry.runs[0] = replace(entry.runs[0], status=records.Status.FAILED, reason="boom")
     assert records.status_colour("failed") in html_report.page(entry, V1)
 
 

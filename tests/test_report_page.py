@@ -6,12 +6,15 @@ import html
 import io
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import schemas
 from browser import Browser
 
+from schedcmp.core import records
+from schedcmp.core.records import STOCHASTIC_NOT_RANKED, Determinism, Distance, Order, Pareto, Results, Run, Status
 from schedcmp.output import chart
 from schedcmp.output.chart import (
     Axis,
@@ -26,8 +29,7 @@ from schedcmp.output.chart import (
     step_line,
     uses_log_scale,
 )
-from schedcmp.output.html_report import STOCHASTIC_NOTE, page, write_report
-from schedcmp.output.report import label
+from schedcmp.output.html_report import page, write_report
 
 PROMPT = 'a "red" <fox> & friends'
 REFERENCE_ID = "ref-1a2b3c4d"
@@ -35,9 +37,9 @@ IMAGE_SIZE = (96, 72)  # not the thumbnail's 64 px, so the overlay can be seen t
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
-def short_label(entry):
+def short_label(entry: Run) -> str:
     """A chart point's label: the UI name when there is one, else the class and its overrides."""
-    return entry["alias"] or label(entry)
+    return entry.alias or entry.label
 
 
 def run(
@@ -50,41 +52,37 @@ def run(
     *,
     alias=None,
     overrides=None,
-    status="ok",
+    status=Status.OK,
     reason=None,
-    determinism="deterministic",
+    determinism=Determinism.DETERMINISTIC,
     order=None,
-):
-    """One entry of results.json's runs, in the shape the run command writes."""
-    ok = status == "ok"
-    return {
-        "id": run_id,
-        "scheduler": scheduler,
-        "alias": alias,
-        "overrides": overrides or {},
-        "prompt": PROMPT,
-        "negative_prompt": None,
-        "seed": 8,
-        "steps": 20,
-        "guidance_scale": 7.5,
-        "width": IMAGE_SIZE[0],
-        "height": IMAGE_SIZE[1],
-        "call_args": {},
-        "status": status,
-        "reason": reason,
-        "nfe": nfe,
-        "seconds": seconds,
-        "ms_per_nfe": None if seconds is None else 1000 * seconds / nfe,
-        "peak_memory_bytes": 123456,
-        "image": f"images/{run_id}.png" if ok else None,
-        "determinism": determinism,
-        "reference": REFERENCE_ID if ok else None,
-        "distance": None
-        if distance is None
-        else {"latent_rmse": distance, "psnr": 20 - 10 * distance, "ssim": 1 - distance},
-        "order": order,
-        "pareto": pareto,
-    }
+) -> Run:
+    """One of results.json's runs, as the run command records it."""
+    ok = status == Status.OK
+    return Run(
+        id=run_id,
+        scheduler=scheduler,
+        alias=alias,
+        overrides=overrides or {},
+        prompt=PROMPT,
+        seed=8,
+        steps=20,
+        guidance_scale=7.5,
+        width=IMAGE_SIZE[0],
+        height=IMAGE_SIZE[1],
+        status=status,
+        reason=reason,
+        nfe=nfe,
+        seconds=seconds,
+        ms_per_nfe=None if seconds is None else 1000 * seconds / nfe,
+        peak_memory_bytes=123456,
+        image_path=f"images/{run_id}.png" if ok else None,
+        determinism=determinism,
+        reference=REFERENCE_ID if ok else None,
+        distance=None if distance is None else Distance(distance, 20 - 10 * distance, 1 - distance),
+        order=order,
+        pareto=pareto,
+    )
 
 
 # Fronts by hand. Time: DDIM (0.25 s), DPM++ (0.30 s), Heun (0.70 s); Euler is slower and further than
@@ -96,8 +94,8 @@ RUNS = [
         0.25,
         20,
         0.06,
-        {"seconds": True, "nfe": False},
-        order={"order": 1.02, "steps": [10, 40], "nfe": [10, 40], "r_squared": 0.997, "reason": None},
+        Pareto(seconds=True, nfe=False),
+        order=Order(order=1.02, steps=[10, 40], nfe=[10, 40], r_squared=0.997, reason=None),
     ),
     run(
         "eulerdiscrete-s20-seed8",
@@ -105,15 +103,9 @@ RUNS = [
         0.35,
         20,
         0.08,
-        {"seconds": False, "nfe": False},
+        Pareto(seconds=False, nfe=False),
         alias="Euler",
-        order={
-            "order": None,
-            "steps": None,
-            "nfe": None,
-            "r_squared": None,
-            "reason": "errors do not fall with more steps",
-        },
+        order=Order(order=None, steps=None, nfe=None, r_squared=None, reason="errors do not fall with more steps"),
     ),
     run(
         "dpmsolvermultistep-karras-s20-seed8",
@@ -121,10 +113,10 @@ RUNS = [
         0.30,
         20,
         0.04,
-        {"seconds": True, "nfe": True},
+        Pareto(seconds=True, nfe=True),
         overrides={"use_karras_sigmas": True},
     ),
-    run("heundiscrete-s20-seed8", "HeunDiscreteScheduler", 0.70, 39, 0.01, {"seconds": True, "nfe": True}),
+    run("heundiscrete-s20-seed8", "HeunDiscreteScheduler", 0.70, 39, 0.01, Pareto(seconds=True, nfe=True)),
     run(
         "eulerancestraldiscrete-s20-seed8",
         "EulerAncestralDiscreteScheduler",
@@ -133,7 +125,7 @@ RUNS = [
         None,
         None,
         alias="Euler a",
-        determinism="stochastic",
+        determinism=Determinism.STOCHASTIC,
     ),
     run(
         "lmsdiscrete-s20-seed8",
@@ -142,12 +134,12 @@ RUNS = [
         None,
         None,
         None,
-        status="failed",
+        status=Status.FAILED,
         reason="ValueError: <sigmas> must be increasing & finite",
-        determinism="unknown",
+        determinism=Determinism.UNKNOWN,
     ),
 ]
-IDS = [entry["id"] for entry in RUNS]
+IDS = [entry.id for entry in RUNS]
 
 
 def png(size, colour) -> bytes:
@@ -159,14 +151,15 @@ def png(size, colour) -> bytes:
 
 
 @pytest.fixture
-def results(tmp_path) -> tuple[Path, dict]:
-    """A results folder as `schedcmp run --reference` leaves it, before the charts: results.json, images, sheet."""
+def results(tmp_path) -> tuple[Path, Results]:
+    """A results folder as `schedcmp run --reference` leaves it, before the charts: results.json, images, sheet;
+    and its records, as they are read from it."""
     folder = tmp_path / "results"
     (folder / "images").mkdir(parents=True)
     (folder / "reference").mkdir()
     for number, entry in enumerate(RUNS):
-        if entry["image"]:
-            (folder / entry["image"]).write_bytes(png(IMAGE_SIZE, (40 * number, 200 - 30 * number, 90)))
+        if entry.image_path:
+            (folder / entry.image_path).write_bytes(png(IMAGE_SIZE, (40 * number, 200 - 30 * number, 90)))
     (folder / "reference" / f"{REFERENCE_ID}.png").write_bytes(png(IMAGE_SIZE, (250, 250, 250)))
     (folder / "contact_sheet.png").write_bytes(png((400, 300), (200, 220, 240)))
     document = {
@@ -209,11 +202,11 @@ def results(tmp_path) -> tuple[Path, dict]:
             "note": "Karras sigmas and trailing spacing end at different sigmas: all runs use trailing.",
         },
         "charts": [],
-        "runs": json.loads(json.dumps(RUNS)),  # a copy: tests change their document
+        "runs": [records.to_json(entry) for entry in RUNS],
     }
     schemas.validate(document)  # the strict schema: a misspelt key in this hand-written document fails here
     (folder / "results.json").write_text(json.dumps(document))
-    return folder, document
+    return folder, records.load_document(document, "run")  # its own records: tests change them
 
 
 # -- chart maths ----------------------------------------------------------------------------------------
@@ -264,7 +257,7 @@ def test_labels_go_right_unless_something_is_in_the_way():
 def test_chart_points_are_the_ranked_runs(results):
     _, document = results
     seconds = chart_points(document, "seconds")
-    by_id = {entry["id"]: entry for entry in document["runs"]}
+    by_id = {entry.id: entry for entry in document.runs}
     assert seconds == [
         Point(short_label(by_id[IDS[0]]), 0.25, 0.06, True),
         Point(short_label(by_id[IDS[1]]), 0.35, 0.08, False),
@@ -277,9 +270,9 @@ def test_chart_points_are_the_ranked_runs(results):
 
 def test_sweep_labels_carry_the_steps(results):
     _, document = results
-    document["runs"][0]["steps"] = 10
+    document.runs[0] = replace(document.runs[0], steps=10)
     labels = [p.label for p in chart_points(document, "seconds")]
-    assert labels[0] == short_label(document["runs"][0]) + " · 10" and labels[1].endswith(" · 20")
+    assert labels[0] == short_label(document.runs[0]) + " · 10" and labels[1].endswith(" · 20")
 
 
 def test_write_charts_writes_both_pngs(results):
@@ -295,8 +288,7 @@ def test_write_charts_writes_both_pngs(results):
 
 def test_no_distance_no_charts(results, tmp_path):
     folder, document = results
-    for entry in document["runs"]:
-        entry["distance"] = None
+    document.runs = [replace(entry, distance=None) for entry in document.runs]
     assert chart.write_charts(tmp_path, document) == [] and not list(tmp_path.glob("*.png"))
 
 
@@ -305,13 +297,13 @@ def test_no_distance_no_charts(results, tmp_path):
 
 def test_page_shows_every_run_and_escapes_text(results):
     folder, document = results
-    document["charts"] = chart.write_charts(folder, document)
+    document.charts = chart.write_charts(folder, document)
     text = page(document, folder)
-    for entry in document["runs"]:
-        assert html.escape(label(entry)) in text and f'data-id="{entry["id"]}"' in text
+    for entry in document.runs:
+        assert html.escape(entry.label) in text and f'data-id="{entry.id}"' in text
     assert html.escape(PROMPT) in text and "<fox>" not in text
     assert html.escape("ValueError: <sigmas> must be increasing & finite") in text
-    assert STOCHASTIC_NOTE in text and "errors do not fall with more steps" in text and "1.02" in text
+    assert STOCHASTIC_NOT_RANKED in text and "errors do not fall with more steps" in text and "1.02" in text
     assert (
         "against itself at 100 steps" in text and "DPMSolverMultistep:200" in text and "all runs use trailing" in text
     )
@@ -323,7 +315,7 @@ def test_page_shows_every_run_and_escapes_text(results):
 def test_page_survives_missing_images(results):
     folder, document = results
     (folder / "images" / f"{IDS[0]}.png").unlink()
-    document["sheets"] = []
+    document.sheets = []
     text = page(document, folder)
     assert f"image missing: images/{IDS[0]}.png" in text and "Contact sheet" not in text
 
@@ -342,7 +334,7 @@ ROW_IDS = "[...document.querySelectorAll('#runs tbody tr')].map(row => row.datas
 def test_report_page_in_chromium(results, tmp_path):
     """Loads offline, decodes every image, sorts by clicking headers, opens a thumbnail at full size."""
     folder, document = results
-    document["charts"] = chart.write_charts(folder, document)
+    document.charts = chart.write_charts(folder, document)
     report = write_report(folder, document)
     with Browser(tmp_path / "profile") as browser:
         browser.page("Network.enable")
@@ -402,7 +394,7 @@ def test_report_page_in_chromium(results, tmp_path):
             " && [image.naturalWidth, image.getBoundingClientRect().width,"
             " document.getElementById('overlay-caption').textContent]; })()"
         )
-        assert size[:2] == [IMAGE_SIZE[0], IMAGE_SIZE[0]] and size[2].startswith(label(document["runs"][3]))
+        assert size[:2] == [IMAGE_SIZE[0], IMAGE_SIZE[0]] and size[2].startswith(document.runs[3].label)
         assert (
             browser.evaluate(f"document.querySelector('tr[data-id=\"{IDS[3]}\"] img').getBoundingClientRect().width")
             == 64

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from schedcmp.core.records import Distance, Run, Status
 from schedcmp.output import console, report
 
 
-def entry(id, scheduler, alias, seed=0, order=None):
-    return {
-        "id": id,
-        "scheduler": scheduler,
-        "alias": alias,
-        "overrides": {},
-        "steps": 20,
-        "nfe": 20,
-        "seconds": 0.5,
-        "seconds_all": [0.5],
-        "ms_per_nfe": 25.0,
-        "peak_memory_bytes": 2**20,
-        "status": "ok",
-        "reason": None,
-        "seed": seed,
-        "guidance_scale": 7.5,
-        "prompt": "a horse",
-        "order": order,
-    }
+def entry(id, scheduler, alias, seed=0, order=None) -> Run:
+    return Run(
+        id=id,
+        scheduler=scheduler,
+        alias=alias,
+        steps=20,
+        nfe=20,
+        seconds=0.5,
+        seconds_all=[0.5],
+        ms_per_nfe=25.0,
+        peak_memory_bytes=2**20,
+        status=Status.OK,
+        seed=seed,
+        guidance_scale=7.5,
+        prompt="a horse",
+        order=order,
+    )
 
 
 def table(entries, width, monkeypatch, capsys) -> str:
@@ -48,7 +49,7 @@ def test_a_seed_sweep_gets_a_seed_column_and_empty_columns_go(monkeypatch, capsy
     text = table(entries, 160, monkeypatch, capsys)
     header = next(line for line in text.splitlines() if "scheduler" in line)
     assert "seed" in header and "guidance" not in header and "prompt" not in header
-    measured = [dict(e, reference="r", distance={"latent_rmse": 0.1, "psnr": 30.0, "ssim": 0.9}) for e in entries]
+    measured = [replace(e, reference="r", distance=Distance(latent_rmse=0.1, psnr=30.0, ssim=0.9)) for e in entries]
     header = next(line for line in table(measured, 160, monkeypatch, capsys).splitlines() if "scheduler" in line)
     assert "RMSE" in header and "order" not in header and "Pareto" not in header  # no sweep, no front: no column
 

@@ -160,7 +160,7 @@ def small_baseline(cli, sd15_model, tmp_path):
 @pytest.mark.parametrize(
     "flags, words",
     [
-        (["--junit-xml", "/proc/junit.xml"], "--junit-xml /proc/junit.xml cannot be written"),
+        (["--junit-xml", "/proc/junit.xml"], "--junit-xml /proc/junit.xml is not writable"),
         (["--results", "/etc/hostname"], "--results /etc/hostname is a file, not a folder"),
         (["--results", "/etc/hostname/sub"], "/etc/hostname is a file, not a folder"),
     ],

@@ -44,6 +44,20 @@ class Determinism(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+# What every record, table, sheet and page says of a stochastic run or scheduler entry, in these words: it converges
+# to another sample, not to the ODE's solution, so it has no distance to the reference and is not ranked.
+STOCHASTIC_NOT_RANKED = "stochastic: not ranked"
+
+
+class TargetStatus(enum.StrEnum):
+    """How an entry's equal-quality search (--target-psnr / --target-rmse) ended."""
+
+    REACHED = "reached"
+    NOT_REACHED = "not reached"  # not within --max-steps
+    NOT_RANKED = "not ranked"  # stochastic, or its determinism unknown: no distance to search on
+    NOT_MEASURED = "not measured"  # it starts outside the reference's range
+
+
 class Verdict(enum.StrEnum):
     """`schedcmp check`'s verdict on one case."""
 
@@ -348,7 +362,7 @@ class EqualQuality:
 
     label: str
     scheduler: str
-    status: str  # reached, not reached, not ranked, not measured
+    status: TargetStatus
     overrides: dict[str, Any] = field(default_factory=dict)
     alias: str | None = None
     steps: int | None = None

@@ -9,7 +9,8 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from schedcmp.core.records import Determinism, Results, Status
 
 WIDTH, HEIGHT = 1000, 700
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 110, 40, 70, 80
@@ -26,7 +27,7 @@ OTHER_COLOUR = (87, 96, 106)
 GRID_COLOUR = (230, 232, 235)
 TEXT_COLOUR = (31, 35, 40)
 
-# cost key in results.json -> (file name, x axis title)
+# cost (a field of schedcmp.core.records.Run) -> (file name, x axis title)
 CHARTS = {"seconds": ("quality_vs_time.png", "seconds per image"), "nfe": ("quality_vs_nfe.png", "model calls (NFE)")}
 Y_TITLE = "distance to reference (latent RMSE, lower is better)"
 
@@ -208,32 +209,30 @@ def place_labels(
     return placed
 
 
-def chart_points(document: dict[str, Any], cost: str) -> list[Point]:
+def chart_points(results: Results, cost: str) -> list[Point]:
     """The runs a chart can rank: ok, deterministic, with a distance to the first reference and a cost.
 
     Steps join the label in sweeps."""
-    from schedcmp.output.report import label
-
     # Distances to different references (other prompts, seeds or guidance) do not share a scale or a front:
     # the chart shows the runs of the first reference.
-    references = [reference["id"] for reference in document.get("references") or []]
-    entries = [
-        entry
-        for entry in document["runs"]
-        if (not references or entry.get("reference") == references[0])
-        and entry["status"] == "ok"
-        and entry.get("determinism") == "deterministic"
-        and (entry.get("distance") or {}).get("latent_rmse") is not None
-        and entry.get(cost) is not None
+    references = [reference.id for reference in results.references]
+    runs = [
+        run
+        for run in results.runs
+        if (not references or run.reference == references[0])
+        and run.status == Status.OK
+        and run.determinism == Determinism.DETERMINISTIC
+        and run.distance is not None
+        and getattr(run, cost) is not None
     ]
-    several_steps = len({entry["steps"] for entry in entries}) > 1
+    several_steps = len({run.steps for run in runs}) > 1
     points = []
-    for entry in entries:
-        text = entry.get("alias") or label(entry)  # the UI name alone: a crowded chart needs short labels
+    for run in runs:
+        text = run.alias or run.label  # the UI name alone: a crowded chart needs short labels
         if several_steps:
-            text += f" · {entry['steps']}"
-        on_front = bool((entry.get("pareto") or {}).get(cost))
-        points.append(Point(text, float(entry[cost]), float(entry["distance"]["latent_rmse"]), on_front))
+            text += f" · {run.steps}"
+        on_front = bool(run.pareto and getattr(run.pareto, cost))
+        points.append(Point(text, float(getattr(run, cost)), float(run.distance.latent_rmse), on_front))
     return points
 
 
@@ -266,7 +265,19 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
     plot = Box(MARGIN_LEFT, MARGIN_TOP, WIDTH - MARGIN_RIGHT, HEIGHT - MARGIN_BOTTOM)
     x_axis = axis_for([p.cost for p in points], plot.left, plot.right)
     y_axis = axis_for([p.distance for p in points], plot.bottom, plot.top)
+    draw_grid(draw, plot, x_axis, y_axis, text_font)
+    draw_axis_titles(chart, draw, plot, x_axis, y_axis, CHARTS[cost][1], title_font)
+    draw_legend(draw, text_font, title_font, cost)
+    anchors = [(x_axis.position(p.cost), y_axis.position(p.distance)) for p in points]
+    front_line = draw_front(draw, points, anchors, x_axis, y_axis)
+    draw_labels(draw, points, anchors, plot, segment_boxes(front_line), text_font)
+    output = io.BytesIO()
+    chart.save(output, format="PNG")
+    return output.getvalue()
 
+
+def draw_grid(draw, plot: Box, x_axis: Axis, y_axis: Axis, text_font) -> None:
+    """The ticks with their grid lines and values on both axes, and the plot's frame."""
     for value in nice_ticks(x_axis.low, x_axis.high, x_axis.log):
         x = x_axis.position(value)
         draw.line([(x, plot.top), (x, plot.bottom)], fill=GRID_COLOUR)
@@ -284,7 +295,12 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
         )
     draw.rectangle([plot.left, plot.top, plot.right, plot.bottom], outline=TEXT_COLOUR)
 
-    x_title = CHARTS[cost][1] + (" (log scale)" if x_axis.log else "")
+
+def draw_axis_titles(chart, draw, plot: Box, x_axis: Axis, y_axis: Axis, cost_title: str, title_font) -> None:
+    """The cost's title under the plot, the distance's turned up its left side; each says when its axis is log."""
+    from PIL import Image, ImageDraw
+
+    x_title = cost_title + (" (log scale)" if x_axis.log else "")
     width, _ = text_size(draw, x_title, title_font)
     draw.text(
         ((plot.left + plot.right - width) / 2, HEIGHT - MARGIN_BOTTOM / 2), x_title, fill=TEXT_COLOUR, font=title_font
@@ -295,9 +311,12 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
     ImageDraw.Draw(turned).text((2, 0), y_title, fill=TEXT_COLOUR, font=title_font)
     turned = turned.rotate(90, expand=True)
     chart.paste(turned, (16, round((plot.top + plot.bottom - turned.height) / 2)), turned)
-    draw_legend(draw, text_font, title_font, cost)
 
-    anchors = [(x_axis.position(p.cost), y_axis.position(p.distance)) for p in points]
+
+def draw_front(
+    draw, points: list[Point], anchors: list[tuple[float, float]], x_axis: Axis, y_axis: Axis
+) -> list[tuple[float, float]]:
+    """The front's staircase, then every point's marker (filled on the front); -> the staircase in pixels."""
     front = step_line([(p.cost, p.distance) for p in points if p.on_front])
     front_line = [(x_axis.position(cost), y_axis.position(distance)) for cost, distance in front]
     if len(front_line) > 1:
@@ -308,24 +327,21 @@ def quality_chart(points: list[Point], cost: str) -> bytes:
             draw.ellipse(marker, fill=FRONT_COLOUR, outline=FRONT_COLOUR)
         else:
             draw.ellipse(marker, fill="white", outline=OTHER_COLOUR, width=2)
+    return front_line
 
+
+def draw_labels(
+    draw, points: list[Point], anchors: list[tuple[float, float]], plot: Box, obstacles: list[Box], text_font
+) -> None:
+    """Every point's label beside its marker, off the other labels, markers and `obstacles` (the front's line)."""
     # The front's labels are placed first: they are the ones a reader looks for.
     order = sorted(range(len(points)), key=lambda i: not points[i].on_front)
-    sizes = [text_size(draw, points[i].label, text_font) for i in order]
-    boxes = place_labels(
-        [anchors[i] for i in order],
-        [(w + 2, h + 4) for w, h in sizes],
-        plot,
-        obstacles=tuple(segment_boxes(front_line)),
-    )
+    sizes = [(width + 2, height + 4) for width, height in (text_size(draw, points[i].label, text_font) for i in order)]
+    boxes = place_labels([anchors[i] for i in order], sizes, plot, obstacles=tuple(obstacles))
     for index, box in zip(order, boxes):
         colour = FRONT_COLOUR if points[index].on_front else TEXT_COLOUR
         middle = (box.top + box.bottom) / 2 - text_middle(draw, points[index].label, text_font)
         draw.text((box.left + 1, middle), points[index].label, fill=colour, font=text_font)
-
-    output = io.BytesIO()
-    chart.save(output, format="PNG")
-    return output.getvalue()
 
 
 def draw_legend(draw, text_font, title_font, cost: str) -> None:
@@ -346,13 +362,13 @@ def draw_legend(draw, text_font, title_font, cost: str) -> None:
         x -= 24
 
 
-def write_charts(out_dir: Path, document: dict[str, Any]) -> list[str]:
+def write_charts(out_dir: Path, results: Results) -> list[str]:
     """quality_vs_time.png and quality_vs_nfe.png in `out_dir`; their names, or [] when no run has a distance."""
     from schedcmp.output.report import write_atomic
 
     names = []
     for cost, (name, _) in CHARTS.items():
-        points = chart_points(document, cost)
+        points = chart_points(results, cost)
         if points:
             write_atomic(Path(out_dir) / name, quality_chart(points, cost))
             names.append(name)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from schedcmp.core.records import Status, Summary, TargetStatus, status_colour
 
 # Wide enough for the table with distances when stderr is a file or a pipe, where rich would assume 80
 # columns and squeeze the scheduler names out; COLUMNS still wins.
@@ -136,61 +138,76 @@ class Progress:
 
 
 NARROW = 110  # below this many columns the table names schedulers by their UI or short name
+AXIS_TITLES = {"seed": "seed", "guidance_scale": "guidance", "prompt": "prompt"}
+
+# A column of the timing table: its title, its justification, and its text for a row (schedcmp.output.report).
+Column = tuple[str, str, Callable[[dict[str, Any]], str]]
+
+
+def number_text(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def seconds_text(row: dict[str, Any]) -> str:
+    """The median seconds, and their range over --repeat where it is one."""
+    text = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
+    if row.get("seconds_min") is not None and row["seconds_max"] != row["seconds_min"]:
+        text += f" ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
+    return text
+
+
+def status_text(row: dict[str, Any], measured: bool) -> str:
+    """The status, and under --reference the note on the run's distance (why it has none, what its schedule adds)."""
+    return row["status"] + (f" ({row['note']})" if measured and row.get("note") else "")
+
+
+def order_text(row: dict[str, Any]) -> str:
+    return f"{row['order']:.2f} ({row['order_note']})" if row["order"] is not None else row["order_note"] or ""
+
+
+COST_COLUMNS: list[Column] = [
+    ("steps", "right", lambda r: str(r["steps"])),
+    ("NFE", "right", lambda r: str(r["nfe"] or "")),
+    ("seconds", "right", seconds_text),
+]
+# Under --reference: how close each run came, in place of ms/NFE and peak memory (which stay in the CSV and JSON).
+DISTANCE_COLUMNS: list[Column] = [
+    ("RMSE", "right", lambda r: number_text(r["latent_rmse"], ".3g")),
+    ("PSNR", "right", lambda r: number_text(r["psnr"], ".1f")),
+    ("SSIM", "right", lambda r: number_text(r["ssim"], ".4f")),
+    ("order", "left", order_text),
+    ("Pareto", "left", lambda r: r["pareto"] or ""),
+]
+MACHINE_COLUMNS: list[Column] = [
+    ("ms/NFE", "right", lambda r: number_text(r["ms_per_nfe"], ".1f")),
+    ("peak MiB", "right", lambda r: number_text(r["peak_memory_mib"], ".0f")),
+]
+
+
+def timing_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The timing table's columns for these rows: the scheduler, a column per setting a sweep varies, the costs, the
+    distances (or ms/NFE and peak memory), the status; a column with nothing in it is left out."""
+    from schedcmp.output.report import TOTAL, has_distances, varying_axes
+
+    measured = has_distances(rows)
+    name = "name" if error_console.width < NARROW else "scheduler"
+    columns: list[Column] = [("scheduler", "left", lambda r: r[name])]
+    columns += [(AXIS_TITLES[a], "left", lambda r, a=a: "" if r[a] is None else str(r[a])) for a in varying_axes(rows)]
+    columns += COST_COLUMNS + (DISTANCE_COLUMNS if measured else MACHINE_COLUMNS)
+    columns.append(("status", "left", lambda r: status_text(r, measured)))
+    runs = [row for row in rows if row["id"] != TOTAL]
+    return [c for c in columns if c[0] in ("scheduler", "status") or any(c[2](row) for row in runs)]
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
-    """The timing table, on stderr (the terminal), sorted, with its total row last.
+    """The timing table, on stderr (the terminal), sorted, with its total row last (schedcmp.output.report's rows).
 
     Under --reference the distances take the place of ms/NFE and peak memory, which stay in the CSV and JSON.
     The settings a sweep varies get a column each; a column with nothing in it is left out.
     """
-    from rich.text import Text
+    from schedcmp.output.report import TOTAL
 
-    from schedcmp.core.records import status_colour
-    from schedcmp.output.report import TOTAL, has_distances, varying_axes
-
-    measured = has_distances(rows)
-    narrow = error_console.width < NARROW
-    axis_titles = {"seed": "seed", "guidance_scale": "guidance", "prompt": "prompt"}
-
-    def seconds(row) -> str:
-        text = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
-        if row.get("seconds_min") is not None and row["seconds_max"] != row["seconds_min"]:
-            text += f" ({row['seconds_min']:.2f}-{row['seconds_max']:.2f})"
-        return text
-
-    def number(value, spec: str) -> str:
-        return "" if value is None else format(value, spec)
-
-    columns: list[tuple[str, str, Any]] = [("scheduler", "left", lambda r: r["name" if narrow else "scheduler"])]
-    columns += [(axis_titles[a], "left", lambda r, a=a: "" if r[a] is None else str(r[a])) for a in varying_axes(rows)]
-    columns += [
-        ("steps", "right", lambda r: str(r["steps"])),
-        ("NFE", "right", lambda r: str(r["nfe"] or "")),
-        ("seconds", "right", seconds),
-    ]
-    if measured:
-        columns += [
-            ("RMSE", "right", lambda r: number(r["latent_rmse"], ".3g")),
-            ("PSNR", "right", lambda r: number(r["psnr"], ".1f")),
-            ("SSIM", "right", lambda r: number(r["ssim"], ".4f")),
-            (
-                "order",
-                "left",
-                lambda r: f"{r['order']:.2f} ({r['order_note']})" if r["order"] is not None else r["order_note"] or "",
-            ),
-            ("Pareto", "left", lambda r: r["pareto"] or ""),
-        ]
-    else:
-        columns += [
-            ("ms/NFE", "right", lambda r: number(r["ms_per_nfe"], ".1f")),
-            ("peak MiB", "right", lambda r: number(r["peak_memory_mib"], ".0f")),
-        ]
-    columns.append(
-        ("status", "left", lambda r: r["status"] + (f" ({r['note']})" if measured and r.get("note") else ""))
-    )
-    runs = [row for row in rows if row["id"] != TOTAL]
-    columns = [c for c in columns if c[0] in ("scheduler", "status") or any(c[2](row) for row in runs)]
+    columns = timing_columns(rows)
     table = Table(title=title, title_justify="left")
     for column, justify, _ in columns:
         table.add_column(
@@ -200,7 +217,8 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
             overflow="fold",
             ratio=3 if column in ("scheduler", "status") else None,
         )
-    status_colours = {"ok": None} | {row["status"]: status_colour(row["status"].split(":")[0]) for row in runs}
+    runs = [row for row in rows if row["id"] != TOTAL]
+    status_colours = {Status.OK: None} | {row["status"]: status_colour(row["status"].split(":")[0]) for row in runs}
     for row in rows:
         cells = [value(row) for _, _, value in columns]
         colour = status_colours.get(row["status"]) if row["id"] != TOTAL else None
@@ -227,7 +245,7 @@ def print_equal_quality(rows: list[dict[str, Any]], metric: str, title: str) -> 
     for column in ("scheduler", "steps", "NFE", "seconds", "PSNR" if metric == "psnr" else "RMSE", "note"):
         table.add_column(column, justify="left" if column in ("scheduler", "note") else "right", overflow="fold")
     for row in rows:
-        reached = row["status"] == "reached"
+        reached = row["status"] == TargetStatus.REACHED
         note = row["note"] or ("" if reached else row["status"])
         if reached and row["below_steps"]:
             note = f"{row['below_steps']} steps: {format(row[f'below_{metric}'], spec)}" + (f"; {note}" if note else "")
@@ -242,27 +260,27 @@ def print_equal_quality(rows: list[dict[str, Any]], metric: str, title: str) -> 
     error_console.print(table)
 
 
-def print_summary(found: dict[str, Any]) -> None:
+def print_summary(found: Summary) -> None:
     """Across prompts and seeds, on stderr: per step count, each entry's median distance (IQR), seconds, rank."""
-    metric = found["metric"]
+    metric = found.metric
     spec = ".1f" if metric == "psnr" else ".3g"
-    title = f"across {found['pairs']} prompt and seed pairs: median (IQR)" + (
-        f"; {found['note']}" if found.get("note") else "; rank: 1 + entries significantly better (sign test, 5%)"
+    title = f"across {found.pairs} prompt and seed pairs: median (IQR)" + (
+        f"; {found.note}" if found.note else "; rank: 1 + entries significantly better (sign test, 5%)"
     )
     table = Table(title=title, title_justify="left")
     for column in ("steps", "scheduler", "NFE", "PSNR" if metric == "psnr" else "RMSE", "seconds", "rank"):
         table.add_column(column, justify="left" if column == "scheduler" else "right", overflow="fold")
-    for group in found["step_counts"]:
-        for number, entry in enumerate(group["entries"]):
-            distance, seconds = entry["distance"], entry["seconds"]
+    for group in found.step_counts:
+        for number, entry in enumerate(group.entries):
+            distance, seconds = entry.distance, entry.seconds
             table.add_row(
-                str(group["steps"]) if number == 0 else "",
-                entry["label"],
-                "" if entry.get("nfe") is None else f"{entry['nfe']:g}",
-                spread_text(distance["median"], distance["q1"], distance["q3"], spec),
-                spread_text(seconds["median"], seconds["q1"], seconds["q3"], ".2f"),
-                "" if entry.get("rank") is None else str(entry["rank"]),
-                end_section=number == len(group["entries"]) - 1,
+                str(group.steps) if number == 0 else "",
+                entry.label,
+                "" if entry.nfe is None else f"{entry.nfe:g}",
+                spread_text(distance.median, distance.q1, distance.q3, spec),
+                spread_text(seconds.median, seconds.q1, seconds.q3, ".2f"),
+                "" if entry.rank is None else str(entry.rank),
+                end_section=number == len(group.entries) - 1,
             )
     error_console.print(table)
 
@@ -293,7 +311,6 @@ def print_list(document: dict[str, Any]) -> None:
 
 def print_check(document: dict[str, Any]) -> None:
     """`schedcmp check`'s verdicts, on stderr, and a one-line summary."""
-    from schedcmp.core.records import status_colour
     from schedcmp.output.check_report import metric_text
 
     table = Table(title=f"check against {document['baseline']} ({document['tolerance_profile']})", title_justify="left")

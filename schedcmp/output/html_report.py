@@ -1,6 +1,6 @@
 """report.html for a comparison: one self-contained page (images as data URIs, inline CSS and script).
 
-Pure functions from results.json (and the PNGs beside it) to text; `write_report` is the only writer.
+Pure functions from the comparison's records (and the PNGs beside them) to text; `write_report` is the only writer.
 """
 
 from __future__ import annotations
@@ -10,13 +10,25 @@ import math
 from pathlib import Path
 from typing import Any
 
-from schedcmp.core.records import Status, status_colour
+from schedcmp.core.records import (
+    STOCHASTIC_NOT_RANKED,
+    Determinism,
+    EntrySummary,
+    Order,
+    Reference,
+    Results,
+    Run,
+    Spread,
+    Status,
+    StepSummary,
+    status_colour,
+)
 from schedcmp.output.check_report import data_uri
-from schedcmp.output.report import PARETO_NAMES, label, write_atomic
+from schedcmp.output.report import PARETO_NAMES, pareto_costs, write_atomic
+from schedcmp.quality.metrics import METRICS
 from schedcmp.quality.stepsearch import goal_text
 
 REPORT_NAME = "report.html"
-STOCHASTIC_NOTE = "stochastic: not ranked against the ODE reference"
 
 # (key, header text, how the column sorts: "number", "text" or None for not at all)
 COLUMNS = [
@@ -77,79 +89,80 @@ def zoomable(folder: Path, relative: str | None, caption: str) -> str:
     )
 
 
-def order_cell(order: dict[str, Any] | None) -> tuple[str, float | None]:
+def order_cell(order: Order | None) -> tuple[str, float | None]:
     """`1.96 (steps 10–40, R² 0.995)`, or why there is no fit; nothing when the run was not part of a sweep."""
-    if not order:
+    if order is None:
         return "", None
-    if order.get("order") is None:
-        return f'<span class="note">{escape(order.get("reason") or "no fit")}</span>', None
-    steps = order.get("steps") or []
+    if order.order is None:
+        return f'<span class="note">{escape(order.reason or "no fit")}</span>', None
+    steps = order.steps or []
     fitted = [f"steps {steps[0]}–{steps[-1]}"] if steps else []
-    if order.get("r_squared") is not None:
-        fitted.append(f"R² {order['r_squared']:.3f}")
+    if order.r_squared is not None:
+        fitted.append(f"R² {order.r_squared:.3f}")
     detail = f' <span class="note">({escape(", ".join(fitted))})</span>' if fitted else ""
-    return f"{order['order']:.2f}{detail}", order["order"]
+    return f"{order.order:.2f}{detail}", order.order
 
 
-def pareto_costs(entry: dict[str, Any]) -> list[str]:
-    """The costs ("seconds", "nfe") on whose Pareto front this run lies."""
-    return [cost for cost, on_front in (entry.get("pareto") or {}).items() if on_front]
-
-
-def cells(entry: dict[str, Any], folder: Path) -> dict[str, tuple[str, Any]]:
+def cells(run: Run, folder: Path) -> dict[str, tuple[str, Any]]:
     """Each column's (inner HTML, sort value) for one run."""
-    name = label(entry)
-    front = pareto_costs(entry)
-    badge = f' <span class="pareto">Pareto: {" · ".join(PARETO_NAMES.get(c, c) for c in front)}</span>' if front else ""
-    distance = entry.get("distance") or {}
-    stochastic = entry.get("determinism") == "stochastic"
-    order_html, order_value = order_cell(entry.get("order"))
-    status = entry["status"]
-    status_html = f'<span class="status" style="background:{status_colour(status)}">{escape(status)}</span>'
-    if entry.get("reason"):
-        status_html += f' <span class="note">{escape(entry["reason"])}</span>'
+    name = run.label
+    distance = run.distance
+    order_html, order_value = order_cell(run.order)
     return {
-        "image": (
-            zoomable(folder, entry.get("image"), f"{name} · {entry['steps']} steps · seed {entry['seed']}"),
-            None,
-        ),
-        "scheduler": (
-            f'{escape(name)}{badge}<br><span class="note">{escape(entry["id"])}'
-            f"{' · trailing spacing' if entry.get('interval') else ''}"
-            f"{' · ' + escape(entry['schedule_note']) if entry.get('schedule_note') else ''}</span>",
-            name,
-        ),
-        "steps": (number(entry.get("steps")), entry.get("steps")),
-        "nfe": (number(entry.get("nfe")), entry.get("nfe")),
-        "seconds": (number(entry.get("seconds")), entry.get("seconds")),
-        "ms_per_nfe": (number(entry.get("ms_per_nfe")), entry.get("ms_per_nfe")),
-        "latent_rmse": (
-            f'<span class="note">{STOCHASTIC_NOTE}</span>'
-            if stochastic
-            else number(distance.get("latent_rmse"))
-            if distance or not entry.get("distance_note")
-            else f'<span class="note">{escape(entry["distance_note"])}</span>',
-            distance.get("latent_rmse"),
-        ),
-        "psnr": (number(distance.get("psnr")), distance.get("psnr")),
-        "ssim": (number(distance.get("ssim"), 4), distance.get("ssim")),
+        "image": (zoomable(folder, run.image_path, f"{name} · {run.steps} steps · seed {run.seed}"), None),
+        "scheduler": (scheduler_cell(run, name), name),
+        "steps": (number(run.steps), run.steps),
+        "nfe": (number(run.nfe), run.nfe),
+        "seconds": (number(run.seconds), run.seconds),
+        "ms_per_nfe": (number(run.ms_per_nfe), run.ms_per_nfe),
+        "latent_rmse": (distance_cell(run), distance.latent_rmse if distance else None),
+        "psnr": (number(distance.psnr if distance else None), distance.psnr if distance else None),
+        "ssim": (number(distance.ssim if distance else None, 4), distance.ssim if distance else None),
         "order": (order_html, order_value),
-        "determinism": (escape(entry.get("determinism")), entry.get("determinism")),
-        "status": (status_html, status),
+        "determinism": (escape(run.determinism), run.determinism),
+        "status": (status_cell(run), run.status),
     }
 
 
-def table_row(entry: dict[str, Any], folder: Path) -> str:
+def scheduler_cell(run: Run, name: str) -> str:
+    """The run's name, its Pareto badge, its id and what its schedule means for its distance."""
+    front = pareto_costs(run)
+    badge = f' <span class="pareto">Pareto: {" · ".join(PARETO_NAMES.get(c, c) for c in front)}</span>' if front else ""
+    return (
+        f'{escape(name)}{badge}<br><span class="note">{escape(run.id)}'
+        f"{' · trailing spacing' if run.interval else ''}"
+        f"{' · ' + escape(run.schedule_note) if run.schedule_note else ''}</span>"
+    )
+
+
+def distance_cell(run: Run) -> str:
+    """The latent RMSE, or why there is none."""
+    if run.determinism == Determinism.STOCHASTIC:
+        return f'<span class="note">{STOCHASTIC_NOT_RANKED}</span>'
+    if run.distance is not None or not run.distance_note:
+        return number(run.distance.latent_rmse if run.distance else None)
+    return f'<span class="note">{escape(run.distance_note)}</span>'
+
+
+def status_cell(run: Run) -> str:
+    """The status in its colour, and the reason beside it."""
+    text = f'<span class="status" style="background:{status_colour(run.status)}">{escape(run.status)}</span>'
+    if run.reason:
+        text += f' <span class="note">{escape(run.reason)}</span>'
+    return text
+
+
+def table_row(run: Run, folder: Path) -> str:
     """One <tr> per run, carrying its id, status and fronts as data attributes for scripts and tests."""
-    front = pareto_costs(entry)
+    front = pareto_costs(run)
     marked = ' class="pareto-row"' if front else ""
-    row_cells = cells(entry, folder)
+    row_cells = cells(run, folder)
     tds = "".join(
         f'<td data-column="{key}" data-value="{escape(sort_value(row_cells[key][1]))}">{row_cells[key][0]}</td>'
         for key, _, _ in COLUMNS
     )
     return (
-        f'<tr data-id="{escape(entry["id"])}" data-status="{escape(entry["status"])}" data-pareto="{" ".join(front)}"'
+        f'<tr data-id="{escape(run.id)}" data-status="{escape(run.status)}" data-pareto="{" ".join(front)}"'
         f"{marked}>{tds}</tr>"
     )
 
@@ -172,104 +185,102 @@ def distinct(values: list[Any]) -> list[Any]:
     return list(dict.fromkeys(value for value in values if value is not None))
 
 
-def header_items(document: dict[str, Any]) -> list[tuple[str, str]]:
+def header_items(results: Results) -> list[tuple[str, str]]:
     """(term, escaped text) pairs for the page's header: what was run, where and with what."""
-    runs = document["runs"]
-    versions = document.get("versions") or {}
-    device = " · ".join(escape(document.get(key)) for key in ("device", "dtype") if document.get(key))
-    if document.get("generator_device"):
-        device += f" (generator on {escape(document['generator_device'])})"
+    runs = results.runs
+    device = " · ".join(escape(value) for value in (results.device, results.dtype) if value)
+    if results.generator_device:
+        device += f" (generator on {escape(results.generator_device)})"
     items = [
-        ("prompt", "<br>".join(escape(p) for p in distinct([r["prompt"] for r in runs]))),
-        ("negative prompt", "<br>".join(escape(p) for p in distinct([r.get("negative_prompt") for r in runs]))),
-        ("seed", ", ".join(escape(s) for s in distinct([r["seed"] for r in runs]))),
-        ("model", escape(document.get("model"))),
-        (
-            "pipeline",
-            f"{escape(document.get('pipeline'))} (its own scheduler: {escape(document.get('original_scheduler'))})",
-        ),
+        ("prompt", "<br>".join(escape(p) for p in distinct([r.prompt for r in runs]))),
+        ("negative prompt", "<br>".join(escape(p) for p in distinct([r.negative_prompt for r in runs]))),
+        ("seed", ", ".join(escape(s) for s in distinct([r.seed for r in runs]))),
+        ("model", escape(results.model)),
+        ("pipeline", f"{escape(results.pipeline)} (its own scheduler: {escape(results.original_scheduler)})"),
         ("device", device),
-        ("repeat", f"{escape(document.get('repeat'))} (seeds: {escape(document.get('seed_mode'))})"),
-        ("versions", ", ".join(f"{escape(name)} {escape(version)}" for name, version in versions.items())),
+        ("repeat", f"{escape(results.repeat)} (seeds: {escape(results.seed_mode)})"),
+        ("versions", ", ".join(f"{escape(name)} {escape(version)}" for name, version in results.versions.items())),
         (
             "started",
-            escape(document.get("started"))
-            + (f" · finished {escape(document['finished'])}" if document.get("finished") else ""),
+            escape(results.started) + (f" · finished {escape(results.finished)}" if results.finished else ""),
         ),
     ]
-    if document.get("interrupted"):
+    if results.interrupted:
         items.append(("interrupted", "yes: the runs below are the ones that finished"))
     return [(term, text) for term, text in items if text]
 
 
-def reference_section(document: dict[str, Any], folder: Path) -> str:
+def reference_section(results: Results, folder: Path) -> str:
     """Each reference: its image, spec, cost, whether it came from the cache and its own convergence."""
-    references = document.get("references") or []
-    if not references:
+    if not results.references:
         return ""
     parts = []
-    for reference in references:
-        cost = (
-            f"{number(reference.get('seconds'))} s · {number(reference.get('nfe'))} NFE"
-            if reference.get("seconds") is not None
-            else f"{number(reference.get('nfe'))} NFE"
-        )
-        lines = [
-            f"<b>{escape(reference.get('label'))}</b>, {escape(reference.get('steps'))} steps "
-            f"(<code>{escape(reference.get('spec'))}</code>)"
-        ]
-        if reference.get("status") == "failed":
-            lines.append(
-                f'<span class="status" style="background:{status_colour(Status.FAILED)}">failed</span> '
-                f"{escape(reference.get('reason'))}: "
-                "no distances were measured against it"
-            )
-        else:
-            lines.append(cost + (" · from the cache" if reference.get("cached") else " · computed for this run"))
-        convergence = reference.get("self_convergence")
-        if convergence and convergence.get("latent_rmse") is not None:
-            lines.append(
-                f"against itself at {escape(convergence.get('half_steps'))} steps: "
-                f"latent RMSE {number(convergence['latent_rmse'])} "
-                "(distances much below this are noise)"
-            )
-        caption = f"reference {reference.get('label')} · {reference.get('steps')} steps"
+    for reference in results.references:
+        caption = f"reference {reference.label} · {reference.steps} steps"
         parts.append(
-            f'<div class="reference" data-id="{escape(reference.get("id"))}">'
-            f"{zoomable(folder, reference.get('image'), caption)}"
-            f"<p>{'<br>'.join(lines)}</p></div>"
+            f'<div class="reference" data-id="{escape(reference.id)}">'
+            f"{zoomable(folder, reference.image, caption)}"
+            f"<p>{'<br>'.join(reference_lines(reference))}</p></div>"
         )
     return "<h2>Reference</h2>" + "".join(parts)
 
 
-def failure_section(document: dict[str, Any]) -> str:
+def reference_lines(reference: Reference) -> list[str]:
+    """What a reference is, what it cost (or why it failed), and how far halving its steps moves it."""
+    cost = (
+        f"{number(reference.seconds)} s · {number(reference.nfe)} NFE"
+        if reference.seconds is not None
+        else f"{number(reference.nfe)} NFE"
+    )
+    lines = [
+        f"<b>{escape(reference.label)}</b>, {escape(reference.steps)} steps (<code>{escape(reference.spec)}</code>)"
+    ]
+    if reference.status == Status.FAILED:
+        lines.append(
+            f'<span class="status" style="background:{status_colour(Status.FAILED)}">failed</span> '
+            f"{escape(reference.reason)}: "
+            "no distances were measured against it"
+        )
+    else:
+        lines.append(cost + (" · from the cache" if reference.cached else " · computed for this run"))
+    convergence = reference.self_convergence
+    if convergence and convergence.latent_rmse is not None:
+        lines.append(
+            f"against itself at {escape(convergence.half_steps)} steps: "
+            f"latent RMSE {number(convergence.latent_rmse)} "
+            "(distances much below this are noise)"
+        )
+    return lines
+
+
+def failure_section(results: Results) -> str:
     """Every run that is not ok, with its status and the reason."""
-    failing = [entry for entry in document["runs"] if entry["status"] != "ok"]
+    failing = [run for run in results.runs if run.status != Status.OK]
     if not failing:
         return '<h2>Failures</h2><p id="failures">None: every run finished ok.</p>'
     items = "".join(
-        f'<li data-id="{escape(e["id"])}"><b>{escape(label(e))}</b> ({escape(e["id"])}): {escape(e["status"])}: '
-        f"{escape(e.get('reason') or 'no reason recorded')}</li>"
-        for e in failing
+        f'<li data-id="{escape(run.id)}"><b>{escape(run.label)}</b> ({escape(run.id)}): {escape(run.status)}: '
+        f"{escape(run.reason or 'no reason recorded')}</li>"
+        for run in failing
     )
     return f'<h2>Failures</h2><ul id="failures">{items}</ul>'
 
 
-def charts_note(document: dict[str, Any]) -> str:
+def charts_note(results: Results) -> str:
     """With several references, say whose runs the charts show (their distances share no scale)."""
-    references = document.get("references") or []
+    references = results.references
     if len(references) < 2:
         return ""
     first = references[0]
     return (
         f'<p class="note">The charts show the runs measured against the first of {len(references)} references '
-        f"(prompt {escape(first.get('prompt'))}, seed {escape(first.get('seed'))}); the table has them all.</p>"
+        f"(prompt {escape(first.prompt)}, seed {escape(first.seed)}); the table has them all.</p>"
     )
 
 
-def answer_section(document: dict[str, Any]) -> str:
+def answer_section(results: Results) -> str:
     """The comparison's conclusion in words, at the top of the page."""
-    lines = document.get("answer") or []
+    lines = results.answer or []
     if not lines:
         return ""
     items = "".join(f"<li>{escape(line)}</li>" for line in lines)
@@ -279,52 +290,47 @@ def answer_section(document: dict[str, Any]) -> str:
 METRIC_TITLES = {"psnr": "PSNR (dB)", "latent_rmse": "latent RMSE"}
 
 
-def spread_cell(found: dict[str, Any] | None, digits: int = 3) -> str:
-    if not found or found.get("median") is None:
+def spread_cell(found: Spread | None, digits: int = 3) -> str:
+    if found is None or found.median is None:
         return ""
-    text = number(found["median"], digits)
-    if found.get("q1") is not None and found["q1"] != found["q3"]:
-        text += f' <span class="note">({number(found["q1"], digits)}–{number(found["q3"], digits)})</span>'
+    text = number(found.median, digits)
+    if found.q1 is not None and found.q1 != found.q3:
+        text += f' <span class="note">({number(found.q1, digits)}–{number(found.q3, digits)})</span>'
     return text
 
 
-def equal_quality_section(document: dict[str, Any]) -> str:
+def equal_quality_section(results: Results) -> str:
     """Each entry's steps at the target, fastest first, with the probe below it and how the search went."""
-    target = document.get("target")
+    target = results.target
     if not target:
         return ""
-    metric = target["metric"]
-    goal = goal_text(metric, target["value"])
+    goal = goal_text(target.metric, target.value)
     rows = []
-    for entry in document.get("equal_quality") or []:
-        probes = ", ".join(f"{probe['steps']}: {number(probe['distance'])}" for probe in entry.get("probes") or [])
-        below = (
-            f"{entry['below_steps']} steps: {number(entry.get('below_distance'))}" if entry.get("below_steps") else ""
-        )
+    for entry in results.equal_quality or []:
+        probes = ", ".join(f"{probe.steps}: {number(probe.distance)}" for probe in entry.probes)
+        below = f"{entry.below_steps} steps: {number(entry.below_distance)}" if entry.below_steps else ""
         rows.append(
-            f'<tr data-status="{escape(entry["status"])}"><td>{escape(entry["label"])}</td>'
-            f"<td>{escape(entry['status'])}</td><td>{number(entry.get('steps'))}</td>"
-            f"<td>{number(entry.get('nfe'))}</td><td>{spread_cell(entry.get('seconds'))}</td>"
-            f"<td>{spread_cell(entry.get('distance'))}</td><td>{escape(below)}</td>"
-            f'<td class="note">{escape(entry.get("reason") or "")}<br>'
+            f'<tr data-status="{escape(entry.status)}"><td>{escape(entry.label)}</td>'
+            f"<td>{escape(entry.status)}</td><td>{number(entry.steps)}</td>"
+            f"<td>{number(entry.nfe)}</td><td>{spread_cell(entry.seconds)}</td>"
+            f"<td>{spread_cell(entry.distance)}</td><td>{escape(below)}</td>"
+            f'<td class="note">{escape(entry.reason or "")}<br>'
             f"probes (steps: median): {escape(probes)}</td></tr>"
         )
-    head = "".join(
-        f"<th>{name}</th>"
-        for name in ("scheduler", "status", "steps", "NFE", "seconds", METRIC_TITLES[metric], "one step fewer", "")
-    )
+    titles = ("scheduler", "status", "steps", "NFE", "seconds", METRIC_TITLES[target.metric], "one step fewer", "")
+    head = "".join(f"<th>{name}</th>" for name in titles)
     return (
         f"<h2>Equal quality: {escape(goal)}</h2>"
         f'<p class="note">Median (IQR) over the prompts and seeds; the fewest steps found by doubling then '
-        f"bisection, with at most {escape(target['max_steps'])} steps. The run one step fewer does not reach "
+        f"bisection, with at most {escape(target.max_steps)} steps. The run one step fewer does not reach "
         f"the target.</p>"
         f'<table id="equal-quality"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     )
 
 
-def distribution_svg(entries: list[dict[str, Any]], metric: str) -> str:
+def distribution_svg(entries: list[EntrySummary], metric: str) -> str:
     """One row per scheduler entry, a dot per prompt and seed pair, the median as a bar."""
-    values = [value for entry in entries for value in entry["values"].values() if math.isfinite(value)]
+    values = [value for entry in entries for value in entry.values.values() if math.isfinite(value)]
     if not values:
         return ""
     log = metric == "latent_rmse" and min(values) > 0 and max(values) / min(values) > 20
@@ -341,11 +347,11 @@ def distribution_svg(entries: list[dict[str, Any]], metric: str) -> str:
     parts = []
     for index, entry in enumerate(entries):
         y = 14 + index * row
-        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{escape(entry["label"])}</text>')
+        parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{escape(entry.label)}</text>')
         parts.append(f'<line x1="{left}" y1="{y}" x2="{left + width}" y2="{y}" stroke="#eaeef2"/>')
-        for value in entry["values"].values():
+        for value in entry.values.values():
             parts.append(f'<circle class="pair" cx="{x(value):.1f}" cy="{y}" r="3.5" fill="#1f6feb" opacity="0.6"/>')
-        median = entry["distance"]["median"]
+        median = entry.distance.median
         if median is not None:
             parts.append(
                 f'<line class="median" x1="{x(median):.1f}" y1="{y - 8}" x2="{x(median):.1f}" y2="{y + 8}" '
@@ -356,11 +362,7 @@ def distribution_svg(entries: list[dict[str, Any]], metric: str) -> str:
         parts.append(
             f'<text x="{x(value):.1f}" y="{bottom + 4}" text-anchor="{anchor}" class="tick">{number(value)}</text>'
         )
-    caption = (
-        METRIC_TITLES[metric]
-        + (" (log scale)" if log else "")
-        + ("; higher is closer" if metric == "psnr" else "; lower is closer")
-    )
+    caption = METRIC_TITLES[metric] + (" (log scale)" if log else "") + f"; {METRICS[metric]} is closer"
     parts.append(f'<text x="{left + width / 2}" y="{bottom + 20}" text-anchor="middle" class="tick">{caption}</text>')
     return (
         f'<svg class="distribution" width="{left + width + 20}" height="{bottom + 28}" role="img" '
@@ -368,39 +370,34 @@ def distribution_svg(entries: list[dict[str, Any]], metric: str) -> str:
     )
 
 
-def win_matrix(group: dict[str, Any]) -> str:
+def win_matrix(group: StepSummary) -> str:
     """Row A, column B: on how many pairs A came strictly closer than B."""
-    labels = [entry["label"] for entry in group["entries"]]
+    labels = [entry.label for entry in group.entries]
     head = "<th>A beats B on … pairs</th>" + "".join(f"<th>{escape(name)}</th>" for name in labels)
     rows = "".join(
         f"<tr><th>{escape(a)}</th>"
-        + "".join("<td>–</td>" if a == b else f"<td>{group['wins'].get(a, {}).get(b, 0)}</td>" for b in labels)
+        + "".join("<td>–</td>" if a == b else f"<td>{group.wins.get(a, {}).get(b, 0)}</td>" for b in labels)
         + "</tr>"
         for a in labels
     )
-    return (
-        f'<table class="wins" data-steps="{group["steps"]}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
-    )
+    return f'<table class="wins" data-steps="{group.steps}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
-def summary_section(document: dict[str, Any]) -> str:
+def summary_section(results: Results) -> str:
     """Across prompts and seeds: per step count, the distribution chart, the ranks and the win matrix."""
-    found = document.get("summary")
-    if not found or not found.get("step_counts"):
+    found = results.summary
+    if not found or not found.step_counts:
         return ""
-    metric = found["metric"]
-    note = found.get("note") or "rank: 1 + the entries significantly better (two-sided sign test at 5% on the pairs)"
+    note = found.note or "rank: 1 + the entries significantly better (two-sided sign test at 5% on the pairs)"
     parts = [
-        f'<h2>Across prompts and seeds</h2><p id="summary-note">{escape(found["pairs"])} prompt and seed pairs; '
+        f'<h2>Across prompts and seeds</h2><p id="summary-note">{escape(found.pairs)} prompt and seed pairs; '
         f"{escape(note)}. Each dot is one pair, the red bar the median.</p>"
     ]
-    for group in found["step_counts"]:
-        ranks = ", ".join(
-            f"{escape(entry['label'])} {entry['rank']}" for entry in group["entries"] if entry.get("rank") is not None
-        )
+    for group in found.step_counts:
+        ranks = ", ".join(f"{escape(entry.label)} {entry.rank}" for entry in group.entries if entry.rank is not None)
         parts.append(
-            f'<section class="step-summary" data-steps="{group["steps"]}"><h3>{group["steps"]} steps</h3>'
-            f"{distribution_svg(group['entries'], metric)}"
+            f'<section class="step-summary" data-steps="{group.steps}"><h3>{group.steps} steps</h3>'
+            f"{distribution_svg(group.entries, found.metric)}"
             + (f"<p>ranks: {ranks}</p>" if ranks else "")
             + f"{win_matrix(group)}</section>"
         )
@@ -411,41 +408,41 @@ def figures(folder: Path, names: list[str], alt: str) -> str:
     return "".join(f"<figure>{image_tag(folder, name, f'{alt} {name}', 'wide')}</figure>" for name in names)
 
 
-def page(document: dict[str, Any], folder: Path) -> str:
+def page(results: Results, folder: Path) -> str:
     """The whole report.html as text."""
     folder = Path(folder)
-    runs = document["runs"]
-    title = distinct([r["prompt"] for r in runs])
-    header = "".join(f"<dt>{escape(term)}</dt><dd>{text}</dd>" for term, text in header_items(document))
-    interval = document.get("interval") or {}
-    note = f'<p class="interval"><b>Schedules:</b> {escape(interval.get("note"))}</p>' if interval.get("note") else ""
-    sheets = figures(folder, document.get("sheets") or [], "contact sheet")
-    charts = figures(folder, document.get("charts") or [], "chart")
+    runs = results.runs
+    title = distinct([run.prompt for run in runs])
+    header = "".join(f"<dt>{escape(term)}</dt><dd>{text}</dd>" for term, text in header_items(results))
+    interval = results.interval
+    note = f'<p class="interval"><b>Schedules:</b> {escape(interval.note)}</p>' if interval and interval.note else ""
+    sheets = figures(folder, results.sheets, "contact sheet")
+    charts = figures(folder, results.charts, "chart")
     counts: dict[str, int] = {}
-    for entry in runs:
-        counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+    for run in runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
     summary = ", ".join(f"{n} {escape(status)}" for status, n in sorted(counts.items()))
     return PAGE.format(
         title=escape(title[0] if title else "comparison"),
-        answer=answer_section(document),
-        equal_quality=equal_quality_section(document),
-        across=summary_section(document),
+        answer=answer_section(results),
+        equal_quality=equal_quality_section(results),
+        across=summary_section(results),
         header=header,
-        references=reference_section(document, folder),
+        references=reference_section(results, folder),
         interval=note,
         sheets=f"<h2>Contact sheet</h2>{sheets}" if sheets else "",
         summary=f"{len(runs)} runs: {summary}. Click a header to sort, a thumbnail for the full-size image.",
         head=table_header(),
-        rows="\n".join(table_row(entry, folder) for entry in runs),
-        charts=f"<h2>Quality against cost</h2>{charts_note(document)}{charts}" if charts else "",
-        failures=failure_section(document),
+        rows="\n".join(table_row(run, folder) for run in runs),
+        charts=f"<h2>Quality against cost</h2>{charts_note(results)}{charts}" if charts else "",
+        failures=failure_section(results),
     )
 
 
-def write_report(folder: Path, document: dict[str, Any]) -> Path:
+def write_report(folder: Path, results: Results) -> Path:
     """folder/report.html, written atomically; returns its path."""
     path = Path(folder) / REPORT_NAME
-    write_atomic(path, page(document, folder))
+    write_atomic(path, page(results, folder))
     return path
 
 
@@ -554,10 +551,9 @@ document.addEventListener("keydown", function (event) {{ if (event.key === "Esca
 """
 
 
-def write_charts_and_page(folder: Path, results) -> Path:
+def write_charts_and_page(folder: Path, results: Results) -> Path:
     """The quality charts and report.html of a comparison's records; `results` names them afterwards."""
-    from schedcmp.core.records import to_json
     from schedcmp.output import chart
 
-    results.charts, results.report = chart.write_charts(folder, to_json(results)), REPORT_NAME
-    return write_report(folder, to_json(results))
+    results.charts, results.report = chart.write_charts(folder, results), REPORT_NAME
+    return write_report(folder, results)

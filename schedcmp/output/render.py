@@ -7,11 +7,10 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from schedcmp.core.plan import slug
-from schedcmp.core.records import Status, status_rgb
-from schedcmp.output import report
+from schedcmp.core.records import STOCHASTIC_NOT_RANKED, Determinism, Results, Run, Status, status_rgb
 from schedcmp.output.report import write_atomic
 
 TILE_MIN = 192  # tiny models make 64 px images: scale them up so a label fits under each
@@ -234,7 +233,7 @@ def paste_picture(
         message = [status.upper()] + wrap(reason or "", fits)
         for number, line in enumerate(message[: max(1, (height - 16) // LINE_HEIGHT)]):
             text_font.draw(draw, (x + 8, y + 8 + number * LINE_HEIGHT), line, status_rgb(Status.FAILED))
-    if status != "ok":
+    if status != Status.OK:
         draw.rectangle([x, y, x + width - 1, y + height - 1], outline=status_rgb(status), width=3)
 
 
@@ -270,13 +269,11 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
     return output.getvalue()
 
 
-def tile_lines(entry: dict) -> list[str]:
+def tile_lines(run: Run) -> list[str]:
     """A run's label on the contact sheet: name (and UI alias), its steps and cost, and why it is not ok."""
-    from schedcmp.output.report import label
-
-    cost, *status = cell_lines(entry)
-    lines = [label(entry), f"{entry['steps']} steps · {cost}", *status]
-    if not entry.get("compatible", True):
+    cost, *status = cell_lines(run)
+    lines = [run.label, f"{run.steps} steps · {cost}", *status]
+    if not run.compatible:
         lines.append("not in compatibles (--allow-incompatible)")
     return lines
 
@@ -411,27 +408,26 @@ def render_grid(
     return output.getvalue()
 
 
-def cell_lines(entry: dict) -> list[str]:
+def cell_lines(run: Run) -> list[str]:
     """A grid cell's label: its cost, and its status when not ok."""
-    cost = f"{entry.get('nfe') or 0} NFE"
-    if entry.get("seconds") is not None:
-        cost += f" · {entry['seconds']:.2f} s"
+    cost = f"{run.nfe or 0} NFE"
+    if run.seconds is not None:
+        cost += f" · {run.seconds:.2f} s"
     lines = [cost]
-    closeness = distance_line(entry)
+    closeness = distance_line(run)
     if closeness:
         lines.append(closeness)
-    if entry["status"] != "ok":
-        lines.append(f"{entry['status'].upper()}: {entry.get('reason') or ''}".strip())
+    if run.status != Status.OK:
+        lines.append(f"{run.status.upper()}: {run.reason or ''}".strip())
     return lines
 
 
-def distance_line(entry: dict) -> str | None:
+def distance_line(run: Run) -> str | None:
     """How close the run came to its reference (--reference), or why it is not compared; None without one."""
-    distance = entry.get("distance")
-    if distance:
-        return f"RMSE {distance['latent_rmse']:.3g} · {distance['psnr']:.1f} dB"
-    if entry.get("reference") and entry.get("determinism") == "stochastic":
-        return "stochastic: not ranked"
+    if run.distance is not None:
+        return f"RMSE {run.distance.latent_rmse:.3g} · {run.distance.psnr:.1f} dB"
+    if run.reference and run.determinism == Determinism.STOCHASTIC:
+        return STOCHASTIC_NOT_RANKED
     return None
 
 
@@ -445,15 +441,15 @@ class SheetPlan:
     title: str
     rows: list[str]
     columns: list[str]
-    cells: list[tuple[int, int, dict]]
+    cells: list[tuple[int, int, Run]]
 
 
-def multi_valued_axes(entries: list[dict], steps_per_row: bool = False) -> list[str]:
-    """The axes whose values differ between entries; `steps_per_row`: the steps are each row's own, not an axis."""
+def multi_valued_axes(runs: list[Run], steps_per_row: bool = False) -> list[str]:
+    """The axes whose values differ between runs; `steps_per_row`: the steps are each row's own, not an axis."""
     return [
         axis
         for axis in AXIS_NAMES
-        if len({repr(e[axis]) for e in entries}) > 1 and not (steps_per_row and axis == "steps")
+        if len({repr(getattr(run, axis)) for run in runs}) > 1 and not (steps_per_row and axis == "steps")
     ]
 
 
@@ -469,21 +465,18 @@ def column_axis(varying: list[str], x: str | None, z: str | None) -> str | None:
     return candidates[0] if candidates else None
 
 
-def plan_sheets(
-    entries: list[dict], x: str | None, z: str | None, steps_per_row: bool = False
-) -> list[SheetPlan] | None:
+def plan_sheets(runs: list[Run], x: str | None, z: str | None, steps_per_row: bool = False) -> list[SheetPlan] | None:
     """Schedulers as rows, axis `x` as columns, one sheet per combination of the other varying axes.
 
     `x` defaults to the first varying axis (steps, seed, guidance_scale, prompt); None when nothing varies,
     which means the plain contact sheet. `z` puts its axis first among the sheets' keys. `steps_per_row`: each
     scheduler has its own step count (an equal-quality search's answers), named in its row label.
     """
-    from schedcmp.output.report import label as plain_label
 
-    def label(entry: dict) -> str:
-        return plain_label(entry) + (f" · {entry['steps']} steps" if steps_per_row else "")
+    def label(run: Run) -> str:
+        return run.label + (f" · {run.steps} steps" if steps_per_row else "")
 
-    varying = multi_valued_axes(entries, steps_per_row)
+    varying = multi_valued_axes(runs, steps_per_row)
     x = column_axis(varying, x, z)
     if x is None:
         return None
@@ -491,15 +484,15 @@ def plan_sheets(
     if z in others:
         others.remove(z)
         others.insert(0, z)
-    row_keys = list(dict.fromkeys(label(e) for e in entries))
-    sheets: dict[tuple, list[dict]] = {}
-    for entry in entries:
-        sheets.setdefault(tuple(repr(entry[a]) for a in others), []).append(entry)
+    row_keys = list(dict.fromkeys(label(run) for run in runs))
+    sheets: dict[tuple, list[Run]] = {}
+    for run in runs:
+        sheets.setdefault(tuple(repr(getattr(run, a)) for a in others), []).append(run)
     plans = []
     for group in sheets.values():
-        columns = list(dict.fromkeys(repr(e[x]) for e in group))
-        title = " · ".join(axis_text(a, group[0][a]) for a in others)
-        cells = [(row_keys.index(label(e)), columns.index(repr(e[x])), e) for e in group]
+        columns = list(dict.fromkeys(repr(getattr(run, x)) for run in group))
+        title = " · ".join(axis_text(a, getattr(group[0], a)) for a in others)
+        cells = [(row_keys.index(label(run)), columns.index(repr(getattr(run, x))), run) for run in group]
         plans.append(SheetPlan(title, row_keys, [axis_text(x, eval_repr(c)) for c in columns], cells))
     return plans
 
@@ -533,72 +526,64 @@ def stack_vertically(pngs: list[bytes], limit: int = MAX_SHEET_SIDE) -> bytes | 
 # -- the sheets of a results folder, drawn from its saved images -----------------------------------------
 
 
-def sheet_header(document: dict[str, Any]) -> list[str]:
+def sheet_header(results: Results, runs: list[Run], steps_per_row: bool = False) -> list[str]:
     """The legend: what every tile shares (and, for a sweep, the values that vary)."""
-    entries = document["runs"]
-    first = entries[0]
-    varying = set(multi_valued_axes(entries))
-    model = f"model: {document['model']} ({document['pipeline']})"
-    prompts = list(dict.fromkeys(e["prompt"] for e in entries))
+    first = runs[0]
+    varying = set(multi_valued_axes(runs))
+    model = f"model: {results.model} ({results.pipeline})"
+    prompts = list(dict.fromkeys(run.prompt for run in runs))
     prompt_line = f"prompt: {prompts[0]}" if len(prompts) == 1 else f"prompts: {' | '.join(prompts)}"
-    if first["negative_prompt"]:
-        prompt_line += f"   negative: {first['negative_prompt']}"
+    if first.negative_prompt:
+        prompt_line += f"   negative: {first.negative_prompt}"
     details = []
     if "seed" not in varying:
-        details.append(f"seed {first['seed']}")
-    details.append(f"{first['width']}x{first['height']}")
-    if "guidance_scale" not in varying and first["guidance_scale"] is not None:
-        details.append(f"guidance {first['guidance_scale']}")
+        details.append(f"seed {first.seed}")
+    details.append(f"{first.width}x{first.height}")
+    if "guidance_scale" not in varying and first.guidance_scale is not None:
+        details.append(f"guidance {first.guidance_scale}")
     if "steps" not in varying:
-        details.append(f"{first['steps']} steps")
-    details.append(f"{document['device']} {document['dtype']}")
+        details.append(f"{first.steps} steps")
+    details.append(f"{results.device} {results.dtype}")
     lines = [prompt_line, " · ".join(details), model]
-    references = document.get("references") or []
-    if references:
-        line = f"distances (latent RMSE · image PSNR) to the reference {references[0]['spec']}"
-        moved = (document.get("interval") or {}).get("moved")  # results.json written before runs kept their schedule
-        if moved:
-            line += f" · run with trailing spacing to start where it does: {', '.join(moved)}"
-        notes = [(report.label(entry), entry.get("schedule_note") or "") for entry in entries]
-        late = list(dict.fromkeys(name for name, note in notes if "late start" in note))
-        if late:
-            line += f" · late start counted in the distance: {', '.join(late)}"
-        lines.append(line)
-    target = document.get("target")
-    if target and document.get("steps_per_row"):
+    if results.references:
+        lines.append(reference_line(results, runs))
+    if results.target and steps_per_row:
         from schedcmp.quality.stepsearch import goal_text
 
-        goal = goal_text(target["metric"], target["value"])
+        goal = goal_text(results.target.metric, results.target.value)
         lines.append(f"each scheduler at the fewest steps that reach {goal} (median over the prompts and seeds)")
     return lines
 
 
-def write_sheets(out_dir: Path, document: dict[str, Any], x: str | None, z: str | None) -> tuple[list[Path], list[str]]:
-    """contact_sheet.png, or for a sweep one grid per sheet (split into pages when too big), from the saved images.
+def reference_line(results: Results, runs: list[Run]) -> str:
+    """What the distances on the tiles are measured against, and what the runs' schedules add to them."""
+    line = f"distances (latent RMSE · image PSNR) to the reference {results.references[0].spec}"
+    moved = results.interval.moved if results.interval else None  # written before runs kept their schedule
+    if moved:
+        line += f" · run with trailing spacing to start where it does: {', '.join(moved)}"
+    notes = [(run.label, run.schedule_note or "") for run in runs]
+    late = list(dict.fromkeys(name for name, note in notes if "late start" in note))
+    if late:
+        line += f" · late start counted in the distance: {', '.join(late)}"
+    return line
+
+
+def write_sheets(
+    out_dir: Path, results: Results, runs: list[Run], x: str | None, z: str | None, steps_per_row: bool = False
+) -> tuple[list[Path], list[str]]:
+    """contact_sheet.png, or for a sweep one grid per sheet (split into pages when too big), from the saved images
+    of `runs` (of `results`); `steps_per_row`: each scheduler at its own step count (a step search's answers).
 
     -> (the sheets written, notices for the user)."""
     notices: list[str] = []
-    entries = document["runs"]
-    width, height = entries[0]["width"], entries[0]["height"]
-    header = sheet_header(document)
-    steps_per_row = bool(document.get("steps_per_row"))
-    plans = plan_sheets(entries, x, z, steps_per_row)
-    varying = multi_valued_axes(entries, steps_per_row)
+    width, height = runs[0].width, runs[0].height
+    header = sheet_header(results, runs, steps_per_row)
+    plans = plan_sheets(runs, x, z, steps_per_row)
+    varying = multi_valued_axes(runs, steps_per_row)
     if x is not None and x not in varying and plans is not None:
         notices.append(f"--x {x}: the {x} does not vary here; the columns are {column_axis(varying, x, z)}")
     if plans is None:
-        tiles = [
-            Tile(
-                read_png(out_dir / e["image"]) if e.get("image") else None,
-                tile_lines(e),
-                e["status"],
-                e.get("reason"),
-            )
-            for e in entries
-        ]
-        path = out_dir / "contact_sheet.png"
-        write_atomic(path, render_contact_sheet(header, tiles, width, height))
-        return [path], notices
+        return [write_contact_sheet(out_dir, header, runs)], notices
     if z is not None and len(plans) > 1:
         stacked = grid_of_grids(out_dir, header, plans, width, height)
         if stacked is not None:
@@ -607,40 +592,61 @@ def write_sheets(out_dir: Path, document: dict[str, Any], x: str | None, z: str 
     written = []
     for plan in plans:
         name = "contact_sheet" + (f"-{slug(plan.title, 60)}" if len(plans) > 1 else "")
-        page_ranges = pages(len(plan.rows), len(plan.columns), width, height, len(header) + 2)
-        for page, (rows, columns) in enumerate(page_ranges, start=1):
-            cells = [
-                GridCell(
-                    r - rows.start,
-                    c - columns.start,
-                    read_png(out_dir / e["image"]) if e.get("image") else None,
-                    cell_lines(e),
-                    e["status"],
-                    e.get("reason"),
-                )
-                for r, c, e in plan.cells
-                if r in rows and c in columns
-            ]
-            title = [plan.title] if plan.title else []
-            if len(page_ranges) > 1:
-                title.append(
-                    f"page {page} of {len(page_ranges)} (rows {rows.start + 1}-{rows.stop}, "
-                    f"columns {columns.start + 1}-{columns.stop}): the grid was too big for one image"
-                )
-            path = out_dir / (name + (f"-part{page}" if len(page_ranges) > 1 else "") + ".png")
-            png = render_grid(
-                header + title,
-                plan.rows[rows.start : rows.stop],
-                plan.columns[columns.start : columns.stop],
-                cells,
-                width,
-                height,
-            )
-            write_atomic(path, png)
-            written.append(path)
-        if len(page_ranges) > 1:
-            notices.append(f"{name}: the grid was split into {len(page_ranges)} pages")
+        paths = write_grid_pages(out_dir, name, header, plan, width, height)
+        if len(paths) > 1:
+            notices.append(f"{name}: the grid was split into {len(paths)} pages")
+        written += paths
     return written, notices
+
+
+def write_contact_sheet(out_dir: Path, header: list[str], runs: list[Run]) -> Path:
+    """contact_sheet.png: one labelled tile per run, where nothing but the scheduler varies."""
+    tiles = [Tile(image_png(out_dir, run), tile_lines(run), run.status, run.reason) for run in runs]
+    path = out_dir / "contact_sheet.png"
+    write_atomic(path, render_contact_sheet(header, tiles, runs[0].width, runs[0].height))
+    return path
+
+
+def write_grid_pages(
+    out_dir: Path, name: str, header: list[str], plan: SheetPlan, width: int, height: int
+) -> list[Path]:
+    """One grid as `name`.png, or as `name`-partN.png pages where it is too big for one image."""
+    page_ranges = pages(len(plan.rows), len(plan.columns), width, height, len(header) + 2)
+    written = []
+    for page, (rows, columns) in enumerate(page_ranges, start=1):
+        cells = [
+            grid_cell(out_dir, r - rows.start, c - columns.start, run)
+            for r, c, run in plan.cells
+            if r in rows and c in columns
+        ]
+        title = [plan.title] if plan.title else []
+        if len(page_ranges) > 1:
+            title.append(
+                f"page {page} of {len(page_ranges)} (rows {rows.start + 1}-{rows.stop}, "
+                f"columns {columns.start + 1}-{columns.stop}): the grid was too big for one image"
+            )
+        path = out_dir / (name + (f"-part{page}" if len(page_ranges) > 1 else "") + ".png")
+        png = render_grid(
+            header + title,
+            plan.rows[rows.start : rows.stop],
+            plan.columns[columns.start : columns.stop],
+            cells,
+            width,
+            height,
+        )
+        write_atomic(path, png)
+        written.append(path)
+    return written
+
+
+def image_png(out_dir: Path, run: Run) -> bytes | None:
+    """The run's saved image as PNG bytes; None where it made none."""
+    return read_png(out_dir / run.image_path) if run.image_path else None
+
+
+def grid_cell(out_dir: Path, row: int, column: int, run: Run) -> GridCell:
+    """A run at (row, column) of a grid: its saved image, its label and its status."""
+    return GridCell(row, column, image_png(out_dir, run), cell_lines(run), run.status, run.reason)
 
 
 def grid_of_grids(out_dir: Path, header: list[str], plans: list, width: int, height: int) -> Path | None:
@@ -650,17 +656,7 @@ def grid_of_grids(out_dir: Path, header: list[str], plans: list, width: int, hei
         return None
     grids = []
     for number, plan in enumerate(plans):
-        cells = [
-            GridCell(
-                r,
-                c,
-                read_png(out_dir / e["image"]) if e.get("image") else None,
-                cell_lines(e),
-                e["status"],
-                e.get("reason"),
-            )
-            for r, c, e in plan.cells
-        ]
+        cells = [grid_cell(out_dir, r, c, run) for r, c, run in plan.cells]
         grids.append(
             render_grid((header if number == 0 else []) + [plan.title], plan.rows, plan.columns, cells, width, height)
         )

@@ -1,4 +1,5 @@
-"""Results as files and tables: results.json, CSV, Markdown. Pure functions over plain data, plus atomic writes."""
+"""Results as files and tables: results.json, CSV, Markdown. Pure functions from the records to rows of plain data,
+plus atomic writes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from schedcmp.core.names import display_label, short_name
-from schedcmp.core.records import Run, RunError, Status, TimestepRange
+from schedcmp.core.names import short_name
+from schedcmp.core.records import (
+    STOCHASTIC_NOT_RANKED,
+    Determinism,
+    EqualQuality,
+    Order,
+    Run,
+    RunError,
+    Spread,
+    Status,
+    Summary,
+    TimestepRange,
+)
 from schedcmp.model.sample import RunResult
 
 
@@ -79,14 +91,10 @@ def to_json(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def label(entry: dict[str, Any]) -> str:
-    return display_label(entry["scheduler"], entry.get("alias"), entry.get("overrides") or {})
-
-
-def sorted_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def sorted_runs(runs: list[Run]) -> list[Run]:
     """Fastest first; runs without a time (failed) last, in their run order."""
-    timed = sorted((e for e in entries if e.get("seconds") is not None), key=lambda e: e["seconds"])
-    return timed + [e for e in entries if e.get("seconds") is None]
+    timed = sorted((run for run in runs if run.seconds is not None), key=lambda run: run.seconds)
+    return timed + [run for run in runs if run.seconds is None]
 
 
 TABLE_COLUMNS = [
@@ -110,6 +118,11 @@ CONVERGENCE_COLUMNS = ["latent_rmse", "psnr", "ssim", "order", "order_note", "pa
 PARETO_NAMES = {"seconds": "time", "nfe": "NFE"}
 
 
+def pareto_costs(run: Run) -> list[str]:
+    """The costs ("seconds", "nfe") on whose Pareto front this run lies."""
+    return [cost for cost in PARETO_NAMES if run.pareto is not None and getattr(run.pareto, cost)]
+
+
 def has_distances(rows: list[dict[str, Any]]) -> bool:
     return any(row.get(name) is not None for row in rows for name in ("latent_rmse", "order_note", "note"))
 
@@ -125,74 +138,73 @@ def table_columns(rows: list[dict[str, Any]]) -> list[str]:
     return columns + CONVERGENCE_COLUMNS if has_distances(rows) else columns
 
 
-def order_note(order: dict[str, Any] | None) -> str | None:
+def order_note(order: Order | None) -> str | None:
     """`10-40 steps` where the order was fitted, or why there is no fit; None outside a steps sweep."""
-    if not order:
+    if order is None:
         return None
-    if order.get("order") is None:
-        return f"no fit: {order.get('reason')}"
-    return f"{order['steps'][0]}-{order['steps'][1]} steps"
+    if order.order is None:
+        return f"no fit: {order.reason}"
+    return f"{order.steps[0]}-{order.steps[1]} steps"
 
 
 TOTAL = "total"  # the id of the table's last row, which sums the others
 
 
-def table_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """Rows of the timing table, sorted, with a final total row."""
-    rows = []
-    for entry in sorted_entries(entries):
-        times = entry.get("seconds_all") or []
-        peak = entry.get("peak_memory_bytes")
-        distance = entry.get("distance") or {}
-        status = entry["status"] if not entry.get("reason") else f"{entry['status']}: {entry['reason']}"
-        note = entry.get("schedule_note")  # what of its distance its own schedule explains
-        if entry.get("reference") and not distance and entry.get("distance_note"):  # why it has no distance
-            note = "stochastic: not ranked" if entry.get("determinism") == "stochastic" else entry["distance_note"]
-        rows.append(
-            {
-                "id": entry["id"],
-                "scheduler": label(entry) + (" · trailing" if entry.get("interval") else ""),
-                "name": (entry.get("alias") or short_name(entry["scheduler"]))
-                + (" · trailing" if entry.get("interval") else ""),
-                "seed": entry.get("seed"),
-                "guidance_scale": entry.get("guidance_scale"),
-                "prompt": entry.get("prompt"),
-                "steps": entry["steps"],
-                "nfe": entry.get("nfe"),
-                "seconds": entry.get("seconds"),
-                "seconds_min": min(times) if times else None,
-                "seconds_max": max(times) if times else None,
-                "ms_per_nfe": entry.get("ms_per_nfe"),
-                "peak_memory_mib": None if peak is None else peak / 2**20,
-                "status": status,
-                "latent_rmse": distance.get("latent_rmse"),
-                "psnr": distance.get("psnr"),
-                "ssim": distance.get("ssim"),
-                "order": (entry.get("order") or {}).get("order"),
-                "order_note": order_note(entry.get("order")),
-                "pareto": ", ".join(PARETO_NAMES[cost] for cost, on in (entry.get("pareto") or {}).items() if on)
-                or None,
-                "note": note,
-            }
-        )
-    rows.append(
-        {
-            "id": TOTAL,
-            "scheduler": f"{len(entries)} runs",
-            "name": f"{len(entries)} runs",
-            **{axis: None for axis in AXIS_COLUMNS},
-            "steps": sum(e["steps"] for e in entries),
-            "nfe": sum(e.get("nfe") or 0 for e in entries),
-            "seconds": sum(e.get("seconds") or 0.0 for e in entries),
-            "seconds_min": None,
-            "seconds_max": None,
-            "ms_per_nfe": None,
-            "peak_memory_mib": None,
-            "status": f"{sum(e['status'] == Status.FAILED for e in entries)} failed",
-            **{column: None for column in CONVERGENCE_COLUMNS},
-        }
-    )
-    return rows
+    return [table_row(run) for run in sorted_runs(runs)] + [total_row(runs)]
+
+
+def table_row(run: Run) -> dict[str, Any]:
+    times = run.seconds_all
+    distance = run.distance
+    status = str(run.status) if not run.reason else f"{run.status}: {run.reason}"
+    note = run.schedule_note  # what of its distance its own schedule explains
+    if run.reference and not distance and run.distance_note:  # why it has no distance
+        note = STOCHASTIC_NOT_RANKED if run.determinism == Determinism.STOCHASTIC else run.distance_note
+    trailing = " · trailing" if run.interval else ""
+    return {
+        "id": run.id,
+        "scheduler": run.label + trailing,
+        "name": (run.alias or short_name(run.scheduler)) + trailing,
+        "seed": run.seed,
+        "guidance_scale": run.guidance_scale,
+        "prompt": run.prompt,
+        "steps": run.steps,
+        "nfe": run.nfe,
+        "seconds": run.seconds,
+        "seconds_min": min(times) if times else None,
+        "seconds_max": max(times) if times else None,
+        "ms_per_nfe": run.ms_per_nfe,
+        "peak_memory_mib": None if run.peak_memory_bytes is None else run.peak_memory_bytes / 2**20,
+        "status": status,
+        "latent_rmse": distance.latent_rmse if distance else None,
+        "psnr": distance.psnr if distance else None,
+        "ssim": distance.ssim if distance else None,
+        "order": run.order.order if run.order else None,
+        "order_note": order_note(run.order),
+        "pareto": ", ".join(PARETO_NAMES[cost] for cost in pareto_costs(run)) or None,
+        "note": note,
+    }
+
+
+def total_row(runs: list[Run]) -> dict[str, Any]:
+    """The table's last row: how many runs, and their steps, NFE and seconds summed."""
+    return {
+        "id": TOTAL,
+        "scheduler": f"{len(runs)} runs",
+        "name": f"{len(runs)} runs",
+        **{axis: None for axis in AXIS_COLUMNS},
+        "steps": sum(run.steps for run in runs),
+        "nfe": sum(run.nfe or 0 for run in runs),
+        "seconds": sum(run.seconds or 0.0 for run in runs),
+        "seconds_min": None,
+        "seconds_max": None,
+        "ms_per_nfe": None,
+        "peak_memory_mib": None,
+        "status": f"{sum(run.status == Status.FAILED for run in runs)} failed",
+        **{column: None for column in CONVERGENCE_COLUMNS},
+    }
 
 
 def cell(value: Any) -> str:
@@ -227,50 +239,50 @@ def to_html(rows: list[dict[str, Any]]) -> str:
 # -- the answer: equal-quality steps and the summary across prompts and seeds ---------------------------------
 
 
-def equal_quality_rows(found: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+def equal_quality_rows(found: list[EqualQuality], metric: str) -> list[dict[str, Any]]:
     """One row per scheduler entry, fastest at the target first (the order results.json keeps)."""
     rows = []
     for entry in found:
-        seconds, distance = entry.get("seconds") or {}, entry.get("distance") or {}
+        seconds, distance = entry.seconds or Spread(), entry.distance or Spread()
         rows.append(
             {
-                "scheduler": entry["label"],
-                "status": entry["status"],
-                "steps": entry.get("steps"),
-                "nfe": entry.get("nfe"),
-                "seconds": seconds.get("median"),
-                "seconds_q1": seconds.get("q1"),
-                "seconds_q3": seconds.get("q3"),
-                metric: distance.get("median"),
-                f"{metric}_q1": distance.get("q1"),
-                f"{metric}_q3": distance.get("q3"),
-                "below_steps": entry.get("below_steps"),
-                f"below_{metric}": entry.get("below_distance"),
-                "probes": len(entry.get("probes") or []),
-                "non_monotone": entry.get("non_monotone"),
-                "note": entry.get("reason"),
+                "scheduler": entry.label,
+                "status": str(entry.status),
+                "steps": entry.steps,
+                "nfe": entry.nfe,
+                "seconds": seconds.median,
+                "seconds_q1": seconds.q1,
+                "seconds_q3": seconds.q3,
+                metric: distance.median,
+                f"{metric}_q1": distance.q1,
+                f"{metric}_q3": distance.q3,
+                "below_steps": entry.below_steps,
+                f"below_{metric}": entry.below_distance,
+                "probes": len(entry.probes),
+                "non_monotone": entry.non_monotone,
+                "note": entry.reason,
             }
         )
     return rows
 
 
-def summary_rows(found: dict[str, Any]) -> list[dict[str, Any]]:
+def summary_rows(found: Summary) -> list[dict[str, Any]]:
     """One row per step count and scheduler entry: the distribution over the pairs, and its rank."""
-    metric = found["metric"]
+    metric = found.metric
     rows = []
-    for group in found["step_counts"]:
-        for entry in group["entries"]:
+    for group in found.step_counts:
+        for entry in group.entries:
             rows.append(
                 {
-                    "steps": group["steps"],
-                    "scheduler": entry["label"],
-                    "pairs": entry["pairs"],
-                    "nfe": entry.get("nfe"),
-                    metric: entry["distance"]["median"],
-                    f"{metric}_q1": entry["distance"]["q1"],
-                    f"{metric}_q3": entry["distance"]["q3"],
-                    "seconds": entry["seconds"]["median"],
-                    "rank": entry.get("rank"),
+                    "steps": group.steps,
+                    "scheduler": entry.label,
+                    "pairs": entry.pairs,
+                    "nfe": entry.nfe,
+                    metric: entry.distance.median,
+                    f"{metric}_q1": entry.distance.q1,
+                    f"{metric}_q3": entry.distance.q3,
+                    "seconds": entry.seconds.median,
+                    "rank": entry.rank,
                 }
             )
     return rows

@@ -4,7 +4,7 @@ The solver papers judge a sampler by its distance to a reference computed with m
 solver. This module plans those references (one per prompt, seed and settings), notes which runs start
 later than the reference (their distance includes it), decides which runs are stochastic (they converge to a
 different sample and are never ranked), measures distances, and fits the empirical order of convergence of a
-steps sweep. Everything below "pure" works on results.json entries and needs neither torch nor diffusers.
+steps sweep. Everything below "pure" works on the runs' records and needs neither torch nor diffusers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,19 @@ from typing import Any
 from schedcmp.core.errors import UsageError
 from schedcmp.core.names import SchedulerChoice, display_label, parse_entry, resolve_entry, short_name
 from schedcmp.core.plan import RUN_SETTINGS, RunSpec
-from schedcmp.core.records import Determinism, Distance, Reference, SelfConvergence, Status, versions
+from schedcmp.core.records import (
+    STOCHASTIC_NOT_RANKED,
+    Determinism,
+    Distance,
+    Interval,
+    Order,
+    Pareto,
+    Reference,
+    Run,
+    SelfConvergence,
+    Status,
+    versions,
+)
 from schedcmp.model.schedulers import build, init_params
 from schedcmp.model.weights import weights_digest
 from schedcmp.quality import metrics
@@ -59,7 +71,7 @@ class ReferencePlan:
     specs: dict[str, RunSpec]  # reference id -> the reference run
     half_specs: dict[str, RunSpec]  # reference id -> the same run with half the steps (its self-convergence)
     of_run: dict[str, str]  # run id -> reference id
-    interval: dict[str, Any]  # start_timestep, note: what results.json and the report say
+    interval: Interval  # start_timestep, note: what results.json and the report say
     off_interval: dict[str, str]  # run id -> why it cannot be compared (it starts outside the reference's range)
     schedule_notes: dict[str, str]  # run id -> what of its distance its own schedule explains (a late start)
 
@@ -202,7 +214,7 @@ def plan_references(
             half_specs[ref_id] = replace(specs[ref_id], id=ref_id + "-half", steps=max(1, choice.steps // 2))
     text = f"{display_label(choice.class_name, None, choice.overrides)}:{choice.steps}"
     start_at = reference.timestep if reference is not None else None
-    interval = {"start_timestep": start_at, "note": interval_note(start_at, runs, schedule_notes, off_interval)}
+    interval = Interval(start_timestep=start_at, note=interval_note(start_at, runs, schedule_notes, off_interval))
     return ReferencePlan(text, specs, half_specs, of_run, interval, off_interval, schedule_notes)
 
 
@@ -420,7 +432,7 @@ def distances(latent, output, rgb, reference: ReferenceOutput) -> Distance | Non
     )
 
 
-# -- pure: orders and Pareto fronts over results.json entries ------------------------------------------
+# -- pure: orders and Pareto fronts over the runs ---------------------------------------------------------
 
 
 SWEEP_FIELDS = (
@@ -437,91 +449,94 @@ SWEEP_FIELDS = (
 )
 
 
-def ranked(entry: dict[str, Any]) -> bool:
+def ranked(run: Run) -> bool:
     """A run measured against the ODE reference: finished ok, deterministic, with a distance."""
-    return entry.get("status") == "ok" and entry.get("determinism") == DETERMINISTIC and bool(entry.get("distance"))
+    return run.status == Status.OK and run.determinism == DETERMINISTIC and run.distance is not None
 
 
-def fit_orders(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+def sweeps(runs: list[Run]) -> list[list[Run]]:
+    """The runs grouped by everything but their steps: one scheduler entry's steps sweep per group."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        key = json.dumps([getattr(run, name) for name in SWEEP_FIELDS], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
+    return list(groups.values())
+
+
+def fit_orders(runs: list[Run]) -> dict[str, Order | None]:
     """Run id -> its scheduler's fitted order in a steps sweep (None outside a sweep)."""
-    orders: dict[str, dict[str, Any] | None] = {}
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        key = json.dumps([entry.get(name) for name in SWEEP_FIELDS], sort_keys=True, default=str)
-        groups.setdefault(key, []).append(entry)
-    for group in groups.values():
-        if len({entry["steps"] for entry in group}) < 2 or not any(entry.get("reference") for entry in group):
-            orders.update((entry["id"], None) for entry in group)
-            continue
-        points = sorted(
-            (entry for entry in group if ranked(entry) and entry.get("nfe")), key=lambda entry: entry["nfe"]
-        )
-        if any(entry.get("determinism") == STOCHASTIC for entry in group):
-            found = {"order": None, "steps": None, "nfe": None, "r_squared": None, "reason": "stochastic: no ODE order"}
-        elif not points:
-            why = next((entry["distance_note"] for entry in group if entry.get("distance_note")), "no run finished ok")
-            found = {"order": None, "steps": None, "nfe": None, "r_squared": None, "reason": f"no distances: {why}"}
+    orders: dict[str, Order | None] = {}
+    for group in sweeps(runs):
+        if len({run.steps for run in group}) < 2 or not any(run.reference for run in group):
+            orders.update((run.id, None) for run in group)
         else:
-            fit = metrics.fit_order(
-                [entry["nfe"] for entry in points], [entry["distance"]["latent_rmse"] for entry in points]
-            )
-            fitted = fit.order is not None
-            found = {
-                "order": fit.order,
-                "steps": [points[fit.first]["steps"], points[fit.last]["steps"]] if fitted else None,
-                "nfe": [points[fit.first]["nfe"], points[fit.last]["nfe"]] if fitted else None,
-                "r_squared": fit.r_squared,
-                "reason": fit.reason,
-            }
-        orders.update((entry["id"], dict(found)) for entry in group)
+            orders.update((run.id, sweep_order(group)) for run in group)
     return orders
 
 
-def convergence_warnings(references: list[dict[str, Any]], entries: list[dict[str, Any]]) -> dict[str, str]:
+def sweep_order(group: list[Run]) -> Order:
+    """The order of convergence of one steps sweep, or why it has none."""
+    points = sorted((run for run in group if ranked(run) and run.nfe), key=lambda run: run.nfe)
+    if any(run.determinism == STOCHASTIC for run in group):
+        return Order(reason="stochastic: no ODE order")
+    if not points:
+        why = next((run.distance_note for run in group if run.distance_note), "no run finished ok")
+        return Order(reason=f"no distances: {why}")
+    fit = metrics.fit_order([run.nfe for run in points], [run.distance.latent_rmse for run in points])
+    fitted = fit.order is not None
+    return Order(
+        order=fit.order,
+        steps=[points[fit.first].steps, points[fit.last].steps] if fitted else None,
+        nfe=[points[fit.first].nfe, points[fit.last].nfe] if fitted else None,
+        r_squared=fit.r_squared,
+        reason=fit.reason,
+    )
+
+
+def convergence_warnings(references: list[Reference], runs: list[Run]) -> dict[str, str]:
     """Reference id -> why it has not converged enough: its self-convergence is not well below the smallest
     distance it judges."""
     warnings = {}
     for reference in references:
-        moved = (reference.get("self_convergence") or {}).get("latent_rmse")
-        distances = [
-            entry["distance"]["latent_rmse"]
-            for entry in entries
-            if ranked(entry) and entry.get("reference") == reference["id"]
-        ]
+        moved = reference.self_convergence.latent_rmse if reference.self_convergence else None
+        distances = [run.distance.latent_rmse for run in runs if ranked(run) and run.reference == reference.id]
         if moved is not None and distances and moved > SELF_CONVERGENCE_WARNING * min(distances):
-            warnings[reference["id"]] = (
+            warnings[reference.id] = (
                 f"halving its steps moves it by {moved:.2g}, more than {SELF_CONVERGENCE_WARNING:g} of the smallest "
                 f"distance it judges ({min(distances):.2g}): give it more steps"
             )
     return warnings
 
 
-def warning_lines(references: list[dict[str, Any]], warnings: dict[str, str]) -> list[str]:
+def warning_lines(references: list[Reference], warnings: dict[str, str]) -> list[str]:
     """One line for the user per reference that has not converged enough."""
     return [
-        f"reference {reference['spec']} has not converged enough: {warnings[reference['id']]}"
+        f"reference {reference.spec} has not converged enough: {warnings[reference.id]}"
         for reference in references
-        if reference["id"] in warnings
+        if reference.id in warnings
     ]
 
 
-def pareto_fronts(entries: list[dict[str, Any]]) -> dict[str, dict[str, bool] | None]:
+def pareto_fronts(runs: list[Run]) -> dict[str, Pareto | None]:
     """Run id -> on the front of distance against seconds, and against NFE, among its reference's runs (None: not
     ranked)."""
-    fronts: dict[str, dict[str, bool] | None] = {entry["id"]: None for entry in entries}
-    by_reference: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        if ranked(entry) and entry.get("reference"):
-            by_reference.setdefault(entry["reference"], []).append(entry)
+    fronts: dict[str, Pareto | None] = {run.id: None for run in runs}
+    by_reference: dict[str, list[Run]] = {}
+    for run in runs:
+        if ranked(run) and run.reference:
+            by_reference.setdefault(run.reference, []).append(run)
     for group in by_reference.values():
-        for entry in group:
-            fronts[entry["id"]] = {"seconds": False, "nfe": False}
-        for cost in ("seconds", "nfe"):
-            usable = [entry for entry in group if entry.get(cost) is not None]
-            front = metrics.pareto_front([(entry[cost], entry["distance"]["latent_rmse"]) for entry in usable])
-            for index in front:
-                fronts[usable[index]["id"]][cost] = True
+        on_front = {cost: front_ids(group, cost) for cost in ("seconds", "nfe")}
+        for run in group:
+            fronts[run.id] = Pareto(seconds=run.id in on_front["seconds"], nfe=run.id in on_front["nfe"])
     return fronts
+
+
+def front_ids(group: list[Run], cost: str) -> set[str]:
+    """The runs of `group` no other run beats in both `cost` and distance."""
+    usable = [run for run in group if getattr(run, cost) is not None]
+    front = metrics.pareto_front([(getattr(run, cost), run.distance.latent_rmse) for run in usable])
+    return {usable[index].id for index in front}
 
 
 # -- running and measuring references (the comparison's execute stage calls these) ----------------------------
@@ -607,7 +622,7 @@ def measure(sample, determinism: str, determinism_reason: str, reference, plan: 
     if sample.rgb is None:
         return None, "no image"
     if determinism == STOCHASTIC:
-        return None, "stochastic: converges to another sample, not ranked against the ODE reference"
+        return None, STOCHASTIC_NOT_RANKED
     if determinism == UNKNOWN:
         return None, f"not ranked: {determinism_reason}"
     if sample.result.spec.id in plan.off_interval:

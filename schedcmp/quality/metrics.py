@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from schedcmp.core.records import Verdict
@@ -130,6 +131,33 @@ def psnr(output, reference) -> float:
 
     mse = float(np.mean((np.asarray(output, np.float64) - np.asarray(reference, np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+class Better(enum.StrEnum):
+    """Which way a distance to the reference gets closer."""
+
+    LOWER = "lower"
+    HIGHER = "higher"
+
+
+# Every distance to a reference (the fields of schedcmp.core.records.Distance) and the way it gets closer: the one
+# definition the step search, the summary and the report read.
+METRICS: dict[str, Better] = {"latent_rmse": Better.LOWER, "psnr": Better.HIGHER, "ssim": Better.HIGHER}
+
+
+def closer(metric: str, a: float, b: float) -> bool:
+    """`a` is strictly closer to the reference than `b`."""
+    return a > b if METRICS[metric] is Better.HIGHER else a < b
+
+
+def as_close(metric: str, value: float, target: float) -> bool:
+    """`value` is at least as close to the reference as `target`."""
+    return value >= target if METRICS[metric] is Better.HIGHER else value <= target
+
+
+def closest_first(metric: str, value: float) -> float:
+    """A sort key that puts the closest value first."""
+    return -value if METRICS[metric] is Better.HIGHER else value
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schedcmp.core.request import DEFAULT_MAX_STEPS
+from schedcmp.quality.metrics import as_close, closer
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,11 @@ class Target:
     max_steps: int = DEFAULT_MAX_STEPS
 
     def meets(self, distance: float | None) -> bool:
-        if distance is None:
-            return False
-        return distance >= self.value if self.metric == "psnr" else distance <= self.value
+        return distance is not None and as_close(self.metric, distance, self.value)
 
     def better(self, a: float, b: float) -> bool:
         """`a` is strictly closer to the reference than `b`."""
-        return a > b if self.metric == "psnr" else a < b
+        return closer(self.metric, a, b)
 
     def text(self) -> str:
         return goal_text(self.metric, self.value)

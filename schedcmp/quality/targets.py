@@ -13,7 +13,16 @@ from typing import Any
 
 from schedcmp.core.names import SchedulerChoice, ui_label
 from schedcmp.core.plan import PipelineDefaults, RunSpec, plan_runs
-from schedcmp.core.records import Determinism, EqualQuality, Probe, Run, Spread, Status, TargetSpec
+from schedcmp.core.records import (
+    STOCHASTIC_NOT_RANKED,
+    Determinism,
+    EqualQuality,
+    Probe,
+    Run,
+    Status,
+    TargetSpec,
+    TargetStatus,
+)
 from schedcmp.core.request import Request
 from schedcmp.quality.stepsearch import StepSearch, Target, goal_text
 from schedcmp.quality.summary import quantile, spread
@@ -36,7 +45,8 @@ class Rounds:
     compatible: set[str]
     defaults: PipelineDefaults
     entries: list[Searched] = field(default_factory=list)
-    left_out: dict[str, tuple[str, str, SchedulerChoice]] = field(default_factory=dict)  # label -> status, why, choice
+    # label -> (status, why, choice): the entries not searched
+    left_out: dict[str, tuple[TargetStatus, str, SchedulerChoice]] = field(default_factory=dict)
 
     def cells_at(self, entry: Searched, steps: int) -> list[RunSpec]:
         cells = plan_runs([entry.choice], self.compatible, replace(self.request, steps=(steps,)), self.defaults)
@@ -80,11 +90,11 @@ def plan_rounds(
             continue  # the same entry twice: one search
         determinism, why = determinism_of(choice)
         if determinism == Determinism.STOCHASTIC:
-            rounds.left_out[label] = ("not ranked", "stochastic: converges to another sample", choice)
+            rounds.left_out[label] = (TargetStatus.NOT_RANKED, STOCHASTIC_NOT_RANKED, choice)
         elif determinism != Determinism.DETERMINISTIC:
-            rounds.left_out[label] = ("not ranked", why, choice)
+            rounds.left_out[label] = (TargetStatus.NOT_RANKED, why, choice)
         elif (reason := outside(choice)) is not None:
-            rounds.left_out[label] = ("not measured", reason, choice)
+            rounds.left_out[label] = (TargetStatus.NOT_MEASURED, reason, choice)
         else:
             rounds.entries.append(Searched(choice, label, StepSearch(target)))
     return rounds
@@ -115,17 +125,17 @@ def results(rounds: Rounds, runs: dict[str, Run]) -> list[EqualQuality]:
             why = f"does not reach {rounds.target.text()} within {rounds.target.max_steps} steps"
             if largest is not None and search.probed[largest] is not None:
                 why += f" ({value_text(rounds.target.metric, search.probed[largest])} at {largest})"
-            found.append(EqualQuality(status="not reached", reason=why, **common))
+            found.append(EqualQuality(status=TargetStatus.NOT_REACHED, reason=why, **common))
             continue
         at = [runs[cell] for cell in entry.cells[steps]]
         below = steps - 1 if steps > 1 else None
         found.append(
             EqualQuality(
-                status="reached",
+                status=TargetStatus.REACHED,
                 steps=steps,
-                nfe=spread([run.nfe for run in at if run.nfe is not None])["median"],
-                seconds=Spread(**spread([run.seconds for run in at if run.seconds is not None])),
-                distance=Spread(**spread([getattr(run.distance, rounds.target.metric) for run in at])),
+                nfe=spread([run.nfe for run in at if run.nfe is not None]).median,
+                seconds=spread([run.seconds for run in at if run.seconds is not None]),
+                distance=spread([getattr(run.distance, rounds.target.metric) for run in at]),
                 runs=entry.cells[steps],
                 below_steps=below,
                 below_distance=search.probed.get(below) if below else None,
@@ -136,7 +146,9 @@ def results(rounds: Rounds, runs: dict[str, Run]) -> list[EqualQuality]:
                 **common,
             )
         )
-    found.sort(key=lambda e: (e.status != "reached", e.seconds.median if e.seconds and e.seconds.median else 0))
+    found.sort(
+        key=lambda e: (e.status != TargetStatus.REACHED, e.seconds.median if e.seconds and e.seconds.median else 0)
+    )
     for label, (status, why, choice) in rounds.left_out.items():
         found.append(
             EqualQuality(
@@ -158,7 +170,7 @@ def value_text(metric: str, value: float) -> str:
 def answer_line(target: TargetSpec, found: list[EqualQuality]) -> str:
     """'PSNR ≥ 35 dB: UniPC needs 12 steps (0.31 s), 2.3× faster than Euler (28 steps)'."""
     goal = goal_text(target.metric, target.value)
-    reached = [entry for entry in found if entry.status == "reached"]
+    reached = [entry for entry in found if entry.status == TargetStatus.REACHED]
     if not reached:
         return f"{goal}: no scheduler reached it within {target.max_steps} steps"
     best = reached[0]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from schedcmp.core.errors import Terminated, UsageError
 from schedcmp.core.names import choose, display_label
 from schedcmp.core.plan import RunSpec, batches, plan_runs
-from schedcmp.core.records import Interval, Results, Run, SharedSeconds, SweepPlan, from_json, now, versions
+from schedcmp.core.records import Results, Run, SharedSeconds, SweepPlan, now, versions
 from schedcmp.core.request import AXES, DEFAULT_REFERENCE, Request, check, difference, identity, stored
 from schedcmp.model import weights
 from schedcmp.model.schedulers import accepted_params_of, check_override_types, scheduler_classes
@@ -393,15 +393,13 @@ def add_cells(plan: Plan, cells: list[RunSpec]) -> None:
     on the steps) and what their schedule means for their distance."""
     plan.cells.extend(cells)
     more = convergence.plan_references(cells, plan.reference_choice, plan.model.original_config, scheduler_classes())
-    plan.references.of_run.update(more.of_run)
-    plan.references.off_interval.update(more.off_interval)
-    plan.references.schedule_notes.update(more.schedule_notes)
-    plan.references.interval["note"] = convergence.interval_note(
-        plan.references.interval["start_timestep"],
-        plan.cells,
-        plan.references.schedule_notes,
-        plan.references.off_interval,
-    )
+    references = plan.references
+    references.of_run.update(more.of_run)
+    references.off_interval.update(more.off_interval)
+    references.schedule_notes.update(more.schedule_notes)
+    start_at = references.interval.start_timestep
+    note = convergence.interval_note(start_at, plan.cells, references.schedule_notes, references.off_interval)
+    plan.references = replace(references, interval=replace(references.interval, note=note))
 
 
 def header(plan: Plan, request: Request) -> Results:
@@ -420,7 +418,7 @@ def header(plan: Plan, request: Request) -> Results:
         versions=versions(),
         shared_seconds=SharedSeconds(model_load=model.load_seconds),
         started=now(),
-        interval=from_json(Interval, plan.references.interval) if plan.references else None,
+        interval=plan.references.interval if plan.references else None,
         settings=stored(request),
         model_source=request.model,
         model_config=request.model_config,

@@ -31,14 +31,12 @@ from schedcmp.core.errors import (
 from schedcmp.core.plan import RUN_SETTINGS, RunSpec, slug
 from schedcmp.core.records import (
     DocumentError,
-    Interval,
-    Order,
-    Pareto,
     Results,
     Run,
     Status,
-    Summary,
-    from_json,
+    TargetStatus,
+    dumps,
+    load_document,
     now,
     read_document,
     to_json,
@@ -90,12 +88,10 @@ class ResultsFile:
     def finished(self) -> list[Run]:
         return [self.runs[cell] for cell in self.order if cell in self.runs]
 
-    def save(self) -> dict[str, Any]:
-        """Write results.json atomically; -> the document written."""
+    def save(self) -> None:
+        """Write results.json atomically."""
         self.results.runs = self.finished()
-        document = to_json(self.results)
-        report.write_atomic(self.folder / "results.json", report.to_json(document))
-        return document
+        report.write_atomic(self.folder / "results.json", dumps(self.results))
 
 
 def read_results(folder: Path, doing: str) -> Results:
@@ -114,8 +110,6 @@ def read_results(folder: Path, doing: str) -> Results:
     except json.JSONDecodeError as error:
         raise OutputError(f"cannot {doing} {folder}: its results.json is not valid JSON ({error})") from None
     try:
-        from schedcmp.core.records import load_document
-
         return load_document(parsed, "run")
     except DocumentError as error:
         raise OutputError(f"cannot {doing} {folder}: its results.json is not a run's results ({error})") from None
@@ -240,13 +234,15 @@ def check_writable(path: Path, flag: str, folder: bool) -> None:
     start = path if folder else path.parent
     existing = next(place for place in [start, *start.absolute().parents] if place.exists())
     if not existing.is_dir():
-        raise OutputError(f"{flag} {path} cannot be made: {existing} is a file, not a folder")
+        raise OutputError(f"{flag} {path} is not writable: {existing} is a file, not a folder")
     try:
         descriptor, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
         os.close(descriptor)
         os.unlink(probe)
     except OSError as error:
-        raise OutputError(f"{flag} {path} cannot be written: {existing} does not let us ({error.strerror})") from None
+        raise OutputError(
+            f"{flag} {path} is not writable: {existing} does not let us write ({error.strerror})"
+        ) from None
 
 
 def claim_out_dir(path: Path, chosen: bool, overwrite: bool) -> Path:
@@ -407,8 +403,6 @@ class Events:
 
 def rebuild_report(folder: Path) -> Path:
     """`schedcmp report DIR`: the charts and report.html again, from DIR/results.json and its images."""
-    from schedcmp.core.records import dumps
-
     results = read_results(folder, "build a report from")
     try:
         page = html_report.write_charts_and_page(folder, results)
@@ -439,41 +433,29 @@ def finish(
     fit_orders_and_fronts(results)
     warn_about_references(header_record, results.finished(), progress)
     conclude(header_record, results.finished(), references, rounds)
-    document = results.save()  # first without the sheets: drawing them must not put the results at risk
-    sheets: list[Path] = []
-    if not request.no_sheet and document["runs"]:
-        sheets, notices = render.write_sheets(results.folder, sheet_document(document), request.x, request.z)
-        for notice in notices:
-            progress.note(notice)
+    results.save()  # first without the sheets: drawing them must not put the results at risk
+    sheets = draw_sheets(results, request, progress)
     header_record.sheets = [str(path.relative_to(results.folder)) for path in sheets]
     if request.html:
         html_report.write_charts_and_page(results.folder, header_record)
-    code = EXIT_TERMINATED if isinstance(stopped, Terminated) else exit_code(document, request.strict)
+    code = EXIT_TERMINATED if isinstance(stopped, Terminated) else exit_code(header_record, request.strict)
     header_record.exit_code = code
     results.save()  # last: it names the sheets, charts and page only once they exist
     return Outcome(header_record, results.folder, sheets, code, model, stopped)
 
 
 def fit_orders_and_fronts(results: ResultsFile) -> None:
-    entries = [to_json(run) for run in results.finished()]
-    orders, fronts = convergence.fit_orders(entries), convergence.pareto_fronts(entries)
-    for run in results.finished():
-        order, front = orders.get(run.id), fronts.get(run.id)
-        results.add(
-            replace(
-                run,
-                order=None if order is None else from_json(Order, order),
-                pareto=None if front is None else from_json(Pareto, front),
-            )
-        )
+    runs = results.finished()
+    orders, fronts = convergence.fit_orders(runs), convergence.pareto_fronts(runs)
+    for run in runs:
+        results.add(replace(run, order=orders.get(run.id), pareto=fronts.get(run.id)))
 
 
 def warn_about_references(header_record: Results, runs: list[Run], progress) -> None:
     """A reference that has not converged enough to rank its runs says so, on stderr and in its record."""
-    entries = [to_json(run) for run in runs]
-    references = [to_json(reference) for reference in header_record.references]
-    warnings = convergence.convergence_warnings(references, entries)
-    header_record.references = [replace(r, warning=warnings.get(r.id, r.warning)) for r in header_record.references]
+    references = header_record.references
+    warnings = convergence.convergence_warnings(references, runs)
+    header_record.references = [replace(r, warning=warnings.get(r.id, r.warning)) for r in references]
     for line in convergence.warning_lines(references, warnings):
         progress.note(f"warning: {line}")
 
@@ -488,36 +470,46 @@ def conclude(
 
     The summary is worked out from the runs, not from the plan: `merge` finishes without one."""
     if references is not None:
-        header_record.interval = from_json(Interval, references.interval)  # a search's rounds added runs
-    entries = [to_json(run) for run in runs]
-    if not any(entry.get("reference") for entry in entries):
+        header_record.interval = references.interval  # a search's rounds added runs
+    if not any(run.reference for run in runs):
         return
     metric, target_answer, meets = "latent_rmse", None, None
     if rounds is not None:
         header_record.equal_quality = targets.results(rounds, {run.id: run for run in runs})
         target_answer = targets.answer_line(header_record.target, header_record.equal_quality)
         metric, meets = rounds.target.metric, rounds.target.meets
-    found = summary.summarise(entries, metric)
-    header_record.summary = from_json(Summary, found)
-    header_record.answer = summary.answer_lines(found, target_answer, meets)
+    header_record.summary = summary.summarise(runs, metric)
+    header_record.answer = summary.answer_lines(header_record.summary, target_answer, meets)
 
 
-def sheet_document(document: dict[str, Any]) -> dict[str, Any]:
-    """What the sheets show: every run; after a step search, each entry's runs at its own equal-quality steps."""
-    found = document.get("equal_quality") or []
-    if not document.get("target") or not any(entry["status"] == "reached" for entry in found):
-        return document
-    chosen = [cell for entry in found for cell in entry["runs"]]
-    by_id = {run["id"]: run for run in document["runs"]}
-    return {**document, "runs": [by_id[cell] for cell in chosen if cell in by_id], "steps_per_row": True}
+def draw_sheets(results: ResultsFile, request: Request, progress) -> list[Path]:
+    """The contact sheet or a sweep's grids, from the saved images (none with --no-sheet or no runs)."""
+    if request.no_sheet or not results.results.runs:
+        return []
+    runs, steps_per_row = sheet_runs(results.results)
+    sheets, notices = render.write_sheets(results.folder, results.results, runs, request.x, request.z, steps_per_row)
+    for notice in notices:
+        progress.note(notice)
+    return sheets
 
 
-def exit_code(document: dict[str, Any], strict: bool) -> int:
-    if document.get("interrupted"):
+def sheet_runs(results: Results) -> tuple[list[Run], bool]:
+    """What the sheets show: every run; after a step search, each entry's runs at its own equal-quality steps.
+    -> (the runs, whether each row has its own step count)."""
+    found = results.equal_quality or []
+    if not results.target or not any(entry.status == TargetStatus.REACHED for entry in found):
+        return results.runs, False
+    chosen = [cell for entry in found for cell in entry.runs]
+    by_id = {run.id: run for run in results.runs}
+    return [by_id[cell] for cell in chosen if cell in by_id], True
+
+
+def exit_code(results: Results, strict: bool) -> int:
+    if results.interrupted:
         return EXIT_INTERRUPTED
     bad = {Status.FAILED} if not strict else {Status.FAILED, Status.SUSPECT, Status.FILTERED}
-    if any(entry["status"] in bad for entry in document["runs"]):
+    if any(run.status in bad for run in results.runs):
         return EXIT_RUN_FAILED
-    if any(reference["status"] == Status.FAILED for reference in document.get("references") or []):
+    if any(reference.status == Status.FAILED for reference in results.references):
         return EXIT_RUN_FAILED  # --reference was asked for and nothing could be measured against it
     return EXIT_OK
