@@ -88,3 +88,18 @@ def sd3_model(models_dir) -> Path:
     import tiny
 
     return tiny.sd3(models_dir / "sd3")
+
+
+@pytest.fixture(scope="session")
+def sd3_t5_model(models_dir) -> Path:
+    """SD3 with its third text encoder, a random T5 (FLUX.1 and SD3 as people run them have one)."""
+    import tiny
+
+    return tiny.sd3_t5(models_dir / "sd3-t5")
+
+
+@pytest.fixture(scope="session")
+def flux_model(models_dir) -> Path:
+    import tiny
+
+    return tiny.flux(models_dir / "flux")

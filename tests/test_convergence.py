@@ -119,6 +119,7 @@ EXPECTED = {
     "EulerDiscreteScheduler": "deterministic",
     "FlowMapEulerDiscreteScheduler": "deterministic",
     "FlowMatchEulerDiscreteScheduler": "deterministic",
+    "FlowSamplerScheduler": "deterministic",  # schedcmp's own (schedcmp.flow); its default method is Euler
     "FlowMatchHeunDiscreteScheduler": "deterministic",
     "FlowMatchLCMScheduler": "stochastic",
     "HeunDiscreteScheduler": "deterministic",
@@ -187,6 +188,9 @@ def test_every_scheduler_class_is_labelled_by_running_it():
         ("TCDScheduler", {}, {"eta": 0.0}, "deterministic"),
         ("FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}, {}, "stochastic"),
         ("EulerDiscreteScheduler", {"use_karras_sigmas": True}, {}, "deterministic"),
+        ("FlowSamplerScheduler", {"method": "euler_ancestral"}, {}, "stochastic"),
+        ("FlowSamplerScheduler", {"method": "dpmpp_sde"}, {}, "stochastic"),
+        ("FlowSamplerScheduler", {"method": "heun"}, {}, "deterministic"),
     ],
 )
 def test_config_and_call_arguments_decide_too(name, overrides, step_arguments, label):
@@ -574,7 +578,10 @@ def test_flow_models_get_a_flow_reference_and_incompatible_references_are_refuse
     )
     assert flow.exit_code == 0, flow.stderr
     [reference] = flow.json()["references"]
-    assert reference["overrides"]["use_flow_sigmas"] is True and reference["status"] == "ok"
+    # A flow solve: since 2026-12-05 the flow sampler's Heun (convergence.FLOW_REFERENCE says why), before it DPM++ 2M
+    # on flow sigmas.
+    assert reference["scheduler"] == "FlowSamplerScheduler" and reference["overrides"] == {"method": "heun"}
+    assert reference["status"] == "ok"
     assert all(e["distance"] is not None for e in flow.json()["runs"])
     refused = cli(
         "run",

@@ -45,10 +45,8 @@ def load(folder) -> TinyPipeline:
 
 
 @pytest.fixture(scope="module")
-def pipelines(models_dir) -> dict[str, TinyPipeline]:
-    import tiny
-
-    return {"sd3": load(tiny.sd3_t5(models_dir / "sd3-t5")), "flux": load(tiny.flux(models_dir / "flux"))}
+def pipelines(sd3_t5_model, flux_model) -> dict[str, TinyPipeline]:
+    return {"sd3": load(sd3_t5_model), "flux": load(flux_model)}
 
 
 def generate(tiny_pipe: TinyPipeline, scheduler, seeds=(0,), steps: int = 5, **options) -> np.ndarray:

@@ -150,12 +150,18 @@ def test_all_plus_adds_karras_where_the_class_takes_it():
 
 def test_all_plus_on_a_flow_model_adds_flow_solvers():
     choices = choose("all+", ["FlowMatchEulerDiscreteScheduler"], PARAMS, 3.0)
-    assert [(c.class_name, c.overrides.get("use_flow_sigmas"), c.overrides.get("flow_shift")) for c in choices] == [
+    found = [(c.class_name, c.overrides.get("use_flow_sigmas"), c.overrides.get("flow_shift")) for c in choices]
+    # Since `all` on a flow model runs every sampler with a flow form (issue 19), these four are among more, in
+    # this order, all runnable without --allow-incompatible.
+    wanted = [
         ("FlowMatchEulerDiscreteScheduler", None, None),
         ("FlowMatchHeunDiscreteScheduler", None, None),
         ("DPMSolverMultistepScheduler", True, 3.0),
         ("UniPCMultistepScheduler", True, 3.0),
     ]
+    assert [entry for entry in dict.fromkeys(found) if entry in wanted] == wanted
+    assert all(c.known_to_work or c.class_name == "FlowMatchEulerDiscreteScheduler" for c in choices)
+    assert {c.overrides.get("method") for c in choices if c.class_name == "FlowSamplerScheduler"} >= {"heun", "lms"}
 
 
 def test_all_with_pinned_steps_and_a_list_mix():

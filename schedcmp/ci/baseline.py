@@ -35,6 +35,7 @@ from schedcmp.core.records import (
     DocumentError,
     Manifest,
     Run,
+    Status,
     ToleranceRecord,
     dumps,
     load_document,
@@ -166,6 +167,7 @@ def case_entry(run: Run, array) -> Case:
         width=run.width,
         height=run.height,
         call_args=run.call_args,
+        schedule=run.schedule,
         batch=run.batch,  # cells made by one pipeline call are regenerated together, in this order
         batch_size=run.batch_size,
         status=run.status,
@@ -208,7 +210,8 @@ def create(folder: Path, request: Request) -> tuple[Path, dict[str, Any], int]:
 
     outcome = run_comparison(replace(request, out=target, format="json"), keep_output=keep)
     results = outcome.results
-    skipped = [run.id for run in results.runs if run.id not in arrays]
+    # an unsupported cell (a scheduler without this schedule) was planned not to run: nothing to store, no failure
+    skipped = [run.id for run in results.runs if run.id not in arrays and run.status != Status.UNSUPPORTED]
     for run_id in skipped:
         console.info(f"not stored: {run_id} made no image")
     manifest = Manifest(
@@ -350,6 +353,7 @@ def spec_of(case: dict[str, Any]) -> RunSpec:
         width=case["width"],
         height=case["height"],
         call_args=case.get("call_args") or {},
+        schedule=case.get("schedule"),
     )
 
 

@@ -49,6 +49,67 @@ ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "UniPC": ("UniPCMultistepScheduler", {}),
 }
 
+# On flow-matching models (SD3, FLUX.1) a UI name is diffusers' native flow scheduler where there is one, set
+# to flow sigmas with the model's shift, else the method of schedcmp's flow sampler (schedcmp.flow). Both stay
+# reachable by an explicit name: `FlowSampler(method=heun)`, `DPMSolverMultistep(use_flow_sigmas=true,...)`.
+FLOW_SAMPLER = "FlowSamplerScheduler"
+NATIVE_FLOW = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}  # and flow_shift: the model's
+METHOD_NAMES = {  # the flow sampler's methods by their UI names
+    "euler": "Euler",
+    "euler_ancestral": "Euler a",
+    "heun": "Heun",
+    "dpm2": "DPM2",
+    "dpm2_ancestral": "DPM2 a",
+    "lms": "LMS",
+    "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2s_ancestral": "DPM++ 2S a",
+    "dpmpp_sde": "DPM++ SDE",
+    "dpmpp_2m_sde": "DPM++ 2M SDE",
+    "ipndm": "iPNDM",
+    "deis": "DEIS",
+}
+NATIVE_FLOW_ALIASES = {  # UI name -> (class, overrides besides flow_shift); FlowMatch classes need no flags
+    "Euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "Heun": ("FlowMatchHeunDiscreteScheduler", {}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", NATIVE_FLOW),
+    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {**NATIVE_FLOW, "algorithm_type": "sde-dpmsolver++"}),
+    "UniPC": ("UniPCMultistepScheduler", NATIVE_FLOW),
+    "DEIS": ("DEISMultistepScheduler", NATIVE_FLOW),
+}
+# `all` on a flow model: the native flow schedulers, then the flow sampler's methods (its Euler is
+# FlowMatchEuler's own steps, so it is left out; it stays reachable as FlowSampler(method=euler)).
+NATIVE_FLOW_ALL = [
+    ("FlowMatchEulerDiscreteScheduler", {}),
+    ("FlowMatchHeunDiscreteScheduler", {}),
+    ("DPMSolverMultistepScheduler", NATIVE_FLOW),
+    ("DPMSolverMultistepScheduler", {**NATIVE_FLOW, "algorithm_type": "sde-dpmsolver++"}),
+    ("DPMSolverSinglestepScheduler", NATIVE_FLOW),
+    ("UniPCMultistepScheduler", NATIVE_FLOW),
+    ("DEISMultistepScheduler", NATIVE_FLOW),
+    ("SASolverScheduler", NATIVE_FLOW),
+]
+
+
+def flow_aliases(flow_shift: float) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The UI names on a flow model whose shift is `flow_shift`: native flow schedulers, else flow sampler methods."""
+    aliases = {}
+    for method, name in METHOD_NAMES.items():
+        aliases[name] = (FLOW_SAMPLER, {"method": method})
+    for name, (class_name, overrides) in NATIVE_FLOW_ALIASES.items():
+        aliases[name] = (class_name, with_shift(overrides, flow_shift))
+    return aliases
+
+
+def with_shift(overrides: dict[str, Any], flow_shift: float) -> dict[str, Any]:
+    """Native flow flags get the model's shift; a FlowMatch class reads it from the config itself."""
+    return {**overrides, "flow_shift": flow_shift} if overrides.get("use_flow_sigmas") else dict(overrides)
+
+
+def aliases_for(flow_shift: float | None) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The UI names in force: flow models' where `flow_shift` says the model is one, over the others."""
+    return ALIASES if flow_shift is None else {**ALIASES, **flow_aliases(flow_shift)}
+
+
 # The order of `all`: the guide's comparison first (PNDM, DDIM, LMS, Euler, Euler a, DPM++ 2M), then the
 # other Stable Diffusion compatibles from cheap to exotic; classes not named here follow alphabetically.
 PREFERRED_ORDER = [
@@ -190,7 +251,9 @@ def parse_entries(text: str) -> list[Entry]:
     return [parse_entry(part) for part in split_top_level(text)]
 
 
-def lookup_table(class_names: list[str]) -> dict[str, tuple[str, dict[str, Any], str | None]]:
+def lookup_table(
+    class_names: list[str], flow_shift: float | None = None
+) -> dict[str, tuple[str, dict[str, Any], str | None]]:
     """Every accepted spelling (normalised) -> (class name, overrides, UI alias or None)."""
     table: dict[str, tuple[str, dict[str, Any], str | None]] = {}
     for class_name in class_names:
@@ -198,17 +261,20 @@ def lookup_table(class_names: list[str]) -> dict[str, tuple[str, dict[str, Any],
         table[normalise(short_name(class_name))] = (class_name, {}, None)
         # "FlowMatchEuler", as the docs' lists print it, names FlowMatchEulerDiscrete
         table.setdefault(normalise(short_name(class_name).replace("Discrete", "")), (class_name, {}, None))
-    for alias, (class_name, overrides) in ALIASES.items():
+    for alias, (class_name, overrides) in aliases_for(flow_shift).items():
         table[normalise(alias)] = (class_name, overrides, alias)
     return table
 
 
-def resolve_entry(entry: Entry, accepted_params: dict[str, set[str]]) -> SchedulerChoice:
+def resolve_entry(
+    entry: Entry, accepted_params: dict[str, set[str]], flow_shift: float | None = None
+) -> SchedulerChoice:
     """Look an entry's name up and check its override keys.
 
-    `accepted_params` maps every known scheduler class name to the keyword arguments its constructor takes.
+    `accepted_params` maps every known scheduler class name to the keyword arguments its constructor takes;
+    `flow_shift` is the model's shift on a flow-matching model, whose UI names differ (flow_aliases).
     """
-    table = lookup_table(sorted(accepted_params))
+    table = lookup_table(sorted(accepted_params), flow_shift)
     found = table.get(normalise(entry.name))
     if found is None:
         suggestions = difflib.get_close_matches(normalise(entry.name), list(table), n=3, cutoff=0.5)
@@ -224,8 +290,13 @@ def resolve_entry(entry: Entry, accepted_params: dict[str, set[str]]) -> Schedul
             raise UsageError(f"unknown override {key!r} for {class_name}{hint}")
     overrides = {**alias_overrides, **entry.overrides}
     if entry.overrides:  # "LMS(timestep_spacing=trailing)" is no longer what the UI calls LMS
-        alias = alias_for(class_name, overrides)
-    return SchedulerChoice(class_name=class_name, overrides=overrides, alias=alias, steps=entry.steps)
+        alias = alias_for(class_name, overrides, flow_shift)
+    # A flow-matching model's native flow schedulers and the flow sampler run without --allow-incompatible.
+    flow = flow_shift is not None and (
+        class_name in (FLOW_SAMPLER, *(name for name, _ in NATIVE_FLOW_ALL if name.startswith("FlowMatch")))
+        or overrides.get("use_flow_sigmas") is True
+    )
+    return SchedulerChoice(class_name, overrides, alias, entry.steps, known_to_work=flow)
 
 
 def display_name(found: tuple[str, dict[str, Any], str | None]) -> str:
@@ -234,24 +305,37 @@ def display_name(found: tuple[str, dict[str, Any], str | None]) -> str:
 
 
 def display_label(class_name: str, alias: str | None, overrides: dict[str, Any]) -> str:
-    """`EulerDiscrete (Euler)`, or the class and its overrides when no UI name fits."""
+    """`EulerDiscrete (Euler)`, `FlowSampler (Heun)`, or the class and its overrides when no UI name fits."""
     name = short_name(class_name)
+    shown = {k: v for k, v in overrides.items() if k != "noise_sampler_seed"}
+    if not alias and all(shown.get(key) == value for key, value in NATIVE_FLOW.items()):
+        # a native scheduler set to flow sigmas: "SASolver (flow sigmas)", its shift in results.json
+        rest = {k: v for k, v in shown.items() if k not in NATIVE_FLOW and k != "flow_shift"}
+        return f"{name} (flow sigmas" + "".join(f", {k}={v}" for k, v in rest.items()) + ")"
+    if not alias and class_name == FLOW_SAMPLER and shown.get("method") in METHOD_NAMES:
+        alias = METHOD_NAMES[shown.pop("method")]  # the flow sampler's method by its UI name
+        if shown:
+            return f"{name} ({alias}, " + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
     if alias:
         return f"{name} ({alias})"
-    shown = {k: v for k, v in overrides.items() if k != "noise_sampler_seed"}
     if shown:
         return name + "(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
     return name
 
 
 def ui_label(class_name: str, alias: str | None, overrides: dict[str, Any]) -> str:
-    """The shortest name that says which entry: `Euler`, `DPM++ 2M Karras`, else `DDIM`, `LMSDiscrete(...)`."""
-    return alias or display_label(class_name, None, overrides)
+    """The shortest name that says which entry: `Euler`, `DPM++ 2M Karras`, else `DDIM`, `LMSDiscrete(...)`;
+    a flow sampler method no UI name points at: `Heun (flow sampler)`."""
+    if alias:
+        return alias
+    if class_name == FLOW_SAMPLER and overrides.get("method") in METHOD_NAMES and len(overrides) == 1:
+        return f"{METHOD_NAMES[overrides['method']]} (flow sampler)"
+    return display_label(class_name, None, overrides)
 
 
-def alias_for(class_name: str, overrides: dict[str, Any]) -> str | None:
+def alias_for(class_name: str, overrides: dict[str, Any], flow_shift: float | None = None) -> str | None:
     """The UI name that means exactly this class with exactly these overrides, if there is one."""
-    for alias, (alias_class, alias_overrides) in ALIASES.items():
+    for alias, (alias_class, alias_overrides) in aliases_for(flow_shift).items():
         if alias_class == class_name and alias_overrides == overrides:
             return alias
     return None
@@ -272,24 +356,30 @@ def expand_all(
     The variants are Karras sigmas for every class that takes them and, for flow-matching pipelines
     (`flow_shift` is the original scheduler's `shift`), the solvers known to work on flow models.
     """
-    choices = [SchedulerChoice(name, {}, alias_for(name, {})) for name in ordered(compatible)]
+    if flow_shift is not None:
+        choices = flow_all(compatible, accepted_params, flow_shift)
+    else:
+        choices = [SchedulerChoice(name, {}, alias_for(name, {})) for name in ordered(compatible)]
     if not plus:
         return choices
     variants = []
     for name in ordered(compatible):
         if "use_karras_sigmas" in accepted_params.get(name, set()):
-            variants.append(SchedulerChoice(name, dict(KARRAS), alias_for(name, KARRAS)))
-    if flow_shift is not None:
-        flow_solver = {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": flow_shift}
-        for name, overrides in [
-            ("FlowMatchHeunDiscreteScheduler", {}),
-            ("DPMSolverMultistepScheduler", flow_solver),
-            ("UniPCMultistepScheduler", flow_solver),
-        ]:
-            if name not in accepted_params or (not overrides and name in compatible):
-                continue
-            variants.append(SchedulerChoice(name, dict(overrides), alias_for(name, overrides), known_to_work=True))
+            variants.append(SchedulerChoice(name, dict(KARRAS), alias_for(name, KARRAS, flow_shift)))
     return choices + variants
+
+
+def flow_all(compatible: list[str], accepted_params: dict[str, set[str]], flow_shift: float) -> list[SchedulerChoice]:
+    """`all` on a flow-matching model: every sampler with a flow form (the native flow schedulers set to the
+    model's shift, then the flow sampler's methods), and any other compatible class."""
+    entries = [(name, with_shift(overrides, flow_shift)) for name, overrides in NATIVE_FLOW_ALL]
+    entries += [(FLOW_SAMPLER, {"method": method}) for method in METHOD_NAMES if method != "euler"]
+    entries += [(name, {}) for name in ordered(compatible) if (name, {}) not in entries]
+    return [
+        SchedulerChoice(name, overrides, alias_for(name, overrides, flow_shift), known_to_work=True)
+        for name, overrides in entries
+        if name in accepted_params
+    ]
 
 
 def choose(
@@ -311,7 +401,7 @@ def choose(
                     )
                 )
         else:
-            choices.append((entry.name, resolve_entry(entry, accepted_params)))
+            choices.append((entry.name, resolve_entry(entry, accepted_params, flow_shift)))
     refuse_repeats(choices)
     return [choice for _, choice in choices]
 
@@ -332,11 +422,16 @@ def refuse_repeats(choices: list[tuple[str, SchedulerChoice]]) -> None:
 def override_tag(overrides: dict[str, Any]) -> str:
     """A filename-safe tag for a set of overrides, for run ids."""
     parts = []
+    flow = overrides.get("use_flow_sigmas") is True
     for key, value in overrides.items():
         if key == "noise_sampler_seed":
             continue  # set from --seed, which the id already says
+        if flow and (key, value) in (("prediction_type", "flow_prediction"),) or flow and key == "flow_shift":
+            continue  # "flow" says them: the flow flags, with the model's own shift
         if value is True and key in OVERRIDE_TAGS:
             parts.append(OVERRIDE_TAGS[key])
+        elif key == "method":  # the flow sampler's method: `flowsampler-heun`
+            parts.append(str(value))
         else:
             parts.append(f"{key}-{value}")
     return "-".join(parts)

@@ -40,6 +40,8 @@ class RunSpec:
     height: int
     call_args: dict[str, Any] = field(default_factory=dict)
     batch: str | None = None  # cells generated in one pipeline call share this
+    schedule: str | None = None  # --schedule: the σ schedule through the scheduler's own flags; None: its own
+    unsupported: str | None = None  # why this cell is not run (the scheduler cannot take its schedule)
 
 
 # Everything that decides what a run produces (not its id or batch): a resumed cell and a cached reference
@@ -55,6 +57,7 @@ RUN_SETTINGS = (
     "width",
     "height",
     "call_args",
+    "schedule",
 )
 
 
@@ -64,13 +67,19 @@ def slug(text: str, limit: int = 40) -> str:
     return cleaned[:limit].rstrip("-.") or "run"
 
 
-def run_id(class_name: str, overrides: dict[str, Any], steps: int, seed: int, extra: str = "") -> str:
-    """Stable, filename-safe id, e.g. `dpmsolvermultistep-karras-s20-seed8` (`extra` names other axes)."""
+def run_id(
+    class_name: str, overrides: dict[str, Any], steps: int, seed: int, extra: str = "", schedule: str | None = None
+) -> str:
+    """Stable, filename-safe id, e.g. `dpmsolvermultistep-karras-s20-seed8` (`extra` names other axes); a schedule
+    other than the scheduler's own is named like an override (`euler-karras-...` for --schedule karras)."""
     parts = [short_name(class_name).lower()]
     tag = override_tag(overrides)
     if tag:
         parts.append(tag)
-    return slug("-".join(parts), limit=80) + f"-s{steps}-seed{seed}" + extra
+    named = slug("-".join(parts), limit=80)  # cut here, so that the schedule below always shows
+    if schedule not in (None, "default"):
+        named += "-" + slug(schedule)
+    return named + f"-s{steps}-seed{seed}" + extra
 
 
 def plan_runs(
@@ -100,20 +109,22 @@ def row_cells(
     guidance_axis = request.guidance_scale or (defaults.guidance_scale,)
     steps_axis = (choice.steps,) if choice.steps else (request.steps or (defaults.steps,))
     cells = []
-    axes = itertools.product(enumerate(request.prompt), guidance_axis, steps_axis, request.seed)
-    for cell, ((prompt_index, prompt), guidance, steps, seed_value) in enumerate(axes):
+    axes = itertools.product(enumerate(request.prompt), guidance_axis, request.schedule, steps_axis, request.seed)
+    for cell, ((prompt_index, prompt), guidance, schedule, steps, seed_value) in enumerate(axes):
         # --seed-mode index: the seed moves with the cell's index in its row
         seed = seed_value + cell if request.seed_mode == "index" else seed_value
         extra = (f"-g{guidance}" if len(guidance_axis) > 1 else "") + (
             f"-p{prompt_index}" if len(request.prompt) > 1 else ""
         )
+        identifier = run_id(choice.class_name, choice.overrides, steps, seed, extra, schedule)
         cells.append(
             RunSpec(
-                id=unique(run_id(choice.class_name, choice.overrides, steps, seed, extra), seen),
+                id=unique(identifier, seen),
                 scheduler=choice.class_name,
                 alias=choice.alias,
                 overrides=dict(choice.overrides),
-                compatible=choice.class_name in compatible,
+                # a flow form schedcmp knows works on this flow model counts as compatible, as its class does
+                compatible=choice.class_name in compatible or choice.known_to_work,
                 prompt=prompt,
                 negative_prompt=request.negative_prompt,
                 seed=seed,
@@ -122,6 +133,7 @@ def row_cells(
                 width=request.width or defaults.width,
                 height=request.height or defaults.height,
                 call_args=dict(request.call_arg),
+                schedule=None if schedule == "default" else schedule,  # as records keep an unset field
             )
         )
     return cells
@@ -147,6 +159,7 @@ def batch_key(run: RunSpec) -> tuple:
         run.height,
         run.negative_prompt,
         repr(sorted(run.call_args.items())),
+        run.schedule,
     )
 
 

@@ -33,6 +33,7 @@ class Status(enum.StrEnum):
     FAILED = "failed"  # raised, NaN/inf or a constant image
     SUSPECT = "suspect"  # ran, but likely garbage (timesteps out of range, repeats that differ)
     FILTERED = "filtered"  # the safety checker blacked it out
+    UNSUPPORTED = "unsupported"  # not run: the scheduler cannot take this schedule or this pipeline's timesteps
 
 
 class Determinism(enum.StrEnum):
@@ -75,6 +76,7 @@ STATUS_COLOURS: dict[str, str] = {
     Status.FAILED: "#cf222e",
     Status.SUSPECT: "#bc4c00",
     Status.FILTERED: "#57606a",
+    Status.UNSUPPORTED: "#6e7781",
     Verdict.MATCH: "#1a7f37",
     Verdict.WITHIN: "#4d7c0f",
     Verdict.DRIFT: "#cf222e",
@@ -190,6 +192,7 @@ class Run:
     width: int | None = None
     height: int | None = None
     call_args: dict[str, Any] = field(default_factory=dict)
+    schedule: str | None = None  # --schedule: the σ schedule the scheduler was given; None: its own (default)
     # Written before 2026-12 only: the spacing a --reference run was moved onto. Runs now keep their schedule.
     interval: str | None = None
     reason: str | None = None
@@ -211,6 +214,7 @@ class Run:
     distance: Distance | None = None
     distance_note: str | None = None  # why it has no distance
     schedule_note: str | None = None  # what of its distance its own schedule explains: a late start, an early end
+    sigmas: list[float] | None = None  # the noise level at each model call, then the last (0): what the schedule is
     order: Order | None = None
     pareto: Pareto | None = None
     # Where it ran: the process of a sweep spread over several (torchrun rank, or 0; and the --shard part it was
@@ -486,6 +490,7 @@ class Case:
     width: int | None = None
     height: int | None = None
     call_args: dict[str, Any] = field(default_factory=dict)
+    schedule: str | None = None
     batch: str | None = None  # cells made by one pipeline call are regenerated together, in this order
     batch_size: int = 1
     status: Status = Status.OK

@@ -35,7 +35,7 @@ DEFAULT_BATCH_SIZE = 8  # cells that differ only in seed or prompt share one pip
 DEFAULT_MAX_STEPS = 100  # --max-steps: where an equal-quality search gives up
 SEED_MODES = ("same", "index")
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
-AXES = ("steps", "seed", "guidance_scale", "prompt")
+AXES = ("steps", "seed", "guidance_scale", "prompt", "schedule")
 FORMATS = ("table", "json", "csv", "markdown")
 DEVICE_PATTERN = r"(auto|cpu|cuda|mps)(?::(\d+))?"
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -184,6 +184,19 @@ def numbers(integers: bool) -> Callable[[Any, str], tuple]:
         return tuple(dict.fromkeys(values if integers else [float(v) for v in values]))  # as a string parses
 
     return read
+
+
+def schedule_names(value: Any, where: str) -> tuple[str, ...]:
+    """--schedule: names from SCHEDULES, comma-separated (or a list); duplicates dropped, order kept."""
+    from schedcmp.flow.catalog import SCHEDULES
+
+    names = [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(name, str) for name in names):
+        raise UsageError(f"{where} must be schedule names, e.g. default,karras; got {value!r}")
+    for name in names:
+        if name not in SCHEDULES:
+            raise UsageError(f"unknown {where} {name!r}; choose from {', '.join(SCHEDULES)}")
+    return tuple(dict.fromkeys(names))
 
 
 def scheduler_list(value: Any, where: str) -> str:
@@ -399,6 +412,18 @@ class Request:
         identity=True,
         toml=NUMBER_LIST,
     )
+    schedule: tuple[str, ...] = setting(
+        ("default",),
+        help="σ schedule(s): default (each scheduler's own), karras, exponential, beta (every family); simple, "
+        "sgm_uniform (ComfyUI's, flow models). Several make an axis of the grid, e.g. --x schedule.",
+        flags=("--schedule",),
+        commands=COMPARISON,
+        read=schedule_names,
+        stored="schedules",
+        identity=True,
+        toml=(str, list),
+        default_text="default",
+    )
     width: int | None = setting(
         help="Image width in pixels (default: the model's native size).",
         flags=("--width",),
@@ -488,7 +513,7 @@ class Request:
         config=False,
     )
     x: str | None = setting(
-        help="The grid's columns: steps|seed|guidance_scale|prompt (default: the first that varies).",
+        help="The grid's columns: steps|seed|guidance_scale|prompt|schedule (default: the first that varies).",
         flags=("--x",),
         commands=OUTPUT,
         read=one_of(AXES),
@@ -804,6 +829,8 @@ def check_target(request: Request, launched: bool) -> None:
     flag = "--target-psnr" if request.target_psnr is not None else "--target-rmse"
     if request.steps:
         raise UsageError(f"{flag} chooses each scheduler's steps itself: drop --steps")
+    if len(request.schedule) > 1:
+        raise UsageError(f"{flag} searches one schedule at a time: give one --schedule")
     pinned = [entry.name for entry in parse_entries(request.schedulers) if entry.steps is not None]
     if pinned:
         raise UsageError(
@@ -904,7 +931,11 @@ def config_value(key: str, value: Any, keys: dict[str, tuple[type, ...]], where:
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
         expected = " or ".join("list" if t is list else "table" if t is dict else t.__name__ for t in types)
         raise UsageError(f"{where}: {key} must be {expected}, got {type(value).__name__} {value!r}")
-    if key in ("prompt", "schedulers") and isinstance(value, list) and not all(isinstance(v, str) for v in value):
+    if (
+        key in ("prompt", "schedulers", "schedule")
+        and isinstance(value, list)
+        and not all(isinstance(v, str) for v in value)
+    ):
         raise UsageError(f"{where}: {key} must be a list of strings")
     if isinstance(value, list) and not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
         raise UsageError(f"{where}: {key} must be a list of strings or numbers")

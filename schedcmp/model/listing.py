@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedcmp.core.names import ALIASES, ordered
+from schedcmp.core.names import ALIASES, FLOW_SAMPLER, SchedulerChoice, expand_all, ordered, short_name, ui_label
 from schedcmp.core.request import Request
 from schedcmp.model import pipeline
-from schedcmp.model.schedulers import init_params, scheduler_classes
+from schedcmp.model.schedulers import accepted_params_of, init_params, scheduler_classes
 
 
 def list_document(request: Request) -> dict[str, Any]:
@@ -33,4 +33,28 @@ def list_document(request: Request) -> dict[str, Any]:
             "aliases": [
                 {"name": alias, "class": cls, "overrides": overrides} for alias, (cls, overrides) in ALIASES.items()
             ],
+            "flow": flow_entries(model, classes),
         }
+
+
+def flow_entries(model: pipeline.LoadedModel, classes: dict[str, type]) -> list[dict[str, Any]] | None:
+    """On a flow-matching model, what `--schedulers all` runs, each natively or through the flow sampler."""
+    if model.flow_shift is None:
+        return None
+    choices = expand_all(model.compatible, accepted_params_of(classes), False, model.flow_shift)
+    return [
+        {
+            "name": ui_label(choice.class_name, choice.alias, choice.overrides),
+            "class": choice.class_name,
+            "overrides": choice.overrides,
+            "via": runs_as(choice),
+        }
+        for choice in choices
+    ]
+
+
+def runs_as(choice: SchedulerChoice) -> str:
+    if choice.class_name == FLOW_SAMPLER:
+        return f"flow sampler ({choice.overrides['method']})"
+    flow = " on flow sigmas" if choice.overrides.get("use_flow_sigmas") else ""
+    return f"native: {short_name(choice.class_name)}{flow}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import statistics
+import functools
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from schedcmp.core.errors import Terminated
 from schedcmp.core.plan import RunSpec
 from schedcmp.core.records import Status
 from schedcmp.model.pipeline import LoadedModel, device_type, one_line
-from schedcmp.model.schedulers import build, scheduler_classes
+from schedcmp.model.schedulers import build, effective_overrides, scheduler_classes
 
 # The status vocabulary is declared once, in schedcmp.core.records.
 OK, FAILED, SUSPECT, FILTERED = Status.OK, Status.FAILED, Status.SUSPECT, Status.FILTERED
+UNSUPPORTED = Status.UNSUPPORTED
 
 # pipeline -> the image sizes it was warmed up at in this process: a warm pipeline needs no second warm-up.
 _warmed: "weakref.WeakKeyDictionary[Any, set[tuple[int, int]]]" = weakref.WeakKeyDictionary()
@@ -47,6 +49,7 @@ class RunResult:
     sha256: str | None = None
     batch_size: int = 1  # images made by the same pipeline call
     batch_seconds: float | None = None  # that call's whole time; `seconds` is its share per image
+    sigmas: list[float] | None = None  # the scheduler's noise levels, in order: what its schedule was
 
     @property
     def ms_per_nfe(self) -> float | None:
@@ -134,6 +137,7 @@ class Sampler:
         self.encoding_seconds = 0.0
         self.call_started = 0.0
         self.final_latents: Any = None  # what the last step of the latest call handed the decoder
+        self.last_sigmas: list[float] | None = None  # the latest call's noise levels (noise_levels)
         self.handles: list[Any] = []
         self.encoders: list[tuple[Any, Any]] = []  # (encoder, its own instance forward or None)
         self.had_progress_bar_config = False
@@ -258,8 +262,9 @@ class Sampler:
         return kwargs
 
     def scheduler_overrides(self, specs: list[RunSpec]) -> dict[str, Any]:
-        overrides = dict(specs[0].overrides)  # a copy: the seed below belongs to this call, not to the cell
         cls = self.classes[specs[0].scheduler]
+        # A copy, with the cell's --schedule: the seed below belongs to this call, not to the cell.
+        overrides = effective_overrides(cls, specs[0].overrides, specs[0].schedule)
         if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:
             # DPMSolverSDE draws its Brownian noise from its own seed: tie it to --seed so runs repeat; a batch
             # gets one seed per image, so each image's noise is the one its unbatched run would get.
@@ -267,9 +272,7 @@ class Sampler:
             overrides.setdefault("noise_sampler_seed", seeds[0] if len(seeds) == 1 else seeds)
         return overrides
 
-    def warm_up(
-        self, spec: RunSpec, steps: int = 2, on_step: Callable[[int, int], None] | None = None
-    ) -> float | None:
+    def warm_up(self, spec: RunSpec, steps: int = 2, on_step: Callable[[int, int], None] | None = None) -> float | None:
         """One short call with the pipeline's own scheduler, so one-time costs land on no scheduler. -> its
         seconds; None when this pipeline was warmed at this size before (a second compare() on it) and needs none."""
         if self.is_warm(spec):
@@ -303,14 +306,19 @@ class Sampler:
         latent is the image's final latent as a float32 array, None where the pipeline offers no step callback.
         """
         made = [Sample(RunResult(spec=spec, batch_size=len(specs))) for spec in specs]
+        if specs[0].unsupported:  # planned not to run: a labelled cell, never a silent default
+            for sample in made:
+                sample.result.status, sample.result.reason = UNSUPPORTED, specs[0].unsupported
+            return made
         for _ in range(repeat):
             try:
                 produced, elapsed = self.call(specs, on_step)
             except (KeyboardInterrupt, SystemExit, Terminated):
                 raise
             except Exception as error:  # one scheduler failing must not sink the others
+                status, reason = self.failure(specs[0], error)
                 for sample in made:
-                    sample.result.status, sample.result.reason = FAILED, f"{type(error).__name__}: {one_line(error)}"
+                    sample.result.status, sample.result.reason = status, reason
                     sample.result.error = {"type": type(error).__name__, "message": one_line(error)}
                     sample.result.nfe = self.calls
                 return [Sample(sample.result) for sample in made]
@@ -331,18 +339,34 @@ class Sampler:
         self.calls, self.denoiser_seconds = 0, 0.0
         self.timestep_low, self.timestep_high = float("inf"), float("-inf")
         self.reset_peak_memory()
+        self.last_sigmas = None
         try:
-            self.model.pipe.scheduler = build(
+            scheduler = build(
                 self.classes[specs[0].scheduler], self.model.original_config, self.scheduler_overrides(specs)
             )
+            self.model.pipe.scheduler = scheduler
             kwargs = self.call_kwargs(specs, on_step)
+            hand_generators(scheduler, kwargs["generator"])
             self.synchronise()
             started = time.perf_counter()
             produced = self.model.pipe(**kwargs)
             self.synchronise()
-            return produced, time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self.last_sigmas = noise_levels(scheduler)
+            return produced, elapsed
         finally:
             self.model.pipe.scheduler = self.original_scheduler
+
+    def failure(self, spec: RunSpec, error: Exception) -> tuple[str, str]:
+        """Failed, or unsupported where the scheduler refused the pipeline's timesteps before any denoiser call
+        (FlowMatchHeun takes neither the sigmas nor the mu FluxPipeline passes; SASolver takes no mu)."""
+        message = f"{type(error).__name__}: {one_line(error)}"
+        if self.calls == 0 and refused_timesteps(error):  # the whole message stays in the run's `error`
+            pipeline = type(self.model.pipe).__name__
+            what = next((word for word in ("sigmas", "mu", "timesteps") if word in str(error)), "arguments")
+            name = spec.scheduler.removesuffix("Scheduler")
+            return UNSUPPORTED, f"{name} takes no {what}, which {pipeline} passes to set_timesteps"
+        return FAILED, message
 
     def take(self, sample: Sample, index: int, image: Any, nsfw: bool, elapsed: float, peak: int | None) -> None:
         """One image of a call (which took `elapsed` seconds), into its Sample: the costs, then the output
@@ -353,6 +377,7 @@ class Sampler:
         result.seconds_all.append(elapsed / result.batch_size)
         result.batch_seconds = elapsed
         result.nfe = self.calls
+        result.sigmas = self.last_sigmas
         result.denoiser_seconds = self.denoiser_seconds / result.batch_size
         result.peak_memory_bytes = max(result.peak_memory_bytes or 0, peak or 0) or None
         if self.calls:
@@ -402,6 +427,51 @@ class Sampler:
         if device_type(self.model.device) == "cpu":
             return peak_rss_bytes()
         return None
+
+
+def hand_generators(scheduler: Any, generators: Any) -> None:
+    """A stochastic scheduler draws from the run's generators (one per image), also where the pipeline calls `step`
+    without one (SD3, FLUX.1): a seed then reproduces a run, and an image made in a batch is the image made alone.
+    A pipeline that passes its own generator (Stable Diffusion) is left as it is."""
+    if hasattr(scheduler, "set_generators"):  # schedcmp.flow's sampler
+        scheduler.set_generators(generators)
+        return
+    step = scheduler.step
+    if "generator" not in inspect.signature(step).parameters:
+        return
+
+    @functools.wraps(step)  # the pipeline reads step's signature to decide what to pass: it must stay the same
+    def step_with_generator(*args, generator=None, **kwargs):
+        return step(*args, generator=generators if generator is None else generator, **kwargs)
+
+    scheduler.step = step_with_generator
+
+
+def refused_timesteps(error: BaseException) -> bool:
+    """Did `error` come from setting the timesteps up (diffusers' retrieve_timesteps or a set_timesteps)?"""
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name in ("retrieve_timesteps", "set_timesteps"):
+            return True
+        frame = frame.tb_next
+    return False
+
+
+def noise_levels(scheduler: Any) -> list[float] | None:
+    """The scheduler's noise levels after a run, in order: its own sigmas, or for schedulers on ᾱ (DDIM, PNDM, DDPM)
+    σ = √((1 − ᾱ)/ᾱ) at each of its timesteps, then 0."""
+    import torch
+
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is None:
+        alphas = getattr(scheduler, "alphas_cumprod", None)
+        timesteps = getattr(scheduler, "timesteps", None)
+        if alphas is None or timesteps is None:
+            return None
+        chosen = torch.as_tensor(alphas)[torch.as_tensor(timesteps).long().clamp(0, len(alphas) - 1)].double()
+        sigmas = torch.cat([((1 - chosen) / chosen).sqrt(), torch.zeros(1, dtype=torch.float64)])
+    values = torch.as_tensor(sigmas).detach().double().cpu().flatten().tolist()
+    return [float(f"{value:.6g}") for value in values]
 
 
 def replace_steps(spec: RunSpec, steps: int) -> RunSpec:

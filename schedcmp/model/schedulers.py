@@ -15,8 +15,11 @@ from schedcmp.core.names import SchedulerChoice, short_name
 
 @functools.cache
 def scheduler_classes() -> dict[str, type]:
-    """Every scheduler class diffusers exports, by name (looked up once: it imports every scheduler module)."""
+    """Every scheduler class diffusers exports, by name, and schedcmp's own flow sampler (looked up once: it
+    imports every scheduler module)."""
     import diffusers
+
+    from schedcmp.flow.scheduler import FlowSamplerScheduler
 
     found = {}
     for name in dir(diffusers):
@@ -27,7 +30,43 @@ def scheduler_classes() -> dict[str, type]:
                 continue
             if isinstance(cls, type):
                 found[name] = cls
+    found[FlowSamplerScheduler.__name__] = FlowSamplerScheduler
     return found
+
+
+# --schedule through each scheduler's own flag; the flow sampler takes every schedule as its `schedule` option.
+SCHEDULE_FLAGS = {
+    "karras": "use_karras_sigmas",
+    "exponential": "use_exponential_sigmas",
+    "beta": "use_beta_sigmas",
+}
+
+
+def schedule_overrides(cls: type, schedule: str | None, overrides: dict[str, Any]) -> dict[str, Any] | str:
+    """The constructor arguments that give `cls` this schedule, or why it cannot have it (a labelled cell, never
+    a silent default): a class without the flag, a ComfyUI schedule on anything but the flow sampler, or an
+    entry that sets a schedule of its own."""
+    if schedule in (None, "default"):
+        return {}
+    name = short_name(cls.__name__)
+    own = [key for key in (*SCHEDULE_FLAGS.values(), "schedule") if overrides.get(key) not in (None, False, "default")]
+    if own:
+        return f"{name}: sets its own schedule ({own[0]}={overrides[own[0]]}), not --schedule {schedule}"
+    params = init_params(cls)
+    if "schedule" in params and "method" in params:  # schedcmp.flow.FlowSamplerScheduler
+        return {"schedule": schedule}
+    flag = SCHEDULE_FLAGS.get(schedule)
+    if flag is None or flag not in params:
+        return f"{name}: no {schedule} schedule"
+    if overrides.get("use_flow_sigmas"):  # diffusers takes its Karras/exponential/beta sigmas instead of flow's
+        return f"{name} on flow sigmas: no {schedule} schedule (diffusers uses one or the other, not both)"
+    return {flag: True}
+
+
+def effective_overrides(cls: type, overrides: dict[str, Any], schedule: str | None) -> dict[str, Any]:
+    """A cell's constructor arguments: its entry's overrides and its schedule's (schedule_overrides must allow it)."""
+    extra = schedule_overrides(cls, schedule, overrides)
+    return {**overrides, **(extra if isinstance(extra, dict) else {})}
 
 
 def init_params(cls: type) -> set[str]:
@@ -52,9 +91,7 @@ def config_for(cls: type, original_config: Any) -> dict[str, Any]:
     unset = {
         key
         for key, value in dict(original_config).items()
-        if value is None
-        and key in parameters
-        and parameters[key].default not in (None, inspect.Parameter.empty)
+        if value is None and key in parameters and parameters[key].default not in (None, inspect.Parameter.empty)
     }
     return {key: value for key, value in dict(original_config).items() if key not in unset}
 

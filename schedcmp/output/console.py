@@ -138,7 +138,7 @@ class Progress:
 
 
 NARROW = 110  # below this many columns the table names schedulers by their UI or short name
-AXIS_TITLES = {"seed": "seed", "guidance_scale": "guidance", "prompt": "prompt"}
+AXIS_TITLES = {"seed": "seed", "guidance_scale": "guidance", "prompt": "prompt", "schedule": "schedule"}
 
 # A column of the timing table: its title, its justification, and its text for a row (schedcmp.output.report).
 Column = tuple[str, str, Callable[[dict[str, Any]], str]]
@@ -307,6 +307,13 @@ def print_list(document: dict[str, Any]) -> None:
     for alias in document["aliases"]:
         aliases.add_row(alias["name"], alias["class"], ", ".join(f"{k}={v}" for k, v in alias["overrides"].items()))
     console.print(aliases)
+    if document.get("flow"):
+        flow = Table(title="on this flow-matching model, --schedulers all runs (in this order)", title_justify="left")
+        for column in ("name", "runs as", "class"):
+            flow.add_column(column, overflow="fold")
+        for entry in document["flow"]:
+            flow.add_row(entry["name"], entry["via"], entry["class"])
+        console.print(flow)
 
 
 def print_check(document: dict[str, Any]) -> None:

@@ -370,6 +370,72 @@ def distribution_svg(entries: list[EntrySummary], metric: str) -> str:
     )
 
 
+# One colour per line of the σ chart, cycled (the legend names each).
+LINE_COLOURS = ["#1f6feb", "#cf222e", "#1a7f37", "#bc4c00", "#8250df", "#0a7d7d", "#bf3989", "#57606a", "#9a6700"]
+
+
+def schedule_lines(runs: list[Run]) -> list[tuple[str, list[float]]]:
+    """(label, σ per step) once for each scheduler × schedule × steps the runs used: what each schedule is."""
+    lines: dict[str, list[float]] = {}
+    for run in runs:
+        if run.sigmas:
+            label = run.label + (f" · {run.schedule}" if run.schedule else "") + f" · {run.steps} steps"
+            # Heun-like schedulers hold each σ twice (two model calls a step): one point per step
+            steps = [value for index, value in enumerate(run.sigmas) if index == 0 or value != run.sigmas[index - 1]]
+            lines.setdefault(label, steps)
+    return list(lines.items())
+
+
+def schedule_svg(lines: list[tuple[str, list[float]]]) -> str:
+    """σ against the step, one line per scheduler × schedule: a log scale where σ spans more than 30×, with the
+    last σ (0) left out of a log scale; a legend under the plot."""
+    positive = [value for _, sigmas in lines for value in sigmas if value > 0]
+    if not positive:
+        return ""
+    log = max(positive) / min(positive) > 30
+    scale = math.log10 if log else (lambda v: v)
+    low, high = (scale(min(positive)), scale(max(positive))) if log else (0.0, max(positive))
+    left, top, width, height = 50, 10, 520, 220
+    parts = [f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#d0d7de"/>']
+    for index, (label, sigmas) in enumerate(lines):
+        colour = LINE_COLOURS[index % len(LINE_COLOURS)]
+        dashes = "" if index < len(LINE_COLOURS) else ' stroke-dasharray="5 3"'  # a second round of colours
+        across, up = width / max(len(sigmas) - 1, 1), height / (high - low or 1)  # each run from its start to its end
+        points = [
+            f"{left + step * across:.1f},{top + height - (scale(v) - low) * up:.1f}"
+            for step, v in enumerate(sigmas)
+            if v > 0 or not log
+        ]
+        parts.append(
+            f'<polyline points="{" ".join(points)}" fill="none" stroke="{colour}" stroke-width="1.5"{dashes}/>'
+        )
+        legend_y = top + height + 34 + 16 * index
+        parts.append(
+            f'<line x1="{left}" y1="{legend_y - 4}" x2="{left + 18}" y2="{legend_y - 4}" '
+            f'stroke="{colour}" stroke-width="3"{dashes}/>'
+        )
+        parts.append(f'<text x="{left + 24}" y="{legend_y}">{escape(label)}</text>')
+    for value, y in ((max(positive), top + 4), (min(positive) if log else 0.0, top + height)):
+        parts.append(f'<text x="{left - 4}" y="{y}" text-anchor="end" class="tick">{number(value)}</text>')
+    caption = f"σ at each step, first to last{' (log scale; the final σ = 0 not drawn)' if log else ''}"
+    parts.append(
+        f'<text x="{left + width / 2}" y="{top + height + 16}" text-anchor="middle" class="tick">{caption}</text>'
+    )
+    total = top + height + 34 + 16 * len(lines)
+    return (
+        f'<svg class="schedules" width="{left + width + 20}" height="{total}" role="img" '
+        f'font-size="12" font-family="system-ui, sans-serif">{"".join(parts)}</svg>'
+    )
+
+
+def schedule_section(results: Results) -> str:
+    """What each run's schedule is, before its distances: σ per step, one line per scheduler × schedule."""
+    svg = schedule_svg(schedule_lines(results.runs))
+    return (
+        f"<h2>Schedules</h2><p>The noise level σ at each step of each scheduler and schedule.</p>{svg}" if svg else ""
+    )
+
+
 def win_matrix(group: StepSummary) -> str:
     """Row A, column B: on how many pairs A came strictly closer than B."""
     labels = [entry.label for entry in group.entries]
@@ -430,7 +496,7 @@ def page(results: Results, folder: Path) -> str:
         header=header,
         references=reference_section(results, folder),
         interval=note,
-        sheets=f"<h2>Contact sheet</h2>{sheets}" if sheets else "",
+        sheets=(f"<h2>Contact sheet</h2>{sheets}" if sheets else "") + schedule_section(results),
         summary=f"{len(runs)} runs: {summary}. Click a header to sort, a thumbnail for the full-size image.",
         head=table_header(),
         rows="\n".join(table_row(run, folder) for run in runs),

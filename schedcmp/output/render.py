@@ -431,7 +431,13 @@ def distance_line(run: Run) -> str | None:
     return None
 
 
-AXIS_NAMES = {"steps": "steps", "seed": "seed", "guidance_scale": "guidance", "prompt": "prompt"}
+AXIS_NAMES = {
+    "steps": "steps",
+    "seed": "seed",
+    "guidance_scale": "guidance",
+    "prompt": "prompt",
+    "schedule": "schedule",
+}
 
 
 @dataclass(frozen=True)
@@ -454,6 +460,8 @@ def multi_valued_axes(runs: list[Run], steps_per_row: bool = False) -> list[str]
 
 
 def axis_text(axis: str, value) -> str:
+    if axis == "schedule" and value is None:
+        value = "default"  # the scheduler's own
     return f"{AXIS_NAMES[axis]} {value}" if axis != "prompt" else f"“{value}”"
 
 

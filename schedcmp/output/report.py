@@ -68,6 +68,7 @@ def run_record(result: RunResult, image: str | None, determinism: str) -> Run:
         width=spec.width,
         height=spec.height,
         call_args=spec.call_args,
+        schedule=spec.schedule,
         status=result.status,
         reason=result.reason,
         error=None if result.error is None else RunError(**result.error),
@@ -84,6 +85,7 @@ def run_record(result: RunResult, image: str | None, determinism: str) -> Run:
         batch_size=result.batch_size,
         batch_seconds=result.batch_seconds,
         determinism=determinism,
+        sigmas=result.sigmas,
     )
 
 
@@ -110,7 +112,7 @@ TABLE_COLUMNS = [
     "status",
 ]
 # The settings a sweep varies besides steps: a column each where they vary, so that rows are told apart.
-AXIS_COLUMNS = ["seed", "guidance_scale", "prompt"]
+AXIS_COLUMNS = ["seed", "guidance_scale", "prompt", "schedule"]
 # With --reference: each run's distance to the converged reference, and its order of convergence.
 CONVERGENCE_COLUMNS = ["latent_rmse", "psnr", "ssim", "order", "order_note", "pareto", "note"]
 
@@ -170,6 +172,7 @@ def table_row(run: Run) -> dict[str, Any]:
         "seed": run.seed,
         "guidance_scale": run.guidance_scale,
         "prompt": run.prompt,
+        "schedule": run.schedule or "default",
         "steps": run.steps,
         "nfe": run.nfe,
         "seconds": run.seconds,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from schedcmp.core.errors import UsageError
-from schedcmp.core.names import SchedulerChoice, display_label, parse_entry, resolve_entry, short_name
+from schedcmp.core.names import FLOW_SAMPLER, SchedulerChoice, display_label, parse_entry, resolve_entry, short_name
 from schedcmp.core.plan import RUN_SETTINGS, RunSpec
 from schedcmp.core.records import (
     STOCHASTIC_NOT_RANKED,
@@ -33,7 +33,7 @@ from schedcmp.core.records import (
     Status,
     versions,
 )
-from schedcmp.model.schedulers import build, init_params
+from schedcmp.model.schedulers import build, effective_overrides, init_params
 from schedcmp.model.weights import weights_digest
 from schedcmp.quality import metrics
 
@@ -43,7 +43,11 @@ from schedcmp.quality import metrics
 # default model: halving its 400 steps moves the final latent by 2.2e-4 RMSE, about 190 times less than
 # the closest 20-step run is from it (docs/convergence.md has the table).
 
-FLOW_REFERENCE_STEPS = 400  # not measured on a real flow model: the tiny test one only
+# Why the flow sampler's Heun at 200 steps on a flow-matching model: it follows the pipeline's own σ grid (shift,
+# FLUX's mu), and on exact Gaussian data (tests/analytic_flow.py, float64) its 399 model calls land 8.6e-5 RMS
+# from the exact solution on SD3's grid and 3.2e-5 on FLUX's, against 1.1e-3 and 1.2e-3 for the native DPM++ 2M on
+# flow sigmas at 400 (the reference before 2026-12-05) and 3.8e-3 for FlowMatchEuler at 400 (docs/flow.md).
+FLOW_REFERENCE = "FlowSampler(method=heun):200"
 
 # A reference that halving its steps moves by more than this share of the smallest distance it judges has
 # not converged enough to rank those runs: say so.
@@ -91,11 +95,9 @@ def reference_choice(text: str, accepted_params: dict[str, set[str]]) -> Schedul
 
 
 def flow_reference(flow_shift: float) -> str:
-    """The default reference on a flow-matching model: DPM++ 2M on flow sigmas, the solver `all+` adds there."""
-    return (
-        "DPMSolverMultistep(use_flow_sigmas=true,prediction_type=flow_prediction,"
-        f"flow_shift={flow_shift}):{FLOW_REFERENCE_STEPS}"
-    )
+    """The default reference on a flow-matching model (FLOW_REFERENCE says why); the flow sampler reads the shift
+    from the pipeline's config, so `flow_shift` is not needed to say it."""
+    return FLOW_REFERENCE
 
 
 def check_reference(
@@ -109,7 +111,7 @@ def check_reference(
     if not (
         choice.class_name in compatible
         or allow_incompatible
-        or (flow_model and choice.overrides.get("use_flow_sigmas"))
+        or (flow_model and (choice.overrides.get("use_flow_sigmas") or choice.class_name == FLOW_SAMPLER))
     ):
         raise UsageError(
             f"the reference {short_name(choice.class_name)} is not in this pipeline's compatibles; "
@@ -178,7 +180,8 @@ def plan_references(
     off_interval: dict[str, str] = {}
     schedule_notes: dict[str, str] = {}
     for spec in runs:
-        start = schedule_start(classes[spec.scheduler], config, spec.overrides, spec.steps)
+        overrides = effective_overrides(classes[spec.scheduler], spec.overrides, spec.schedule)
+        start = schedule_start(classes[spec.scheduler], config, overrides, spec.steps)
         if start is None or reference is None:
             continue
         if start.sigma > reference.sigma * (1 + START_TOLERANCE):
@@ -260,7 +263,9 @@ def steps_list(steps: list[int]) -> str:
 
 
 def determinism_key(spec: RunSpec) -> str:
-    return json.dumps([spec.scheduler, spec.overrides, step_arguments(spec.call_args)], sort_keys=True, default=str)
+    return json.dumps(
+        [spec.scheduler, spec.overrides, spec.schedule, step_arguments(spec.call_args)], sort_keys=True, default=str
+    )
 
 
 def step_arguments(call_args: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,13 @@ from schedcmp.core.plan import RunSpec, batches, plan_runs
 from schedcmp.core.records import Results, Run, SharedSeconds, SweepPlan, now, versions
 from schedcmp.core.request import AXES, DEFAULT_REFERENCE, Request, check, difference, identity, stored
 from schedcmp.model import weights
-from schedcmp.model.schedulers import accepted_params_of, check_override_types, scheduler_classes
+from schedcmp.model.schedulers import (
+    accepted_params_of,
+    check_override_types,
+    effective_overrides,
+    schedule_overrides,
+    scheduler_classes,
+)
 from schedcmp.output import console, render, report
 from schedcmp.quality import convergence, targets
 from schedcmp.quality.stepsearch import Target
@@ -311,7 +317,7 @@ def make_plan(
     searched = request
     if request.target is not None:
         searched = replace(request, steps=(1,))  # the search's first probe: every entry at one step
-    cells = plan_runs(chosen, set(model.compatible), searched, model.defaults)
+    cells = [unsupported_schedule(cell) for cell in plan_runs(chosen, set(model.compatible), searched, model.defaults)]
     if not cells:
         raise UsageError(f"{type(model.pipe).__name__} lists no compatible schedulers; name some with --schedulers")
     check_call_args(request, model)
@@ -354,6 +360,12 @@ def plan_references(request: Request, model: "LoadedModel", params: dict[str, se
     return convergence.plan_references(cells, choice, model.original_config, classes), choice
 
 
+def unsupported_schedule(spec: RunSpec) -> RunSpec:
+    """The cell, marked not to run (with the reason) where its scheduler cannot take its --schedule."""
+    found = schedule_overrides(scheduler_classes()[spec.scheduler], spec.schedule, spec.overrides)
+    return spec if isinstance(found, dict) else replace(spec, unsupported=found)
+
+
 def probe_cells(cells: list[RunSpec], model: "LoadedModel") -> dict[str, tuple[str, str]]:
     """Which cells are stochastic: the empirical probe, once per scheduler set-up."""
     classes = scheduler_classes()
@@ -361,10 +373,11 @@ def probe_cells(cells: list[RunSpec], model: "LoadedModel") -> dict[str, tuple[s
     for spec in cells:
         key = convergence.determinism_key(spec)
         if key not in determinism:
+            cls = classes[spec.scheduler]
             determinism[key] = convergence.probe_determinism(
-                classes[spec.scheduler],
+                cls,
                 model.original_config,
-                spec.overrides,
+                effective_overrides(cls, spec.overrides, spec.schedule),
                 convergence.step_arguments(spec.call_args),
             )
     return determinism
@@ -606,8 +619,17 @@ def execute(
 
 def axes_text(run: Run, varying: list[str]) -> str:
     """` · seed 2 · 20 steps`: what tells a cell from the others of its row in progress lines."""
-    words = {"steps": "{} steps", "seed": "seed {}", "guidance_scale": "guidance {}", "prompt": "{!r}"}
-    return "".join(" · " + words[axis].format(getattr(run, axis)) for axis in varying)
+    words = {
+        "steps": "{} steps",
+        "seed": "seed {}",
+        "guidance_scale": "guidance {}",
+        "prompt": "{!r}",
+        "schedule": "{} schedule",
+    }
+    values = {axis: getattr(run, axis) for axis in varying}
+    if "schedule" in values and values["schedule"] is None:
+        values["schedule"] = "default"  # the scheduler's own
+    return "".join(" · " + words[axis].format(values[axis]) for axis in varying)
 
 
 def record(sample: "Sample", plan: Plan, references: dict[str, Any], image_dir: Path | None) -> Run:

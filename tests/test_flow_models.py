@@ -1,0 +1,290 @@
+"""schedcmp on flow-matching models (tiny SD3-style with T5 and FLUX.1-style pipelines): every sampler with a flow
+form, UI names, seeds, the --schedule axis on every family, and the rest of the tool on flow models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+METHODS_OK = 12  # distinct samplers (methods, not schedule variants) that must run on each flow family
+
+
+def distinct_methods(runs: list[dict]) -> set[tuple]:
+    """A method: the scheduler class and its solver-choosing overrides (the flow flags and shift aside)."""
+    ignored = {"use_flow_sigmas", "prediction_type", "flow_shift"}
+    return {
+        (run["scheduler"], tuple(sorted((k, v) for k, v in run["overrides"].items() if k not in ignored)))
+        for run in runs
+    }
+
+
+@pytest.mark.parametrize("family", ["sd3_t5_model", "flux_model"])
+def test_all_runs_every_sampler_with_a_flow_form(request, cli, tmp_path, family):
+    model = request.getfixturevalue(family)
+    result = cli("run", "a cat", "--model", model, "--steps", "3", "--out", tmp_path / "o", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    runs = result.json()["runs"]
+    ok = [run for run in runs if run["status"] == "ok"]
+    assert len(distinct_methods(ok)) >= METHODS_OK, [run["label"] if "label" in run else run["id"] for run in ok]
+    sampled = {run["overrides"]["method"] for run in ok if run["scheduler"] == "FlowSamplerScheduler"}
+    assert sampled >= {
+        "euler_ancestral",
+        "heun",
+        "dpm2",
+        "dpm2_ancestral",
+        "lms",
+        "dpmpp_2m",
+        "dpmpp_2s_ancestral",
+        "dpmpp_sde",
+        "dpmpp_2m_sde",
+        "ipndm",
+        "deis",
+    }
+    native = {run["scheduler"] for run in ok if run["scheduler"] != "FlowSamplerScheduler"}
+    assert {"FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"} <= native
+    for run in runs:
+        assert run["status"] in ("ok", "unsupported"), (run["id"], run["reason"])
+        if run["status"] == "unsupported":  # a labelled cell with the reason, not a failure
+            assert run["reason"] and run["image"] is None
+    if family == "flux_model":  # FluxPipeline passes sigmas and mu: FlowMatchHeun takes neither, SASolver no mu
+        unsupported = {run["scheduler"]: run["reason"] for run in runs if run["status"] == "unsupported"}
+        assert "takes no sigmas, which FluxPipeline passes" in unsupported["FlowMatchHeunDiscreteScheduler"]
+        assert "takes no mu" in unsupported["SASolverScheduler"]
+
+
+def test_ui_names_on_a_flow_model(cli, flux_model, tmp_path):
+    result = cli(
+        "run",
+        "a cat",
+        "--model",
+        flux_model,
+        "--steps",
+        "3",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+        "-s",
+        "Euler,Euler a,DPM++ 2M,LMS,FlowSampler(method=heun),FlowSampler(method=dpmpp_2m)",
+    )
+    assert result.exit_code == 0, result.stderr
+    got = [
+        (run["scheduler"], run["overrides"].get("method"), run["overrides"].get("use_flow_sigmas"))
+        for run in result.json()["runs"]
+    ]
+    assert got == [
+        ("FlowMatchEulerDiscreteScheduler", None, None),  # diffusers' native flow scheduler where there is one
+        ("FlowSamplerScheduler", "euler_ancestral", None),  # else the flow sampler's method
+        ("DPMSolverMultistepScheduler", None, True),
+        ("FlowSamplerScheduler", "lms", None),
+        ("FlowSamplerScheduler", "heun", None),  # both stay reachable by an explicit name
+        ("FlowSamplerScheduler", "dpmpp_2m", None),
+    ]
+    assert all(run["compatible"] for run in result.json()["runs"])
+
+
+@pytest.mark.parametrize("schedulers", ["Euler a,DPM++ SDE", "DPM++ 2M SDE"])
+def test_a_seed_reproduces_stochastic_runs_and_a_batch_makes_what_each_run_makes_alone(
+    cli, flux_model, tmp_path, schedulers
+):
+    """FluxPipeline calls step without a generator: schedcmp hands the run's generators to the flow sampler (and
+    to a native scheduler's step), one per image."""
+    import numpy as np
+    from PIL import Image
+
+    def run(name, *extra):
+        done = cli(
+            "run",
+            "a cat",
+            "--model",
+            flux_model,
+            "--steps",
+            "3",
+            "-s",
+            schedulers,
+            "--out",
+            tmp_path / name,
+            "--format",
+            "json",
+            *extra,
+        )
+        assert done.exit_code == 0, done.stderr
+        return {r["id"]: r for r in done.json()["runs"]}
+
+    def pixels(name, run):
+        return np.asarray(Image.open(tmp_path / name / run["image"])).astype(int)
+
+    batched, again, alone = (
+        run("a", "--seed", "1,2"),
+        run("b", "--seed", "1,2"),
+        run("c", "--seed", "1,2", "--batch-size", "1"),
+    )
+    assert {k: r["sha256"] for k, r in batched.items()} == {k: r["sha256"] for k, r in again.items()}
+    # FluxPipeline's own numbers move by a rounding step with the batch size (FlowMatchEuler too); another noise
+    # stream would move the images by far more.
+    for key, made in batched.items():
+        assert np.abs(pixels("a", made) - pixels("c", alone[key])).max() <= 1, key
+    assert all(r["batch_size"] == 2 for r in batched.values()) and all(r["status"] == "ok" for r in batched.values())
+    by_seed = {}
+    for r in batched.values():
+        by_seed.setdefault(r["scheduler"] + str(r["overrides"]), []).append(r["sha256"])
+    assert all(len(set(hashes)) == 2 for hashes in by_seed.values())  # two seeds, two images
+
+
+def test_the_sampler_by_schedule_grid(cli, sd15_model, tmp_path):
+    """`-s "euler,dpm++ 2m,heun" --schedule default,karras,exponential,beta --x schedule`, and DDIM, which has
+    no Karras schedule: a labelled cell, never a silent default."""
+    result = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "-s",
+        "euler,dpm++ 2m,heun,ddim",
+        "--steps",
+        "3",
+        "--schedule",
+        "default,karras,exponential,beta",
+        "--x",
+        "schedule",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+        "--html",
+    )
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    runs = document["runs"]
+    assert len(runs) == 16 and len({run["id"] for run in runs}) == 16
+    assert {run["schedule"] for run in runs} == {None, "karras", "exponential", "beta"}  # None: its own
+    unsupported = {(run["scheduler"], run["schedule"]): run["reason"] for run in runs if run["status"] != "ok"}
+    assert unsupported == {
+        ("DDIMScheduler", "karras"): "DDIM: no karras schedule",
+        ("DDIMScheduler", "exponential"): "DDIM: no exponential schedule",
+        ("DDIMScheduler", "beta"): "DDIM: no beta schedule",
+    }
+    euler = {run["schedule"]: run for run in runs if run["scheduler"] == "EulerDiscreteScheduler"}
+    assert len({run["sha256"] for run in euler.values()}) == 4  # each schedule makes its own image
+    assert euler["karras"]["sigmas"] != euler[None]["sigmas"] and euler[None]["sigmas"][-1] == 0
+    assert document["settings"]["schedules"] == ["default", "karras", "exponential", "beta"]
+    assert document["sheets"] == ["contact_sheet.png"]
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "<h2>Schedules</h2>" in page and page.count("<polyline") == 13  # 3 × 4 runs and DDIM's default
+
+
+def test_comfy_schedules_take_the_flow_sampler_only(cli, flux_model, tmp_path):
+    result = cli(
+        "run",
+        "a cat",
+        "--model",
+        flux_model,
+        "--steps",
+        "3",
+        "-s",
+        "euler,FlowSampler(method=euler),heun",
+        "--schedule",
+        "simple,sgm_uniform",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    status = {
+        (run["overrides"].get("method", run["scheduler"]), run["schedule"]): run["status"]
+        for run in result.json()["runs"]
+    }
+    assert status[("euler", "simple")] == status[("euler", "sgm_uniform")] == "ok"
+    assert status[("FlowMatchEulerDiscreteScheduler", "simple")] == "unsupported"
+
+
+def test_schedule_from_a_config_and_from_compare(sd15_model, cli, tmp_path):
+    import schedcmp
+
+    preset = tmp_path / "p.toml"
+    preset.write_text('prompt = "a horse"\nschedule = ["default", "karras"]\nschedulers = "euler"\nsteps = 2\n')
+    done = cli("run", "--config", preset, "--model", sd15_model, "--out", tmp_path / "o", "--format", "json")
+    assert done.exit_code == 0 and [r["schedule"] for r in done.json()["runs"]] == [None, "karras"]
+    made = schedcmp.compare(str(sd15_model), "a horse", schedulers="euler", steps=2, schedule="karras", progress=False)
+    assert made.runs[0].schedule == "karras" and made.runs[0].id.startswith("eulerdiscrete-karras")
+    with pytest.raises(schedcmp.UsageError, match="unknown --schedule 'karas'"):
+        schedcmp.compare(str(sd15_model), "a horse", schedule="karas")
+
+
+def test_reference_and_target_on_a_flow_model(cli, sd3_t5_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
+    result = cli(
+        "run",
+        "a cat",
+        "--model",
+        sd3_t5_model,
+        "-s",
+        "Euler,FlowSampler(method=heun),DPM++ 2M,Euler a",
+        "--steps",
+        "2,4,8",
+        "--reference",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    [reference] = {r["id"]: r for r in document["references"]}.values()
+    assert reference["status"] == "ok" and reference["scheduler"] == "FlowSamplerScheduler"
+    measured = [run for run in document["runs"] if run["distance"]]
+    assert {run["overrides"].get("method", run["scheduler"]) for run in measured} >= {"heun"}
+    orders = {run["overrides"].get("method", run["scheduler"]): run["order"] for run in document["runs"]}
+    assert orders["euler_ancestral"] is None or orders["euler_ancestral"]["order"] is None  # stochastic: no order
+    targeted = cli(
+        "run",
+        "a cat",
+        "--model",
+        sd3_t5_model,
+        "-s",
+        "Euler,FlowSampler(method=heun)",
+        "--target-rmse",
+        "0.5",
+        "--max-steps",
+        "8",
+        "--out",
+        tmp_path / "t",
+        "--format",
+        "json",
+    )
+    assert targeted.exit_code == 0, targeted.stderr
+    assert {entry["status"] for entry in targeted.json()["equal_quality"]} <= {"reached", "not reached"}
+
+
+def test_a_baseline_of_flow_samplers_is_checked(cli, flux_model, tmp_path):
+    made = cli(
+        "baseline",
+        "create",
+        tmp_path / "b",
+        "a cat",
+        "--model",
+        flux_model,
+        "--steps",
+        "3",
+        "-s",
+        "Euler a,FlowSampler(method=heun),DPM++ 2M SDE",
+        "--seed",
+        "1,2",
+        "--schedule",
+        "default,karras",
+    )
+    assert made.exit_code == 0, made.stderr
+    checked = cli("check", tmp_path / "b", "--format", "json")
+    assert checked.exit_code == 0, checked.stderr
+    assert {case["status"] for case in checked.json()["cases"]} == {"match"}
+
+
+def test_list_says_what_runs_natively_and_what_through_the_flow_sampler(cli, flux_model):
+    result = cli("list", "--model", flux_model, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    flow = result.json()["flow"]
+    assert {entry["name"]: entry["via"] for entry in flow}["Euler a"] == "flow sampler (euler_ancestral)"
+    assert {entry["name"]: entry["via"] for entry in flow}["DPM++ 2M"] == "native: DPMSolverMultistep on flow sigmas"
+    assert json.dumps(flow)
