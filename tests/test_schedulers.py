@@ -161,7 +161,13 @@ def test_all_plus_on_a_flow_model_adds_flow_solvers():
     ]
     assert [entry for entry in dict.fromkeys(found) if entry in wanted] == wanted
     assert all(c.known_to_work or c.class_name == "FlowMatchEulerDiscreteScheduler" for c in choices)
-    assert {c.overrides.get("method") for c in choices if c.class_name == "FlowSamplerScheduler"} >= {"heun", "lms"}
+    with_sampler = choose(
+        "all+", ["FlowMatchEulerDiscreteScheduler"], {**PARAMS, "FlowSamplerScheduler": {"method"}}, 3.0
+    )
+    assert {c.overrides.get("method") for c in with_sampler if c.class_name == "FlowSamplerScheduler"} >= {
+        "heun",
+        "lms",
+    }
 
 
 def test_all_with_pinned_steps_and_a_list_mix():
