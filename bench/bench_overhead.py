@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--schedulers", default="Euler,DPM++ 2M,DDIM")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda: fp16, as schedcmp runs it by default)")
     args = parser.parse_args()
 
     from schedcmp.core.request import Request
@@ -81,8 +82,9 @@ def main() -> None:
 
     pipeline.silence_libraries()
     started = time.perf_counter()
-    model = pipeline.load(args.model, "cpu", "fp32")
-    print(f"model {model.name}: loaded in {time.perf_counter() - started:.1f} s (not counted)")
+    model = pipeline.load(args.model, args.device, pipeline.resolve_dtype("auto", args.device))
+    loaded = time.perf_counter() - started
+    print(f"model {model.name} on {model.device} ({model.dtype}): loaded in {loaded:.1f} s (not counted)")
     request = Request(
         prompt=("astronaut",),
         schedulers=args.schedulers,

@@ -111,7 +111,7 @@ echo "wheels in .whl/:"
 ls -l .whl/*.whl | awk '{printf "  %8.1f kB  %s\n", $5 / 1024, $NF}'
 echo "  total: $(du -ch .whl/*.whl | tail -1 | cut -f1)"
 echo
-echo "on the GPU machine (carry .whl; one run with timeout_s 330, the script's own budget is 230 s):"
+echo "on the GPU machine (carry .whl; one run with timeout_s 330, the script's own budget is 270 s):"
 echo "  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site" \
     ".whl/*.whl && export PYTHONPATH=/tmp/site:\$PWD && PYTHONUNBUFFERED=1 timeout 300" \
     "python3 bench/gpu_check.py --device cuda"

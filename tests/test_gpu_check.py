@@ -21,11 +21,14 @@ def test_gpu_check_quick_on_cpu(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = summary.read_text()
-    for key in "abcde":
+    for key in "abcdef":
         assert re.search(rf"^\[{key}\] \S", text, re.M), f"no block for section {key}:\n{text}"
         assert re.search(rf"^\[{key}\] done in ", text, re.M), f"section {key} did not finish:\n{text}"
     assert "cpu->cpu: every case matches" in text, text
     assert "PROBLEM" not in text and "CRASH" not in text and "skipped, the budget" not in text, text
-    assert "distributed runner: not landed, skipped" in text
+    # [e] ran torchrun's two ranks against one process: on one CPU thread count each, the same images.
+    assert "images identical to one process: True" in text and "busy by rank 0:" in text
+    # [f] ran every sampler with a flow form on a tiny FLUX.1-style pipeline.
+    assert re.search(r"--schedulers all x \d+ steps: 19 runs, 17 ok, 2 unsupported", text), text
     assert all(len(line) <= 120 for line in text.splitlines()), text
     assert f"summary: {summary}" in done.stdout
