@@ -323,3 +323,19 @@ def test_an_unwritable_report_path_is_one_line(cli, baseline, tmp_path):
     result = cli("check", baseline, "--junit-xml", tmp_path / "no" / "such" / "junit.xml")
     assert result.exit_code == 2 and "cannot write the check's reports" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cross_device_catches_trailing_spacing_on_dpm_2m(cli, tmp_path):
+    """The cross-device tolerance, re-derived from an H200's measurement, catches a change the one before it
+    (0.05 / 1e-4) let pass across devices: DPM++ 2M's timestep spacing moved to trailing."""
+    made = cli("baseline", "create", tmp_path / "b", "astronaut", "-s", "dpm++ 2m", "--steps", "20", "--seed", "8")
+    assert made.exit_code == 0, made.stderr
+    manifest = tmp_path / "b" / "cpu" / "manifest.json"
+    document = json.loads(manifest.read_text())
+    document["cases"][0]["overrides"]["timestep_spacing"] = "trailing"  # the change a library upgrade could make
+    manifest.write_text(json.dumps(document))
+    checked = cli("check", tmp_path / "b", "--tolerance", "cross-device", "--format", "json")
+    assert checked.exit_code == 1, checked.stderr
+    [case] = checked.json()["cases"]
+    assert case["status"] == "drift" and case["tolerance"] == {"max_abs": 1 / 255, "cosine": 4e-6}
+    assert case["metrics"]["max_abs"] < 0.05 and case["metrics"]["cosine"] < 1e-4  # the old profile missed it
