@@ -288,3 +288,27 @@ def test_list_says_what_runs_natively_and_what_through_the_flow_sampler(cli, flu
     assert {entry["name"]: entry["via"] for entry in flow}["Euler a"] == "flow sampler (euler_ancestral)"
     assert {entry["name"]: entry["via"] for entry in flow}["DPM++ 2M"] == "native: DPMSolverMultistep on flow sigmas"
     assert json.dumps(flow)
+
+
+def test_shards_of_a_flow_sweep_merge_into_what_one_process_makes(cli, flux_model, tmp_path):
+    common = [
+        "a cat",
+        "--model",
+        flux_model,
+        "--steps",
+        "3",
+        "-s",
+        "Euler a,FlowSampler(method=heun),DPM++ 2M SDE",
+        "--seed",
+        "1-3",
+        "--format",
+        "json",
+    ]
+    single = cli("run", *common, "--out", tmp_path / "one")
+    parts = [cli("run", *common, "--shard", f"{index}/2", "--out", tmp_path / f"part{index}") for index in (0, 1)]
+    assert single.exit_code == 0 and all(part.exit_code == 0 for part in parts)
+    merged = cli("merge", tmp_path / "merged", tmp_path / "part0", tmp_path / "part1", "--format", "json")
+    assert merged.exit_code == 0, merged.stderr
+    assert {r["id"]: r["sha256"] for r in merged.json()["runs"]} == {
+        r["id"]: r["sha256"] for r in single.json()["runs"]
+    }
