@@ -56,7 +56,7 @@ flax: $(FLAX_STAMP)
 $(FLAX_STAMP): pyproject.toml flax-constraints.txt
 	@test -x $(FLAX_BIN)/python || $(PYTHON) -m venv $(FLAX_VENV)
 	$(FLAX_BIN)/python -m pip install --quiet --disable-pip-version-check -c flax-constraints.txt \
-		torch diffusers transformers jax jaxlib flax huggingface-hub pytest -e .
+		torch diffusers transformers jax jaxlib flax huggingface-hub pytest jsonschema -e .
 	@touch $(FLAX_STAMP)
 
 # The Flax backend's tests, in its own environment.

@@ -59,9 +59,7 @@ NOT_INVOCATIONS = [
 ]
 # Commands of a flag that is documented ahead of the code: each must still FAIL to parse (so that the entry is
 # removed, and the command checked, once the flag exists): (pattern, why).
-AHEAD_OF_THE_CODE = [
-    (r"--backend flax", "docs/flax.md: `schedcmp run --backend flax` is documented as waiting for the CLI flag"),
-]
+AHEAD_OF_THE_CODE: list[tuple[str, str]] = []
 WRAPPERS = {"srun", "exec", "nohup", "time", "env"}  # run their arguments as a command
 LAUNCHERS = re.compile(r"(python[0-9.]*|torchrun|accelerate)$")  # `LAUNCHER ... -m schedcmp ARGS`
 OPERATORS = {"&&", "||", "|", ";", "&"}

@@ -8,6 +8,7 @@ Elsewhere (the main environment, with diffusers >= 0.40 and no jax) every test b
 from __future__ import annotations
 
 import functools
+import json
 import types
 from pathlib import Path
 
@@ -99,41 +100,136 @@ def test_a_setting_flax_would_ignore_is_refused():
 
 
 @needs_flax
-def test_every_compatible_flax_scheduler_runs_on_a_tiny_model(sd15_model):
-    """All six: four make images on every device, deterministically; LMS and DDPM fail with their reason."""
+def test_the_guides_recipe_on_a_tiny_model(sd15_model):
+    """One image per device from one jitted call: split keys give each device its own noise; the first call
+    compiles, the second reuses it and makes the same images."""
     import jax
     import numpy as np
 
     from schedcmp.flax import runner
 
     model = runner.load(sd15_model)
-    names = runner.compatible_schedulers(model)
-    assert names[0] == "FlaxPNDMScheduler" and len(names) == 6
-    runs = {name: runner.run_scheduler(model, name, PROMPT, steps=4, seeds=[0, 1]) for name in names}
+    assert runner.compatible_schedulers(model)[0] == "FlaxPNDMScheduler"
+    first, second = runner.run_scheduler(model, "FlaxDDIMScheduler", PROMPT, steps=3, seeds=[0, 1])
+    assert first.status == "ok" and second.status == "ok", first.reason
+    assert first.images.shape == (jax.device_count(), 32, 32, 3) and first.nfe == 3
+    assert first.repeat_max_abs == 0.0 and first.compile_seconds > first.seconds > 0
+    assert second.compile_seconds is None and first.sha256 != second.sha256
+    if jax.device_count() > 1:
+        assert not np.array_equal(first.images[0], first.images[1])
+
+
+@needs_flax
+def test_run_backend_flax_on_a_tiny_model_runs_every_compatible_scheduler(cli, sd15_model):
+    """`all` is the six Flax classes PNDM lists, in the guide's order; four make images, LMS and DDPM fail with
+    their reason; each scheduler compiles once for its two seeds; --format csv carries the compile column."""
+    import jax
+
+    result = cli(
+        "run", PROMPT, "--backend", "flax", "--model", sd15_model, "--steps", "2", "--seed", "0,1", "--out", "out",
+        "--format", "csv", "--html",
+    )
+    assert result.exit_code == 1, result.stderr  # LMS and DDPM failed
+    document = json.loads(Path("out/results.json").read_text())
+    runs = document["runs"]
+    assert [run["scheduler"] for run in runs[::2]] == [
+        "FlaxPNDMScheduler", "FlaxDDIMScheduler", "FlaxLMSDiscreteScheduler", "FlaxEulerDiscreteScheduler",
+        "FlaxDPMSolverMultistepScheduler", "FlaxDDPMScheduler",
+    ]
+    assert document["devices"] == jax.device_count() and document["settings"]["backend"] == "flax"
+    assert "jax" in document["versions"] and document["sheets"] == ["contact_sheet.png"] and document["report"]
     failing = {"FlaxLMSDiscreteScheduler": "TracerBoolConversionError", "FlaxDDPMScheduler": "TypeError"}
-    for name, (first, second) in runs.items():
-        if name in failing:
-            assert first.status == "failed" and first.error_type == failing[name] and first.reason
+    for first, second in zip(runs[::2], runs[1::2]):
+        assert first["backend"] == "flax" and (first["seed"], second["seed"]) == (0, 1)
+        if first["scheduler"] in failing:
+            assert first["status"] == second["status"] == "failed"
+            assert first["reason"].startswith(failing[first["scheduler"]]) and first["error"]["message"]
             continue
-        assert first.status == "ok" and second.status == "ok", (name, first.reason)
-        assert first.images.shape == (jax.device_count(), 32, 32, 3) and first.nfe == 4
-        assert first.repeat_max_abs == 0.0 and first.compile_seconds > first.seconds > 0
-        assert second.compile_seconds is None and first.sha256 != second.sha256
-        if jax.device_count() > 1:  # split keys: each device draws its own noise
-            assert not np.array_equal(first.images[0], first.images[1])
-    assert "never applied" in runs["FlaxPNDMScheduler"][0].note
+        assert first["status"] == second["status"] == "ok" and Path("out", first["image"]).is_file()
+        assert first["compile_seconds"] > first["seconds"] > 0 and second["compile_seconds"] is None
+    assert "never applied" in runs[0]["backend_note"]
+    header, *rows = result.stdout.splitlines()
+    assert "compile_seconds" in header.split(",") and len(rows) == 12
+
+
+@needs_flax
+def test_compare_takes_the_backend_too(sd15_model):
+    import schedcmp
+
+    comparison = schedcmp.compare(sd15_model, PROMPT, backend="flax", schedulers="Euler", steps=2, progress=False)
+    (run,) = comparison.runs
+    assert run.scheduler == "FlaxEulerDiscreteScheduler" and run.alias == "Euler" and run.backend == "flax"
+    assert run.status == "ok" and run.compile_seconds and run.image.size == (32, 32)
+    assert "rounded" in run.backend_note and comparison.sheet is not None
+
+
+@needs_flax
+def test_run_backend_flax_on_the_default_model(cli):
+    """The issue's command: the table with compile seconds, results.json (validated by the cli fixture), the
+    contact sheet; LMS and DDPM failed with the reason."""
+    schedulers = "ddim,pndm,lms,ddpm"
+    result = cli("run", PROMPT, "--seed", "8", "--backend", "flax", "-s", schedulers, "--steps", "3", "-o", "out")
+    assert result.exit_code == 1, result.stderr
+    assert "FlaxStableDiffusionPipeline" in result.stderr and "compile s" in result.stderr
+    assert "TracerBoolConversionError" in result.stderr and "TypeError: clip()" in result.stderr
+    document = json.loads(Path("out/results.json").read_text())
+    statuses = {run["scheduler"]: run["status"] for run in document["runs"]}
+    assert statuses == {
+        "FlaxDDIMScheduler": "ok", "FlaxPNDMScheduler": "ok", "FlaxLMSDiscreteScheduler": "failed",
+        "FlaxDDPMScheduler": "failed",
+    }
+    assert result.stdout.strip() == "out/contact_sheet.png" and Path("out/contact_sheet.png").stat().st_size > 0
+
+
+@needs_flax
+def test_pytorch_and_flax_agree_on_the_default_model(cli):
+    """--backend torch,flax: from the same latents and weights, DDIM and Euler agree within the stated tolerance;
+    PNDM and DPM-Solver++ differ by diffusers' defaults and are flagged, and agree once PyTorch does what the Flax
+    side does; each framework repeats itself exactly."""
+    from schedcmp.flax.crosscheck import TOLERANCE_MAX_ABS, TOLERANCE_PSNR
+
+    schedulers = "ddim,pndm,euler,DPM++ 2M"
+    flags = ["--backend", "torch,flax", "-s", schedulers, "--steps", "10", "-o", "out"]
+    result = cli("run", PROMPT, "--seed", "8", *flags)
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(Path("out/results.json").read_text())
+    torch_runs = [run for run in document["runs"] if run["backend"] == "torch"]
+    flax_runs = {run["scheduler"]: run for run in document["runs"] if run["backend"] == "flax"}
+    assert len(torch_runs) == 4 and all(run["status"] == "ok" for run in torch_runs)
+    for name, run in flax_runs.items():
+        cross = run["cross"]
+        assert run["status"] == "ok" and cross["torch_repeat_max_abs"] == cross["flax_repeat_max_abs"] == 0.0
+        assert (cross["tolerance_max_abs"], cross["tolerance_psnr"]) == (TOLERANCE_MAX_ABS, TOLERANCE_PSNR)
+        assert cross["within"], (name, cross)
+        assert cross["agrees"] == (name in ("FlaxDDIMScheduler", "FlaxEulerDiscreteScheduler")), (name, cross)
+        assert cross["agrees"] == (cross["alignment"] is None)
+    answers = [line for line in result.stderr.splitlines() if line.startswith("answer: ")]
+    assert answers[0].endswith("as diffusers' defaults compute them: DDIM, Euler") and "0.00392" in answers[0]
+    assert answers[1].startswith("answer: PNDM, DPM++ 2M: beyond it by diffusers' defaults; within once")
 
 
 @needs_flax
 @pytest.mark.parametrize(
-    "scheduler", ["DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler"]
+    "schedulers, refusal",
+    [
+        ("ddim,Eulr", "unknown scheduler 'Eulr'"),
+        ("UniPC", "'UniPC' (UniPCMultistep) has no Flax version in diffusers 0.39.0"),
+        ("DPM++ 2M Karras", "'DPM++ 2M Karras': FlaxDPMSolverMultistepScheduler takes no use_karras_sigmas"),
+        ("DDIM(timestep_spacing=trailing)", "FlaxDDIMScheduler takes no timestep_spacing"),
+    ],
 )
-def test_pytorch_and_flax_agree_on_the_default_model(default_model, torch_pipe, scheduler):
-    """From the same noise and weights, within the stated tolerance; PNDM and DPM-Solver++ only once PyTorch
-    does what the Flax side does (their defaults disagree, and are flagged as disagreeing)."""
-    from schedcmp.flax import crosscheck
+def test_names_without_a_flax_class_are_refused_before_anything_loads(cli, schedulers, refusal):
+    result = cli("run", PROMPT, "--backend", "flax", "-s", schedulers)
+    assert result.exit_code == EXIT_USAGE and refusal in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not Path("schedcmp-runs").exists()
 
-    cross = crosscheck.compare_scheduler(torch_pipe, default_model, scheduler, PROMPT, steps=10, seed=8)
-    assert cross.torch.repeat_max_abs == 0.0 and cross.flax.repeat_max_abs == 0.0
-    assert cross.within, (cross.max_abs, cross.psnr, cross.aligned_max_abs, cross.aligned_psnr)
-    assert cross.agrees == (cross.alignment is None)
+
+@needs_flax
+def test_the_flax_package_and_driver_import_no_jax():
+    """`schedcmp --help` stays instant, and the main environment can import the driver: jax loads inside runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, schedcmp.flax.comparison; print(sorted({'jax', 'flax', 'torch'} & set(sys.modules)))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "jax" not in found.stdout and "flax" not in found.stdout

@@ -77,6 +77,15 @@ def test_no_module_imports_back_up(capsys):
     assert found
 
 
+def test_the_flax_driver_is_reached_through_the_entry_point_only():
+    """schedcmp.flax.comparison, `--backend flax`'s driver, sits beside the engine: scale.launch calls it, and
+    nothing below imports it (tests/test_backend.py checks that importing it needs no jax)."""
+    graph = import_graph()
+    assert {module for module, imported in graph.items() if "schedcmp.flax.comparison" in imported} == {
+        "schedcmp.scale.launch"
+    }
+
+
 def test_a_cycle_is_found():
     """The check itself can fail: two modules that import each other are reported."""
     with pytest.raises(AssertionError, match="import cycle"):
@@ -172,6 +181,7 @@ def test_stored_settings_come_back_as_they_were():
         negative_prompt="blur",
         call_arg={"eta": 0.5},
         generator_device="device",
+        backend="torch,flax",
         repeat=2,
         seed_mode="index",
         batch_size=3,

@@ -36,6 +36,13 @@ class Status(enum.StrEnum):
     UNSUPPORTED = "unsupported"  # not run: the scheduler cannot take this schedule or this pipeline's timesteps
 
 
+class Backend(enum.StrEnum):
+    """Which framework made a run: diffusers' PyTorch pipelines, or its Flax ones (schedcmp.flax, `--backend`)."""
+
+    TORCH = "torch"
+    FLAX = "flax"
+
+
 class Determinism(enum.StrEnum):
     """What the empirical probe found (schedcmp.quality.convergence.probe_determinism): the one definition of
     stochastic."""
@@ -101,15 +108,19 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+FLAX_PACKAGES = ("jax", "jaxlib", "flax")
+
+
 def versions() -> dict[str, str | None]:
     from importlib import metadata
 
     found = {}
-    for package in ("schedcmp", "diffusers", "torch", "transformers"):
+    for package in ("schedcmp", "diffusers", "torch", "transformers", *FLAX_PACKAGES):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
-            found[package] = None
+            if package not in FLAX_PACKAGES:  # the Flax backend's own: named only where they are installed
+                found[package] = None
     return found
 
 
@@ -175,6 +186,28 @@ class Shard:
 
 
 @dataclass(frozen=True)
+class CrossFramework:
+    """A Flax run against the same scheduler in PyTorch (`--backend torch,flax`): both from the same initial latents,
+    weights, prompt and guidance. Distances are between the float images in [0, 1] (PSNR None: identical); each
+    framework's repeat is the distance between two identical calls of its own. Where diffusers' Flax side is known
+    to compute something other than PyTorch's default, PyTorch runs again set to do the same (`alignment` says what
+    and why), and `aligned_*` compare against that: `agrees` judges the defaults, `within` the same computation."""
+
+    torch_run: str  # the id of the PyTorch run
+    max_abs: float
+    psnr: float | None
+    torch_repeat_max_abs: float
+    flax_repeat_max_abs: float  # between two calls, and between the devices (all given the same latents)
+    tolerance_max_abs: float
+    tolerance_psnr: float
+    agrees: bool
+    within: bool
+    alignment: str | None = None
+    aligned_max_abs: float | None = None
+    aligned_psnr: float | None = None
+
+
+@dataclass(frozen=True)
 class Run:
     """One cell of a comparison: its settings, what it cost and made, and how close it came to the reference."""
 
@@ -224,6 +257,14 @@ class Run:
     host: str | None = None
     device_name: str | None = None
     threads: int | None = None
+    # Which framework made it (--backend flax or torch,flax; None: the PyTorch engine, as every run before them);
+    # a Flax run's first call (tracing, XLA compilation and one run), recorded on the first cell of each
+    # scheduler × steps, which the others reuse; what explains it beyond the scheduler's maths (a fix schedcmp
+    # applied, updates the Flax pipeline never runs); with torch,flax, its distance to the other framework's run.
+    backend: Backend | None = None
+    compile_seconds: float | None = None
+    backend_note: str | None = None
+    cross: CrossFramework | None = None
     folder: Path | None = field(default=None, metadata=INTERNAL, compare=False, repr=False)
     keep: Any = field(default=None, metadata=INTERNAL, compare=False, repr=False)  # keeps a temporary folder alive
 
@@ -450,6 +491,8 @@ class Results:
     workers: list[Worker] | None = None
     imbalance: float | None = None
     exit_code: int | None = None  # what `schedcmp run` (or merge) exited with; under torchrun, rank 0's own code
+    # --backend flax: the JAX devices each call spreads over, one image per device (the guide's pmap)
+    devices: int | None = None
     runs: list[Run] = field(default_factory=list)
 
     def files(self) -> list[str]:

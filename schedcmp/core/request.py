@@ -40,6 +40,9 @@ FORMATS = ("table", "json", "csv", "markdown")
 DEVICE_PATTERN = r"(auto|cpu|cuda|mps)(?::(\d+))?"
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 GENERATOR_DEVICES = ("cpu", "device")
+# torch: diffusers' PyTorch pipeline; flax: its Flax pipeline and schedulers (schedcmp.flax, in .venv-flax);
+# torch,flax: each scheduler in both, from the same latents, and the distance between them.
+BACKENDS = ("torch", "flax", "torch,flax")
 
 # The commands that take settings; API is compare(), which takes every setting not marked CLI-only.
 RUN, BASELINE, MERGE, LIST, API = "run", "baseline", "merge", "list", "api"
@@ -488,6 +491,16 @@ class Request:
         read=one_of(GENERATOR_DEVICES),
         stored="generator_device",
         identity=True,
+    )
+    backend: str = setting(
+        "torch",
+        help="torch, flax (diffusers' Flax pipeline and schedulers, in .venv-flax: docs/flax.md) or torch,flax "
+        "(each scheduler in both frameworks from the same latents, and the distance between them).",
+        flags=("--backend",),
+        read=one_of(BACKENDS),
+        stored="backend",
+        identity=True,
+        default_text="torch",
     )
     repeat: int = setting(
         1,

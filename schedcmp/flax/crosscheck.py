@@ -8,9 +8,10 @@ own run-to-run distance stands next to the distance between the frameworks.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from schedcmp.flax import require
 from schedcmp.flax.results import Alignment, CrossRun, FrameworkRun
@@ -21,13 +22,11 @@ from schedcmp.quality.metrics import max_abs_difference, psnr
 # What diffusers 0.39's Flax side computes differently from PyTorch's defaults, and how PyTorch does the same.
 ALIGNMENTS = {
     "PNDMScheduler": Alignment(
-        reason="PNDM (skip_prk_steps) sets steps + 1 timesteps; the Flax pipeline's loop runs `steps` of them, "
-        "so PyTorch stops after `steps` UNet calls too",
+        reason="PyTorch stopped after `steps` UNet calls, where the Flax loop ends (PNDM sets steps + 1 timesteps)",
         stop_after_steps=True,
     ),
     "DPMSolverMultistepScheduler": Alignment(
-        reason="Flax's DPM-Solver ends at the smallest training sigma (t=0), as PyTorch did before its default "
-        "became final_sigmas_type='zero' (end at sigma 0 with a first-order step)",
+        reason="PyTorch with final_sigmas_type='sigma_min', the smallest training sigma, where Flax's DPM-Solver ends",
         overrides={"final_sigmas_type": "sigma_min"},
     ),
 }
@@ -60,7 +59,7 @@ def load_torch_pipeline(folder: str | Path | None = None) -> Any:
     text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
     text_encoder.load_state_dict(text_encoder_state(folder), strict=True)
     # Built from its parts: from_pretrained would refuse a fast tokenizer where model_index.json says CLIPTokenizer.
-    return StableDiffusionPipeline(
+    pipe = StableDiffusionPipeline(
         vae=AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).eval(),
         text_encoder=text_encoder.eval(),
         tokenizer=load_tokenizer(folder),
@@ -70,6 +69,8 @@ def load_torch_pipeline(folder: str | Path | None = None) -> Any:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    pipe.set_progress_bar_config(disable=True)  # schedcmp reports progress itself
+    return pipe
 
 
 def initial_noise(seed: int, shape: tuple[int, ...]) -> Any:
@@ -85,16 +86,17 @@ def torch_scheduler_name(name: str) -> str:
 
 def run_torch(
     pipe: Any, scheduler: str, prompt: str, steps: int, noise: Any, guidance_scale: float,
-    alignment: Alignment | None = None,
+    alignment: Alignment | None = None, overrides: dict[str, Any] | None = None, negative_prompt: str | None = None,
 ) -> FrameworkRun:
-    """Two identical calls of the PyTorch pipeline, each with a fresh scheduler from the original config."""
+    """Two identical calls of the PyTorch pipeline, each with a fresh scheduler from the original config (changed
+    by `overrides`, then by the alignment's)."""
     import time
 
     import diffusers
     import torch
 
     original_config = dict(pipe.scheduler.config)
-    overrides = alignment.overrides if alignment else {}
+    overrides = {**(overrides or {}), **(alignment.overrides if alignment else {})}
     stop_after = steps if alignment and alignment.stop_after_steps else None
     calls: list[int] = []
     counter = pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
@@ -113,7 +115,7 @@ def run_torch(
             with torch.no_grad():
                 image = pipe(
                     prompt, num_inference_steps=steps, guidance_scale=guidance_scale, latents=torch.from_numpy(noise),
-                    output_type="np", callback_on_step_end=stop_when_flax_stops,
+                    negative_prompt=negative_prompt, output_type="np", callback_on_step_end=stop_when_flax_stops,
                 ).images[0]
             seconds = time.perf_counter() - started
             outputs.append(image)
@@ -145,10 +147,24 @@ def compare_scheduler(
 ) -> CrossRun:
     """One scheduler (PyTorch or Flax class name) in both frameworks from the seed's noise, and their distance;
     where ALIGNMENTS knows what the Flax side computes differently, PyTorch runs that way too."""
-    shape = (1, model.unet.in_channels, model.unet.sample_size, model.unet.sample_size)
-    noise = initial_noise(seed, shape)
+    noise = initial_noise(seed, latent_shape(model))
     torch_run = run_torch(pipe, scheduler, prompt, steps, noise, guidance_scale)
     flax_run, note = run_flax(model, scheduler, prompt, steps, noise, guidance_scale)
+    align = functools.partial(run_torch, pipe, scheduler, prompt, steps, noise, guidance_scale)  # + the alignment
+    return measure(torch_run, flax_run, steps, seed, note, align)
+
+
+def latent_shape(model: FlaxModel) -> tuple[int, ...]:
+    """One image's initial latents, as both pipelines take them: (1, C, h, w)."""
+    return (1, model.unet.in_channels, model.unet.sample_size, model.unet.sample_size)
+
+
+def measure(
+    torch_run: FrameworkRun, flax_run: FrameworkRun, steps: int, seed: int, note: str | None,
+    align: Callable[[Alignment], FrameworkRun],
+) -> CrossRun:
+    """The distance between the frameworks' images; where ALIGNMENTS knows what the Flax side computes
+    differently, `align` runs PyTorch that way too and the aligned distance is added."""
     cross = CrossRun(
         scheduler=torch_run.scheduler, steps=steps, seed=seed,
         max_abs=max_abs_difference(torch_run.output, flax_run.output),
@@ -159,7 +175,7 @@ def compare_scheduler(
     alignment = ALIGNMENTS.get(torch_run.scheduler)
     if alignment is None:
         return cross
-    aligned = run_torch(pipe, scheduler, prompt, steps, noise, guidance_scale, alignment)
+    aligned = align(alignment)
     return replace(
         cross, alignment=alignment, aligned_torch=aligned,
         aligned_max_abs=max_abs_difference(aligned.output, flax_run.output),

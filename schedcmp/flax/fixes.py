@@ -15,8 +15,8 @@ from diffusers import FlaxEulerDiscreteScheduler
 
 NOTES = {
     "FlaxEulerDiscreteScheduler": (
-        "schedcmp rounds FlaxEulerDiscreteScheduler's timesteps to integers: the Flax pipeline passes them as "
-        "int32, which diffusers' Euler then fails to find (every step would use the largest sigma)"
+        "timesteps rounded to integers by schedcmp: the Flax pipeline passes them as int32, which diffusers' Euler "
+        "would not find (every step would take the largest sigma)"
     ),
 }
 

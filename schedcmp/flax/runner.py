@@ -79,11 +79,50 @@ def flax_scheduler_class(name: str) -> type:
     return found
 
 
-def compatible_schedulers(model: FlaxModel) -> list[str]:
-    """The Flax scheduler classes the model's own scheduler lists as compatible, its own first."""
-    own, _ = flax_scheduler_class(model.scheduler_class).from_pretrained(model.folder, subfolder="scheduler")
+def flax_classes() -> dict[str, type]:
+    """diffusers' Flax scheduler classes by the name of the PyTorch class each ports (DDIMScheduler -> FlaxDDIM...)."""
+    import diffusers
+
+    found = {}
+    for name in dir(diffusers):
+        if name.startswith("Flax") and name.endswith("Scheduler"):
+            cls = getattr(diffusers, name, None)
+            if isinstance(cls, type):
+                found[name.removeprefix("Flax")] = cls
+    return found
+
+
+def compatible_in(folder: str | Path) -> list[str]:
+    """The Flax scheduler classes a folder's scheduler lists as compatible, its own first: read from its config,
+    before any weights load."""
+    from schedcmp.flax.weights import read_config
+
+    own_name = read_config(Path(folder), "scheduler", "scheduler_config.json")["_class_name"]
+    own, _ = flax_scheduler_class(own_name).from_pretrained(folder, subfolder="scheduler")
     others = sorted(cls.__name__ for cls in own.compatibles if not isinstance(own, cls))
     return [type(own).__name__] + others
+
+
+def compatible_schedulers(model: FlaxModel) -> list[str]:
+    """The Flax scheduler classes the model's own scheduler lists as compatible, its own first."""
+    return compatible_in(model.folder)
+
+
+def native_size(folder: str | Path) -> int:
+    """The pixel size the Flax pipeline generates by default: the UNet's sample size times the VAE's factor."""
+    from schedcmp.flax.weights import read_config
+
+    unet, vae = read_config(Path(folder), "unet"), read_config(Path(folder), "vae")
+    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+
+
+def default_steps() -> int:
+    """FlaxStableDiffusionPipeline's own num_inference_steps."""
+    import inspect
+
+    from diffusers import FlaxStableDiffusionPipeline
+
+    return int(inspect.signature(FlaxStableDiffusionPipeline.__call__).parameters["num_inference_steps"].default)
 
 
 def pipeline_for(model: FlaxModel, scheduler: Any) -> Any:
@@ -125,9 +164,10 @@ class Prepared:
 
 def prepare(
     model: FlaxModel, scheduler: str, prompt: str, steps: int, negative_prompt: str | None = None,
-    guidance_scale: float = GUIDANCE_SCALE,
+    guidance_scale: float = GUIDANCE_SCALE, overrides: dict[str, Any] | None = None,
 ) -> Prepared:
-    """A fresh scheduler from the folder's own config (as the guide loads it), its pipeline, and the inputs."""
+    """A fresh scheduler from the folder's own config (as the guide loads it; `overrides` change its config), its
+    pipeline, and the inputs."""
     import jax
     from flax.jax_utils import replicate
     from flax.training.common_utils import shard
@@ -136,7 +176,7 @@ def prepare(
 
     name = flax_scheduler_class(scheduler).__name__
     flax_scheduler, state = FIXED.get(name, flax_scheduler_class(name)).from_pretrained(
-        model.folder, subfolder="scheduler"
+        model.folder, subfolder="scheduler", **(overrides or {})
     )
     pipeline = pipeline_for(model, flax_scheduler)
     devices = jax.device_count()
@@ -155,6 +195,17 @@ def prepare(
         guidance_scale=guidance_scale,
         schedule_length=len(flax_scheduler.set_timesteps(state, steps, latent_shape).timesteps),
     )
+
+
+def with_inputs(prepared: Prepared, prompt: str, guidance_scale: float) -> Prepared:
+    """The same compiled loop for another prompt or guidance scale: both are inputs of the pmapped function, not
+    static arguments, so no recompilation (the pipeline object, the steps and the size decide that)."""
+    from flax.training.common_utils import shard
+
+    if prompt == prepared.prompt and guidance_scale == prepared.guidance_scale:
+        return prepared
+    prompt_ids = shard(prepared.pipeline.prepare_inputs([prompt] * prepared.devices))
+    return replace(prepared, prompt=prompt, prompt_ids=prompt_ids, guidance_scale=guidance_scale)
 
 
 def device_keys(seed: int, devices: int) -> Any:
@@ -199,8 +250,8 @@ def run_note(prepared: Prepared) -> str | None:
     left_out = prepared.schedule_length - prepared.steps
     if left_out > 0:
         notes.append(
-            f"{prepared.scheduler} sets {prepared.schedule_length} timesteps for {prepared.steps} steps; the Flax "
-            f"pipeline runs {prepared.steps}, so the last {left_out} update(s) are never applied"
+            f"{prepared.schedule_length} timesteps set for {prepared.steps} steps; the Flax pipeline runs "
+            f"{prepared.steps}: the last {left_out} update(s) never applied"
         )
     return "; ".join(notes) or None
 

@@ -157,18 +157,55 @@ def seconds_text(row: dict[str, Any]) -> str:
 
 
 def status_text(row: dict[str, Any], measured: bool) -> str:
-    """The status, and under --reference the note on the run's distance (why it has none, what its schedule adds)."""
-    return row["status"] + (f" ({row['note']})" if measured and row.get("note") else "")
+    """The status, and under --reference the note on the run's distance (why it has none, what its schedule adds);
+    a Flax run's note (a fix, updates never run, the alignment that explains a difference from PyTorch)."""
+    notes = [row["note"]] if measured and row.get("note") else []
+    notes += [row["backend_note"]] if row.get("backend_note") else []
+    return row["status"] + "".join(f" ({note})" for note in notes)
+
+
+def cross_text(max_abs: float | None, psnr: float | None) -> str:
+    """A distance between two images in [0, 1]: max abs in 8-bit levels, and PSNR: `0.04 lv 94.2 dB`."""
+    if max_abs is None:
+        return ""
+    return f"{max_abs * 255:.2f} lv " + ("identical" if psnr is None else f"{psnr:.1f} dB")
+
+
+def agrees_text(row: dict[str, Any]) -> str:
+    """Within the tolerance as diffusers' defaults compute it; else NO, and the distance once aligned."""
+    if row.get("agrees") is None:
+        return ""
+    if row["agrees"]:
+        return "yes"
+    if row["aligned_max_abs"] is None:
+        return "NO"
+    aligned = cross_text(row["aligned_max_abs"], row["aligned_psnr"])
+    return f"NO; aligned: {aligned}, {'within' if row['within'] else 'STILL BEYOND'}"
 
 
 def order_text(row: dict[str, Any]) -> str:
     return f"{row['order']:.2f} ({row['order_note']})" if row["order"] is not None else row["order_note"] or ""
 
 
+def repeats_text(row: dict[str, Any]) -> str:
+    """Each framework's distance between two identical calls of its own, torch/flax: `0/0`."""
+    if row.get("torch_repeat_max_abs") is None:
+        return ""
+    return f"{row['torch_repeat_max_abs']:.2g}/{row['flax_repeat_max_abs']:.2g}"
+
+
 COST_COLUMNS: list[Column] = [
     ("steps", "right", lambda r: str(r["steps"])),
     ("NFE", "right", lambda r: str(r["nfe"] or "")),
     ("seconds", "right", seconds_text),
+    ("compile s", "right", lambda r: number_text(r.get("compile_seconds"), ".2f")),  # a Flax group's first call
+]
+# --backend torch,flax: the Flax run's distance to PyTorch's from the same latents (max abs in 8-bit levels, PSNR),
+# each framework's own between two identical calls, and whether they agree within the tolerance.
+CROSS_COLUMNS: list[Column] = [
+    ("vs torch", "right", lambda r: cross_text(r.get("cross_max_abs"), r.get("cross_psnr"))),
+    ("repeats", "right", repeats_text),
+    ("agrees", "left", agrees_text),
 ]
 # Under --reference: how close each run came, in place of ms/NFE and peak memory (which stay in the CSV and JSON).
 DISTANCE_COLUMNS: list[Column] = [
@@ -193,7 +230,7 @@ def timing_columns(rows: list[dict[str, Any]]) -> list[Column]:
     name = "name" if error_console.width < NARROW else "scheduler"
     columns: list[Column] = [("scheduler", "left", lambda r: r[name])]
     columns += [(AXIS_TITLES[a], "left", lambda r, a=a: "" if r[a] is None else str(r[a])) for a in varying_axes(rows)]
-    columns += COST_COLUMNS + (DISTANCE_COLUMNS if measured else MACHINE_COLUMNS)
+    columns += COST_COLUMNS + CROSS_COLUMNS + (DISTANCE_COLUMNS if measured else MACHINE_COLUMNS)
     columns.append(("status", "left", lambda r: status_text(r, measured)))
     runs = [row for row in rows if row["id"] != TOTAL]
     return [c for c in columns if c[0] in ("scheduler", "status") or any(c[2](row) for row in runs)]
@@ -213,7 +250,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
         table.add_column(
             column,
             justify=justify,
-            no_wrap=column not in ("scheduler", "status", "order", "prompt"),
+            no_wrap=column not in ("scheduler", "status", "order", "prompt", "agrees"),
             overflow="fold",
             ratio=3 if column in ("scheduler", "status") else None,
         )

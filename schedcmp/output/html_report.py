@@ -23,6 +23,7 @@ from schedcmp.core.records import (
     StepSummary,
     status_colour,
 )
+from schedcmp.output import render
 from schedcmp.output.check_report import data_uri
 from schedcmp.output.report import PARETO_NAMES, pareto_costs, write_atomic
 from schedcmp.quality.metrics import METRICS
@@ -113,7 +114,7 @@ def cells(run: Run, folder: Path) -> dict[str, tuple[str, Any]]:
         "scheduler": (scheduler_cell(run, name), name),
         "steps": (number(run.steps), run.steps),
         "nfe": (number(run.nfe), run.nfe),
-        "seconds": (number(run.seconds), run.seconds),
+        "seconds": (seconds_cell(run), run.seconds),
         "ms_per_nfe": (number(run.ms_per_nfe), run.ms_per_nfe),
         "latent_rmse": (distance_cell(run), distance.latent_rmse if distance else None),
         "psnr": (number(distance.psnr if distance else None), distance.psnr if distance else None),
@@ -124,6 +125,13 @@ def cells(run: Run, folder: Path) -> dict[str, tuple[str, Any]]:
     }
 
 
+def seconds_cell(run: Run) -> str:
+    """The seconds, and a Flax group's first call (tracing and XLA compilation) where this run made it."""
+    if run.compile_seconds is None:
+        return number(run.seconds)
+    return f'{number(run.seconds)}<br><span class="note">first call {number(run.compile_seconds)}</span>'
+
+
 def scheduler_cell(run: Run, name: str) -> str:
     """The run's name, its Pareto badge, its id and what its schedule means for its distance."""
     front = pareto_costs(run)
@@ -131,7 +139,9 @@ def scheduler_cell(run: Run, name: str) -> str:
     return (
         f'{escape(name)}{badge}<br><span class="note">{escape(run.id)}'
         f"{' · trailing spacing' if run.interval else ''}"
-        f"{' · ' + escape(run.schedule_note) if run.schedule_note else ''}</span>"
+        f"{' · ' + escape(run.schedule_note) if run.schedule_note else ''}"
+        f"{' · ' + escape(run.backend_note) if run.backend_note else ''}"
+        f"{' · ' + escape(render.distance_line(run)) if run.cross else ''}</span>"
     )
 
 

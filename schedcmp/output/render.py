@@ -417,13 +417,21 @@ def cell_lines(run: Run) -> list[str]:
     closeness = distance_line(run)
     if closeness:
         lines.append(closeness)
+    if run.compile_seconds is not None:  # a Flax group's first call: tracing and XLA compilation
+        lines.append(f"first call (compile) {run.compile_seconds:.2f} s")
     if run.status != Status.OK:
         lines.append(f"{run.status.upper()}: {run.reason or ''}".strip())
     return lines
 
 
 def distance_line(run: Run) -> str | None:
-    """How close the run came to its reference (--reference), or why it is not compared; None without one."""
+    """How close the run came to its reference (--reference), or why it is not compared; a Flax run's distance to
+    PyTorch's (--backend torch,flax); None without either."""
+    if run.cross is not None:
+        cross = run.cross
+        psnr = "identical" if cross.psnr is None else f"{cross.psnr:.1f} dB"
+        verdict = "" if cross.agrees else ("; aligned: within" if cross.within else "; BEYOND tolerance")
+        return f"vs torch {cross.max_abs * 255:.2f} lv · {psnr}{verdict}"
     if run.distance is not None:
         return f"RMSE {run.distance.latent_rmse:.3g} · {run.distance.psnr:.1f} dB"
     if run.reference and run.determinism == Determinism.STOCHASTIC:

@@ -14,6 +14,8 @@ from typing import Any
 from schedcmp.core.names import short_name
 from schedcmp.core.records import (
     STOCHASTIC_NOT_RANKED,
+    Backend,
+    CrossFramework,
     Determinism,
     EqualQuality,
     Order,
@@ -115,6 +117,23 @@ TABLE_COLUMNS = [
 AXIS_COLUMNS = ["seed", "guidance_scale", "prompt", "schedule"]
 # With --reference: each run's distance to the converged reference, and its order of convergence.
 CONVERGENCE_COLUMNS = ["latent_rmse", "psnr", "ssim", "order", "order_note", "pareto", "note"]
+# --backend flax: the framework, and a Flax run's first call (tracing, XLA compilation and one run); what explains a
+# Flax run beyond the scheduler's maths (a fix, updates never run, an alignment with PyTorch).
+BACKEND_COLUMNS = ["backend", "compile_seconds", "backend_note"]
+# --backend torch,flax: the distance to the same scheduler in PyTorch from the same latents, each framework's own
+# run-to-run distance, and whether they agree within the tolerance (as diffusers' defaults, and once aligned).
+CROSS_COLUMNS = [
+    "cross_max_abs",
+    "cross_psnr",
+    "torch_repeat_max_abs",
+    "flax_repeat_max_abs",
+    "tolerance_max_abs",
+    "tolerance_psnr",
+    "agrees",
+    "aligned_max_abs",
+    "aligned_psnr",
+    "within",
+]
 
 
 PARETO_NAMES = {"seconds": "time", "nfe": "NFE"}
@@ -137,6 +156,10 @@ def varying_axes(rows: list[dict[str, Any]]) -> list[str]:
 
 def table_columns(rows: list[dict[str, Any]]) -> list[str]:
     columns = TABLE_COLUMNS[:2] + varying_axes(rows) + TABLE_COLUMNS[2:]
+    if any(row.get("backend") not in (None, Backend.TORCH) for row in rows):
+        columns += BACKEND_COLUMNS
+    if any(row.get("cross_max_abs") is not None for row in rows):
+        columns += CROSS_COLUMNS
     return columns + CONVERGENCE_COLUMNS if has_distances(rows) else columns
 
 
@@ -157,6 +180,13 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
     return [table_row(run) for run in sorted_runs(runs)] + [total_row(runs)]
 
 
+def short_label(run: Run) -> str:
+    """The name a narrow table gives a run: its UI name or short class name (`Flax Euler` for a Flax run's UI name)."""
+    if run.alias and run.backend == Backend.FLAX:
+        return f"Flax {run.alias}"
+    return run.alias or short_name(run.scheduler)
+
+
 def table_row(run: Run) -> dict[str, Any]:
     times = run.seconds_all
     distance = run.distance
@@ -168,7 +198,7 @@ def table_row(run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
         "scheduler": run.label + trailing,
-        "name": (run.alias or short_name(run.scheduler)) + trailing,
+        "name": short_label(run) + trailing,
         "seed": run.seed,
         "guidance_scale": run.guidance_scale,
         "prompt": run.prompt,
@@ -188,7 +218,42 @@ def table_row(run: Run) -> dict[str, Any]:
         "order_note": order_note(run.order),
         "pareto": ", ".join(PARETO_NAMES[cost] for cost in pareto_costs(run)) or None,
         "note": note,
+        "backend": str(run.backend or Backend.TORCH),
+        "compile_seconds": run.compile_seconds,
+        "backend_note": backend_note(run),
+        **cross_cells(run.cross),
     }
+
+
+def cross_cells(cross: CrossFramework | None) -> dict[str, Any]:
+    """The CROSS_COLUMNS of a run: its distance to PyTorch (torch,flax), or nothing."""
+    if cross is None:
+        return {column: None for column in CROSS_COLUMNS}
+    return {
+        "cross_max_abs": cross.max_abs,
+        "cross_psnr": cross.psnr,
+        "torch_repeat_max_abs": cross.torch_repeat_max_abs,
+        "flax_repeat_max_abs": cross.flax_repeat_max_abs,
+        "tolerance_max_abs": cross.tolerance_max_abs,
+        "tolerance_psnr": cross.tolerance_psnr,
+        "agrees": cross.agrees,
+        "aligned_max_abs": cross.aligned_max_abs,
+        "aligned_psnr": cross.aligned_psnr,
+        "within": cross.within,
+    }
+
+
+def backend_note(run: Run) -> str | None:
+    """What explains a Flax run beyond the scheduler's maths, and, where the frameworks disagree by diffusers'
+    defaults, the alignment that explains it (or that none does)."""
+    notes = [run.backend_note] if run.backend_note else []
+    cross = run.cross
+    if cross is not None and not cross.agrees:
+        if cross.within:
+            notes.append(f"within once aligned: {cross.alignment}")
+        else:
+            notes.append(f"beyond even aligned: {cross.alignment}" if cross.alignment else "no known alignment")
+    return "; ".join(notes) or None
 
 
 def total_row(runs: list[Run]) -> dict[str, Any]:
@@ -206,8 +271,15 @@ def total_row(runs: list[Run]) -> dict[str, Any]:
         "ms_per_nfe": None,
         "peak_memory_mib": None,
         "status": f"{sum(run.status == Status.FAILED for run in runs)} failed",
-        **{column: None for column in CONVERGENCE_COLUMNS},
+        **{column: None for column in CONVERGENCE_COLUMNS + BACKEND_COLUMNS + CROSS_COLUMNS},
+        "compile_seconds": sum_of([run.compile_seconds for run in runs]),
     }
+
+
+def sum_of(values: list[float | None]) -> float | None:
+    """The sum of the values given; None where none is."""
+    given = [value for value in values if value is not None]
+    return sum(given) if given else None
 
 
 def cell(value: Any) -> str:

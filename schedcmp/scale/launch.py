@@ -1,5 +1,5 @@
 """The one entry point of a comparison, for the CLI and `schedcmp.compare()` alike: this process runs it, or,
-started by torchrun, this process runs its rank of it."""
+started by torchrun, this process runs its rank of it; `--backend flax` (or torch,flax) goes to the Flax driver."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def run(
     """Run a request. `loaded`: a LoadedModel to use instead of loading `request.model`; `resumed`: the results.json
     of `request.resume` where the caller read it already; `keep_output`: each cell's Sample (baselines)."""
     progress = progress or console.Progress()
+    if request.backend != "torch":
+        from schedcmp.flax import comparison
+
+        return comparison.run(request, loaded, resumed, keep_output, progress)
     if not launched():
         return engine.run_comparison(request, loaded, resumed, keep_output, progress)
     from schedcmp.scale import torchrun
