@@ -266,3 +266,21 @@ def test_torchsde_rounding_warnings_stay_off_stderr():
         interval(0.5, 1.0000001)  # outside schedcmp the warning is the caller's
     assert [str(w.message)[:17] for w in caught] == ["Should have tb<=t"]
     assert f'"ignore:{pipeline.TORCHSDE_ROUNDING}:UserWarning"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_charts_ticks_cover_every_point():
+    """quality_vs_nfe.png's x ticks stopped at 10 while points sat at 15 (a log axis, every digit up to 10)."""
+    import random
+
+    from schedcmp.output.chart import axis_for, nice_ticks
+
+    trial = axis_for([4, 7, 8, 15], 110, 960)
+    assert nice_ticks(trial.low, trial.high, trial.log) == [2, 5, 10, 20]
+    generator = random.Random(22)
+    for _ in range(500):
+        count = generator.randint(1, 8)
+        values = [generator.choice([1, 2, 3, 10, 50]) * generator.random() + 0.01 for _ in range(count)]
+        axis = axis_for(values, 0, 100)
+        ticks = nice_ticks(axis.low, axis.high, axis.log)
+        assert len(ticks) >= 2 and ticks[0] <= min(values) and ticks[-1] >= max(values), (values, ticks)
+        assert axis.low <= min(values) and max(values) <= axis.high
