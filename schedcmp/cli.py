@@ -258,7 +258,7 @@ def report_command(
     from schedcmp.output import console
     from schedcmp.sweep.results import rebuild_report
 
-    page = rebuild_report(folder)
+    page = rebuild_report(folder, console.info)
     console.info(f"report: {page}")
     console.data(f"{page}\n")
 

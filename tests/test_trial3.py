@@ -204,6 +204,36 @@ def test_one_scheduler_named_three_ways(cli):
     one_line_error(result, "names EulerDiscrete more than once (Euler, euler, EulerDiscreteScheduler)")
 
 
+# -- 14. `schedcmp report DIR` says what is missing -------------------------------------------------------------
+
+
+def test_report_says_on_stderr_which_images_and_references_are_gone(cli, sd15_model, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("SCHEDCMP_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "o"
+    made = cli(
+        "run", "x", "--model", sd15_model, "-s", "ddim,euler,dpm++ 2m", "--steps", "2", "--reference-spec", "DDIM:4",
+        "--out", out,
+    )  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    intact = cli("report", out)
+    assert intact.exit_code == 0 and "missing" not in intact.stderr
+    (out / "images" / "ddim-s2-seed0.png").unlink()
+    (out / "images" / "eulerdiscrete-s2-seed0.png").unlink()
+    shutil.rmtree(out / "reference")
+    result = cli("report", out)
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: 2 of 3 run images missing, 'image missing' on the page: images/ddim-s2-seed0.png, "
+        "images/eulerdiscrete-s2-seed0.png",
+        f"warning: 1 of 1 reference images missing (reference/ gone), 'image missing' on the page: "
+        f"{json.loads((out / 'results.json').read_text())['references'][0]['image']}",
+    ]
+    assert result.stdout.strip() == str(out / "report.html")  # stdout stays the page alone
+
+
 # -- 16. small things --------------------------------------------------------------------------------------------
 
 
