@@ -233,7 +233,7 @@ def print_outcome(outcome, output_format: str) -> None:
             from schedcmp.quality.stepsearch import goal_text
 
             goal = goal_text(target.metric, target.value)
-            console.print_equal_quality(rows, target.metric, f"{title} · steps at {goal}, fastest first")
+            console.print_equal_quality(rows, target.metric, f"{title} · steps at {goal}, cheapest first")
         else:
             console.print_table(rows, title)
             if summary and summary.pairs > 1:

@@ -204,6 +204,116 @@ def test_one_scheduler_named_three_ways(cli):
     one_line_error(result, "names EulerDiscrete more than once (Euler, euler, EulerDiscreteScheduler)")
 
 
+# -- 9. the answer survives timing noise, and its lines agree -----------------------------------------------------
+
+# The trial's case: 6 schedulers, --target-psnr 25 --max-steps 16 on a busy 2-core machine. PSNR and seconds of
+# each probe (doubling 1, 2, 4, 8, then bisection); Euler's 7-step run was slowed by the machine (1.12 s), its
+# 8-step run took 0.76 s. The old answer: "DPM++ 2M needs 8 steps (0.86 s), 1.3× faster than Euler (7 steps)".
+TRIAL_PROBES = {
+    ("DDIMScheduler", None): {1: (8.3, 0.2), 2: (9.7, 0.3), 4: (18.5, 0.45), 8: (28.95, 0.82), 6: (24.0, 0.71),
+                              7: (26.954, 1.20)},
+    ("EulerDiscreteScheduler", "Euler"): {1: (10.4, 0.2), 2: (10.6, 0.3), 4: (15.7, 0.45), 8: (28.35, 0.76),
+                                          6: (22.1, 0.70), 7: (25.05, 1.12)},
+    ("DPMSolverMultistepScheduler", "DPM++ 2M"): {1: (10.6, 0.2), 2: (12.7, 0.3), 4: (18.8, 0.45),
+                                                  8: (26.1, 0.86), 6: (21.3, 0.66), 7: (24.65, 0.93)},
+}  # fmt: skip
+
+
+def searched_rounds(probes: dict, target_psnr: float = 25.0, max_steps: int = 16, nfe_per_step: dict | None = None):
+    """Hand-made records of a finished search: (Rounds, runs by id), as the engine leaves them."""
+    from schedcmp.core.names import SchedulerChoice, ui_label
+    from schedcmp.core.records import Determinism, Distance, Run, Status
+    from schedcmp.core.request import Request
+    from schedcmp.quality import targets
+    from schedcmp.quality.stepsearch import StepSearch, Target
+
+    rounds = targets.Rounds(Target("psnr", target_psnr, max_steps), Request(), set(), None)
+    runs = {}
+    for (scheduler, alias), table in probes.items():
+        label = ui_label(scheduler, alias, {})
+        entry = targets.Searched(SchedulerChoice(scheduler, alias=alias), label, StepSearch(rounds.target))
+        for steps, (psnr, seconds) in table.items():
+            run_id = f"{scheduler}-s{steps}"
+            nfe = steps * (nfe_per_step or {}).get(label, 1)
+            runs[run_id] = Run(
+                id=run_id, scheduler=scheduler, alias=alias, prompt="astronaut on mars", seed=8, steps=steps, nfe=nfe,
+                seconds=seconds, seconds_all=[seconds], status=Status.OK, determinism=Determinism.DETERMINISTIC,
+                reference="ref-8", distance=Distance(latent_rmse=1 / psnr, psnr=psnr, ssim=1.0),
+            )  # fmt: skip
+            entry.search.add(steps, psnr)
+            entry.cells[steps] = [run_id]
+        assert entry.search.next_steps() is None  # the search is done
+        rounds.entries.append(entry)
+    return rounds, runs
+
+
+def answer_of(probes: dict, **options) -> list[str]:
+    from schedcmp.quality import summary, targets
+
+    rounds, runs = searched_rounds(probes, **options)
+    found = targets.results(rounds, runs)
+    line = targets.answer_line(rounds.spec(), found)
+    return summary.answer_lines(summary.summarise(list(runs.values()), "psnr"), line, rounds.target.meets)
+
+
+def test_the_trials_answer_compares_model_calls_where_the_seconds_are_noise():
+    from schedcmp.quality import targets
+
+    rounds, runs = searched_rounds(TRIAL_PROBES)
+    found = targets.results(rounds, runs)
+    assert [(e.label, e.steps, e.nfe) for e in found] == [("DDIM", 7, 7), ("Euler", 7, 7), ("DPM++ 2M", 8, 8)]
+    euler = found[1]
+    assert euler.seconds_range == pytest.approx([0.76 * 7 / 8, 1.12])  # its own 8-step run, scaled to 7 NFE
+    assert answer_of(TRIAL_PROBES) == [
+        "PSNR ≥ 25 dB: DDIM needs 7 steps (7 NFE, 0.72–1.20 s), a tie with Euler (7 steps, 7 NFE): their seconds "
+        "are within each other's timing noise; DDIM comes closer (27.0 dB against 25.1 dB)",
+        "on the front (distance against NFE, among the runs that reach the target): DDIM; best pick by budget: "
+        "≤8 NFE: DDIM (7–8 steps)",
+        "caveat: one prompt and one seed is all this saw: an anecdote, not a ranking",
+        "reading the picks: DDIM (7–8 steps) means DDIM at the most steps that fit the budget, from 7 to 8",
+    ]
+
+
+def test_fewer_model_calls_win_where_seconds_overlap():
+    probes = {key: table for key, table in TRIAL_PROBES.items() if key[0] != "DDIMScheduler"}
+    assert answer_of(probes)[0] == (
+        "PSNR ≥ 25 dB: Euler needs 7 steps (7 NFE, 0.67–1.12 s), fewer model calls than DPM++ 2M (8 steps, 8 NFE); "
+        "their seconds are within each other's timing noise"
+    )
+
+
+def test_a_speed_difference_beyond_the_noise_is_claimed_and_the_lines_say_why_they_differ():
+    """Heun makes two model calls a step: at 7 steps 13 NFE, yet (say, on a machine where Euler's steps cost more)
+    clearly faster in seconds. The first line goes by seconds, the front by model calls: it says so."""
+    probes = {
+        ("HeunDiscreteScheduler", "Heun"): {1: (12.0, 0.05), 2: (20.0, 0.1), 4: (26.0, 0.2), 3: (24.0, 0.15)},
+        ("EulerDiscreteScheduler", "Euler"): TRIAL_PROBES[("EulerDiscreteScheduler", "Euler")],
+    }
+    lines = answer_of(probes, nfe_per_step={"Heun": 2})
+    assert lines[0] == (
+        "PSNR ≥ 25 dB: Heun needs 4 steps (8 NFE, 0.20 s), at least 3.3× faster than Euler (7 steps, 7 NFE), "
+        "beyond their timing noise (0.67–1.12 s); by model calls alone Euler is cheaper (7 NFE against 8), which the "
+        "front below counts"
+    )
+    assert lines[1] == (
+        "on the front (distance against NFE, among the runs that reach the target): Euler; best pick by budget: "
+        "≤8 NFE: Euler (7–8 steps)"
+    )
+
+
+def test_one_timing_alone_is_never_a_speed_claim():
+    """Reached at 1 step, with no neighbour below: one timing each, however far apart, cannot be told from noise."""
+    probes = {
+        ("DDIMScheduler", None): {1: (30.0, 0.9)},
+        ("EulerDiscreteScheduler", "Euler"): {1: (31.0, 0.2)},
+    }
+    first = answer_of(probes)[0]
+    assert first == (
+        "PSNR ≥ 25 dB: Euler needs 1 step (1 NFE, 0.20 s), a tie with DDIM (1 step, 1 NFE): their seconds are "
+        "within each other's timing noise; Euler comes closer (31.0 dB against 30.0 dB)"
+    )
+
+
 # -- 14. `schedcmp report DIR` says what is missing -------------------------------------------------------------
 
 
