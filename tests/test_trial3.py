@@ -204,6 +204,131 @@ def test_one_scheduler_named_three_ways(cli):
     one_line_error(result, "names EulerDiscrete more than once (Euler, euler, EulerDiscreteScheduler)")
 
 
+# -- 7. contact-sheet labels keep their figures and break at words ----------------------------------------------
+
+
+def by_characters(width: int):
+    return lambda line: len(line) <= width
+
+
+@pytest.mark.parametrize(
+    "label, lines",
+    [
+        ("EulerDiscrete(use_karras_sigmas=True)", ["EulerDiscrete(", "use_karras_sigmas=", "True)"]),
+        ("DDIM(timestep_spacing=trailing)", ["DDIM(", "timestep_spacing=", "trailing)"]),
+        (
+            "DPMSolverMultistep(use_flow_sigmas=True, prediction_type=flow_prediction, flow_shift=3.0)",
+            ["DPMSolverMultistep(", "use_flow_sigmas=True,", "prediction_type=", "flow_prediction,", "flow_shift=3.0)"],
+        ),
+    ],
+)
+def test_long_names_break_at_commas_brackets_and_equals_signs(label, lines):
+    """The trial's tiles read "use_k / arras_sigmas" and "timestep_spacing=t / railing"."""
+    from schedcmp.output import render
+
+    assert render.wrap(label, by_characters(21)) == lines
+
+
+def test_a_tiles_figures_line_is_never_dropped_and_a_cut_says_where_the_rest_is():
+    """SD3's flow-sigma DPM++ and UniPC tiles ended in "flow_shift=3.0) …": the steps · NFE · s line was gone."""
+    from schedcmp.output import render
+
+    fits = by_characters(24)
+    name = "DPMSolverMultistep(use_flow_sigmas=True, prediction_type=flow_prediction, flow_shift=3.0)"
+    reason = "SUSPECT: denoiser got timesteps -1.55..1.10, outside its training range 0..999, so its image is noise"
+    lines = [name, "2 steps · 2 NFE · 0.05 s", "RMSE 0.31 · 12.0 dB", reason]
+    label = render.tile_label(lines, fits, render.MAX_LABEL_LINES)
+    text = [line for line, _ in label]
+    assert len(label) <= render.MAX_LABEL_LINES and all(fits(line) for line in text)
+    assert "2 steps · 2 NFE · 0.05 s" in text and "RMSE 0.31 · 12.0 dB" in text
+    assert text[:5] == render.wrap(name, fits)  # the name whole, before the figures
+    assert text[-2:] == ["SUSPECT: denoiser got", render.CUT_MARK]  # says where the rest is
+    assert [note for _, note in label] == [False] * 6 + [True] * (len(label) - 6)  # notes in the status colour
+    squeezed = [line for line, _ in render.tile_label(lines, fits, 4)]
+    assert squeezed[0] == "DPMSolverMultistep(…" and "2 steps · 2 NFE · 0.05 s" in squeezed  # 4 lines: still there
+
+
+def breaks_at_words(text: str, lines: list[str]) -> bool:
+    """`lines` are `text` wrapped, each break at a space or after a comma, bracket, `=` or `_`."""
+    position = 0
+    for number, line in enumerate(lines):
+        if not text.startswith(line, position):
+            return False
+        position += len(line)
+        if number < len(lines) - 1 and not (text[position : position + 1] == " " or line[-1] in ",(=_"):
+            return False
+        position += text[position : position + 1] == " "
+    return position == len(text)
+
+
+def test_sd3_all_plus_tiles_keep_their_figures_and_whole_words(cli, sd3_model, tmp_path):
+    from PIL import Image
+
+    from schedcmp.core.records import load_document
+    from schedcmp.output import render
+
+    out = tmp_path / "sd3"
+    result = cli("run", "a horse", "--model", sd3_model, "-s", "all+", "--steps", "2", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    runs = load_document(json.loads((out / "results.json").read_text()), "run").runs
+    assert any("flow_shift" in run.label for run in runs)  # DPM++ 2M and UniPC on flow sigmas
+    lettering = render.Lettering()
+    shape = render.layout(len(runs), runs[0].width, runs[0].height, 0)
+    fits = lambda line: lettering.length(line) <= shape.tile_width  # noqa: E731
+    labels = []
+    for run in runs:
+        lines = render.tile_lines(run)
+        label = [line for line, _ in render.tile_label(lines, fits, render.MAX_LABEL_LINES)]
+        assert render.wrap(lines[1], fits) == [line for line in label if "NFE" in line], run.label  # the figures
+        name = label[: len(render.wrap(run.label, fits))]
+        assert breaks_at_words(run.label, name) and not any(render.CUT_MARK in line for line in name), name
+        labels.append(label)
+    most = max(render.LABEL_LINES, *(len(label) for label in labels))
+    assert most > render.LABEL_LINES  # the long names took more lines: every tile of the sheet gets them
+    drawn = Image.open(out / "contact_sheet.png")  # as tall as header lines and labels of `most` lines make it
+    heights = [render.layout(len(runs), runs[0].width, runs[0].height, header, most).height for header in range(12)]
+    assert drawn.height in heights
+
+
+# -- 8. the guide's pinned steps are six images, not a 6×3 grid ------------------------------------------------
+
+
+def test_the_guides_comparison_is_one_contact_sheet_of_six(cli, tmp_path):
+    from PIL import Image
+
+    from schedcmp.output import render
+
+    out = tmp_path / "guide"
+    result = cli(
+        "run", "A photograph of an astronaut riding a horse on Mars, high resolution, high definition.", "--seed", "8",
+        "-s", "PNDM:50,DDIM:50,LMS:50,Euler:30,Euler a:30,DPM++ 2M:20", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    document = json.loads((out / "results.json").read_text())
+    assert document["sheets"] == ["contact_sheet.png"] and len(document["runs"]) == 6
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.width == render.layout(6, 64, 64, 0).width  # 3 tiles a row, as any 6 tiles: no 3-column grid
+    assert sheet.height < render.layout(9, 64, 64, 0).height + 200  # two rows of tiles, not six of a grid
+
+
+def test_pinned_steps_name_the_rows_when_another_axis_varies():
+    from schedcmp.core.records import Run, Status
+    from schedcmp.output import render
+
+    def run(scheduler: str, steps: int, seed: int) -> Run:
+        return Run(id=f"{scheduler}-{steps}-{seed}", scheduler=scheduler, prompt="p", seed=seed, steps=steps,
+                   status=Status.OK)  # fmt: skip
+
+    entries = (("PNDMScheduler", 50), ("DDIMScheduler", 30))
+    pinned = [run(name, steps, seed) for name, steps in entries for seed in (1, 2)]
+    assert render.steps_per_entry(pinned)
+    [sheet] = render.plan_sheets(pinned, None, None, steps_per_row=True)
+    assert sheet.rows == ["PNDM · 50 steps", "DDIM · 30 steps"] and sheet.columns == ["seed 1", "seed 2"]
+    assert len(sheet.cells) == 4  # every cell filled
+    assert not render.steps_per_entry([run("DDIMScheduler", steps, 1) for steps in (10, 20)])  # a steps sweep
+    assert not render.steps_per_entry([run("DDIMScheduler", 20, 1), run("PNDMScheduler", 20, 1)])  # no steps vary
+
+
 # -- 9. the answer survives timing noise, and its lines agree -----------------------------------------------------
 
 # The trial's case: 6 schedulers, --target-psnr 25 --max-steps 16 on a busy 2-core machine. PSNR and seconds of

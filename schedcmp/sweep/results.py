@@ -510,6 +510,7 @@ def draw_sheets(results: ResultsFile, request: Request, progress) -> list[Path]:
     if request.no_sheet or not results.results.runs:
         return []
     runs, steps_per_row = sheet_runs(results.results)
+    steps_per_row = steps_per_row and "steps" not in (request.x, request.z)  # asked for: the steps are an axis
     sheets, notices = render.write_sheets(results.folder, results.results, runs, request.x, request.z, steps_per_row)
     for notice in notices:
         progress.note(notice)
@@ -518,10 +519,10 @@ def draw_sheets(results: ResultsFile, request: Request, progress) -> list[Path]:
 
 def sheet_runs(results: Results) -> tuple[list[Run], bool]:
     """What the sheets show: every run; after a step search, each entry's runs at its own equal-quality steps.
-    -> (the runs, whether each row has its own step count)."""
+    -> (the runs, whether each row has its own step count: a search's answers, or NAME:STEPS pins)."""
     found = results.equal_quality or []
     if not results.target or not any(entry.status == TargetStatus.REACHED for entry in found):
-        return results.runs, False
+        return results.runs, render.steps_per_entry(results.runs)
     chosen = [cell for entry in found for cell in entry.runs]
     by_id = {run.id: run for run in results.runs}
     return [by_id[cell] for cell in chosen if cell in by_id], True
