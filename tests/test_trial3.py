@@ -500,6 +500,27 @@ def test_run_help_lists_every_exit_code():
         assert f"{code} " in text, code
 
 
+# -- 17. fonts: what the docs say to install is what the sheets then use -------------------------------------------
+
+
+def test_an_emoji_prompt_is_drawn_in_colour_once_noto_color_emoji_is_installed():
+    """`apt-get install fonts-noto-color-emoji` (docs/outputs.md; `make test` installs it): an emoji DejaVu Sans
+    lacks was an empty box; the font is a bitmap one, drawn at its one size and scaled to the line."""
+    from PIL import Image, ImageDraw
+
+    from schedcmp.output import render
+
+    lettering = render.Lettering()
+    chosen = lettering.font_for("\U0001f680")  # 🚀
+    if chosen is lettering.last_resort:
+        pytest.skip("no font with emoji here: fonts-noto-color-emoji (make test installs it)")
+    image = Image.new("RGB", (60, 30), "white")
+    lettering.draw(ImageDraw.Draw(image), (4, 6), "\U0001f680 x", (0, 0, 0))
+    coloured = [pixel for pixel in image.getdata() if max(pixel) - min(pixel) > 60]
+    assert len(coloured) > 20  # drawn in its colours, not a grey box
+    assert lettering.length("\U0001f680") < 2 * render.FONT_SIZE  # scaled to the line
+
+
 # -- 17. the names the docs print ------------------------------------------------------------------------------
 
 

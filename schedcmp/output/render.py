@@ -177,9 +177,12 @@ def font(size: int = FONT_SIZE):
 
 
 # Fonts asked of fontconfig, in order: DejaVu Sans (Latin, Cyrillic, Greek, Arabic, Hebrew and many symbols),
-# then one installed font for each script it lacks (Noto CJK where installed).
+# then one installed font for each script it lacks (Noto CJK where installed: `apt-get install fonts-noto-cjk`),
+# then one with the emoji DejaVu lacks (an outline font such as Symbola, else Noto Color Emoji, drawn in colour:
+# `apt-get install fonts-noto-color-emoji`). A character no font has is drawn as an empty box.
 FONT_FAMILIES = ("DejaVu Sans",)
 FONT_LANGUAGES = ("zh-cn", "ja", "ko", "hi", "th")
+EMOJI = "1f680"  # 🚀: an emoji DejaVu Sans lacks, as it lacks most
 HEADER_LINES_PER_ITEM = 3  # a 10,000-character prompt gets three lines of the header, not the whole sheet
 
 
@@ -216,6 +219,8 @@ def font_chain() -> tuple[tuple[str, tuple[tuple[int, int], ...]], ...]:
     for language in FONT_LANGUAGES:
         found = sorted(fontconfig("fc-list", f":lang={language}", "-f", "%{file}\n").split())
         files += found[:1]
+    for outline in (":outline=True", ""):  # an outline font draws at any size; a colour bitmap one is scaled
+        files += sorted(fontconfig("fc-list", f":charset={EMOJI}{outline}", "-f", "%{file}\n").split())[:1]
     chain = []
     for path in dict.fromkeys(file for file in files if file):
         charset = fontconfig("fc-query", "-i", "0", "--format", "%{charset}", path)
@@ -231,7 +236,12 @@ class Lettering:
     def __init__(self, size: int = FONT_SIZE):
         from PIL import ImageFont
 
-        self.fonts = [(ImageFont.truetype(path, size), ranges) for path, ranges in font_chain()]
+        self.fonts = []
+        for path, ranges in font_chain():
+            try:
+                self.fonts.append((ImageFont.truetype(path, size), ranges))
+            except OSError:  # a bitmap font (Noto Color Emoji) has one size: drawn at it and scaled
+                self.fonts.append((ScaledBitmapFont(path, size), ranges))
         self.last_resort = font(size)
 
     def font_for(self, character: str):
@@ -241,10 +251,12 @@ class Lettering:
         return self.last_resort
 
     def runs(self, text: str) -> list[tuple[object, str]]:
-        """The text cut where the font changes; spaces stay with the run they are in."""
+        """The text cut where the font changes; spaces stay with the run they are in (but for an emoji font's,
+        wider than a letter's)."""
         runs: list[tuple[object, str]] = []
         for character in text:
-            chosen = runs[-1][0] if runs and character.isspace() else self.font_for(character)
+            keep = runs and character.isspace() and not isinstance(runs[-1][0], ScaledBitmapFont)
+            chosen = runs[-1][0] if keep else self.font_for(character)
             if runs and runs[-1][0] is chosen:
                 runs[-1] = (chosen, runs[-1][1] + character)
             else:
@@ -259,8 +271,39 @@ class Lettering:
         # bidirectional algorithm and shaping: Arabic joins and reads right to left inside a Latin line.
         x, y = xy
         for chosen, run in self.runs(text):
-            draw.text((x, y), run, fill=fill, font=chosen)
+            if isinstance(chosen, ScaledBitmapFont):
+                chosen.draw(draw, (x, y), run)
+            else:
+                draw.text((x, y), run, fill=fill, font=chosen)
             x += chosen.getlength(run)
+
+
+class ScaledBitmapFont:
+    """A colour bitmap font (Noto Color Emoji has its glyphs at 109 px only): measured and drawn at that size,
+    then scaled to the line's."""
+
+    STRIKE = 109
+
+    def __init__(self, path: str, size: int):
+        from PIL import ImageFont
+
+        self.path = path
+        self.font = ImageFont.truetype(path, self.STRIKE)
+        self.scale = size / self.STRIKE
+
+    def getlength(self, text: str) -> float:
+        return self.font.getlength(text) * self.scale
+
+    def draw(self, draw, xy: tuple[float, float], text: str) -> None:
+        """The run in its own colours onto the image `draw` draws on."""
+        from PIL import Image, ImageDraw
+
+        ascent, descent = self.font.getmetrics()
+        big = Image.new("RGBA", (max(1, math.ceil(self.font.getlength(text))), ascent + descent), (0, 0, 0, 0))
+        ImageDraw.Draw(big).text((0, 0), text, font=self.font, embedded_color=True)
+        size = (max(1, round(big.width * self.scale)), max(1, round(big.height * self.scale)))
+        small = big.resize(size, Image.LANCZOS)
+        draw._image.paste(small, (round(xy[0]), round(xy[1])), small)  # Pillow's Draw keeps its image there
 
 
 def header_lines(header: list[str], fits: Callable[[str], bool]) -> list[str]:
