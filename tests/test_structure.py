@@ -173,6 +173,7 @@ def test_stored_settings_come_back_as_they_were():
         call_arg={"eta": 0.5},
         generator_device="device",
         repeat=2,
+        threads=2,
         seed_mode="index",
         batch_size=3,
         allow_incompatible=True,

@@ -469,6 +469,75 @@ def test_report_says_on_stderr_which_images_and_references_are_gone(cli, sd15_mo
     assert result.stdout.strip() == str(out / "report.html")  # stdout stays the page alone
 
 
+# -- 15. threads on a busy machine ------------------------------------------------------------------------------
+
+
+def busy(load: float, cores: int = 2, default: int = 2, own: float = 0.0, omp: str | None = None):
+    from schedcmp.model.threads import Machine
+
+    return Machine(cores=cores, default=default, load=load, own=own, omp_num_threads=omp)
+
+
+def test_auto_takes_the_cores_other_processes_leave():
+    from schedcmp.model.threads import choose
+
+    threads, note = choose("auto", busy(load=3.3, own=0.05))  # the trial: other processes kept both cores busy
+    assert threads == 1 and note == (
+        "busy machine: 1-minute load 3.3 on 2 cores, 3.2 of it other processes: torch gets 1 thread instead of 2 "
+        "(--threads 2 to use them all)"
+    )
+    assert choose("auto", busy(load=0.3)) == (None, None)  # idle: torch's own count
+    assert choose("auto", busy(load=2.4, own=2.0)) == (None, None)  # the load is ours (a notebook's earlier runs)
+    assert choose("auto", busy(load=1.2, cores=4, default=4))[0] == 3  # one core busy elsewhere: the other three
+    assert choose("auto", busy(load=9.0, omp="4")) == (None, None)  # OMP_NUM_THREADS is the user's (torchrun's)
+    assert choose("auto", busy(load=None)) == (None, None)  # no load average on this system
+    assert choose(3, busy(load=9.0)) == (3, None)  # a number is taken as it is
+
+
+def test_our_own_share_of_the_load_average():
+    from schedcmp.model.threads import own_load
+
+    assert own_load(2.0, 2.0) == pytest.approx(0.033, abs=0.001)  # just started: the average has barely seen us
+    assert own_load(240.0, 120.0) == pytest.approx(2 * (1 - 2.718281828 ** -2))  # two busy threads for 2 minutes
+    assert own_load(1.0, 0.0) == 0.0
+
+
+def test_threads_are_set_for_the_work_and_given_back(cli, sd15_model, tmp_path, monkeypatch):
+    import torch
+
+    from schedcmp.model import threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "this_machine", lambda: busy(load=5.0, default=before + 1))
+    result = cli("run", "x", "--model", sd15_model, "-s", "ddim", "--steps", "2", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.stderr
+    assert f"torch gets 1 thread instead of {before + 1} (--threads {before + 1} to use them all)" in result.stderr
+    document = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert {run["threads"] for run in document["runs"]} == {1} and document["settings"]["threads"] == "auto"
+    assert torch.get_num_threads() == before  # compare() leaves a notebook's threads as they were
+    two = cli("run", "x", "--model", sd15_model, "-s", "ddim", "--steps", "2", "--out", tmp_path / "t", "--threads", 2)
+    assert two.exit_code == 0 and "busy machine" not in two.stderr
+    assert {run["threads"] for run in json.loads((tmp_path / "t" / "results.json").read_text())["runs"]} == {2}
+
+
+def test_threads_is_one_setting_on_every_surface(cli, sd15_model, tmp_path):
+    import inspect
+
+    import schedcmp
+
+    one_line_error(cli("run", "x", "--threads", "0"), "--threads must be at least 1, got 0")
+    one_line_error(cli("run", "x", "--threads", "many"), "--threads must be a whole number or auto, got 'many'")
+    preset = tmp_path / "p.toml"
+    preset.write_text('prompt = "x"\nthreads = 1\nschedulers = "ddim"\nsteps = 2\n')
+    made = cli("run", "--config", preset, "--model", sd15_model, "--out", tmp_path / "c", "--format", "json")
+    assert made.exit_code == 0 and {run["threads"] for run in made.json()["runs"]} == {1}
+    assert inspect.signature(schedcmp.compare).parameters["threads"].default == "auto"
+    comparison = schedcmp.compare(str(sd15_model), "x", steps=1, schedulers="ddim", threads=1, progress=False)
+    assert comparison.runs[0].threads == 1
+    with pytest.raises(schedcmp.UsageError, match="--threads must be at least 1, got 0"):
+        schedcmp.compare(None, "x", threads=0)
+
+
 # -- 16. small things --------------------------------------------------------------------------------------------
 
 
