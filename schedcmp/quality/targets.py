@@ -26,7 +26,7 @@ from schedcmp.core.records import (
 from schedcmp.core.request import Request
 from schedcmp.quality.metrics import closer
 from schedcmp.quality.stepsearch import StepSearch, Target, goal_text
-from schedcmp.quality.summary import quantile, spread, steps_text
+from schedcmp.quality.summary import nfe_text, quantile, spread, steps_text
 
 
 @dataclass
@@ -219,10 +219,11 @@ def value_text(metric: str, value: float) -> str:
 
 
 def answer_line(target: TargetSpec, found: list[EqualQuality]) -> str:
-    """'PSNR ≥ 35 dB: UniPC needs 12 steps (12 NFE, 0.30–0.33 s), 2.3× faster than Euler (28 steps), beyond their
-    timing noise'; seconds within each other's noise are compared by model calls, or called a tie."""
+    """'PSNR ≥ 35 dB: UniPC needs 12 steps (12 NFE, 0.30–0.33 s), at least 2.1× faster than Euler (28 steps,
+    28 NFE), beyond their timing noise (0.70–0.74 s)'; seconds within each other's noise are compared by model
+    calls, or called a tie. `found` is in results()'s order, cheapest first."""
     goal = goal_text(target.metric, target.value)
-    reached = cheapest_first([entry for entry in found if entry.status == TargetStatus.REACHED], target.metric)
+    reached = [entry for entry in found if entry.status == TargetStatus.REACHED]
     if not reached:
         return f"{goal}: no scheduler reached it within {target.max_steps} steps"
     best = reached[0]
@@ -235,15 +236,15 @@ def answer_line(target: TargetSpec, found: list[EqualQuality]) -> str:
     fewest = min(reached, key=lambda entry: entry.nfe or 0)
     if (fewest.nfe or 0) < (best.nfe or 0):  # only a clear speed difference puts more model calls first
         line += (
-            f"; by model calls alone {fewest.label} is cheaper ({nfe_text(fewest.nfe)} NFE against "
-            f"{nfe_text(best.nfe)}), which the front below counts"
+            f"; by model calls alone {fewest.label} is cheaper ({nfe_text(fewest.nfe or 0)} NFE against "
+            f"{nfe_text(best.nfe or 0)}), which the front below counts"
         )
     return line
 
 
 def cost_text(entry: EqualQuality) -> str:
     """`8 NFE, 0.76–1.12 s`: the model calls, and every timing of them (one timing: itself)."""
-    return f"{nfe_text(entry.nfe)} NFE, {seconds_text(entry)}"
+    return f"{nfe_text(entry.nfe or 0)} NFE, {seconds_text(entry)}"
 
 
 def seconds_text(entry: EqualQuality) -> str:
@@ -255,7 +256,7 @@ def seconds_text(entry: EqualQuality) -> str:
 
 def against(best: EqualQuality, second: EqualQuality, metric: str) -> str:
     """How the cheapest entry compares with the next: faster beyond noise, fewer calls, or a tie."""
-    other = f"{second.label} ({steps_text([second.steps])}, {nfe_text(second.nfe)} NFE)"
+    other = f"{second.label} ({steps_text([second.steps])}, {nfe_text(second.nfe or 0)} NFE)"
     if clearly_faster(best, second):  # the ratio their timings' nearest ends allow
         ratio = second.seconds_range[0] / best.seconds_range[1]
         return f"at least {ratio:.1f}× faster than {other}, beyond their timing noise ({seconds_text(second)})"
@@ -266,7 +267,3 @@ def against(best: EqualQuality, second: EqualQuality, metric: str) -> str:
         ours, theirs = value_text(metric, best.distance.median), value_text(metric, second.distance.median)
         line += f"; {best.label} comes closer ({ours} against {theirs})"
     return line
-
-
-def nfe_text(value: float | None) -> str:
-    return f"{value or 0:g}"
