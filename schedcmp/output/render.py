@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
@@ -105,11 +106,11 @@ def wrap(text: str, fits: Callable[[str], bool]) -> list[str]:
             if current:
                 lines.append(current)
             while not fits(piece) and len(piece) > 1:
-                cut = len(piece) - 1
-                while cut > 1 and not fits(piece[:cut]):
-                    cut -= 1
-                lines.append(piece[:cut])
-                piece = piece[cut:]
+                end = len(piece) - 1
+                while end > 1 and not fits(piece[:end]):
+                    end -= 1
+                lines.append(piece[:end])
+                piece = piece[end:]
             current = piece
     if current:
         lines.append(current)
@@ -241,7 +242,8 @@ class Lettering:
             try:
                 self.fonts.append((ImageFont.truetype(path, size), ranges))
             except OSError:  # a bitmap font (Noto Color Emoji) has one size: drawn at it and scaled
-                self.fonts.append((ScaledBitmapFont(path, size), ranges))
+                with contextlib.suppress(OSError):  # a font FreeType cannot read at all is left out
+                    self.fonts.append((ScaledBitmapFont(path, size), ranges))
         self.last_resort = font(size)
 
     def font_for(self, character: str):
