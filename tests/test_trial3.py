@@ -439,6 +439,33 @@ def test_one_timing_alone_is_never_a_speed_claim():
     )
 
 
+def test_batched_cells_are_one_timing_and_a_lead_under_five_percent_is_no_speed_claim():
+    """configs/answer.toml batches its 6 pairs into one call: six equal per-image seconds are one measurement.
+    There DDIM (0.100 s) against DEIS (0.103 s) read "at least 1.0× faster"."""
+    from schedcmp.core.records import EqualQuality, Run, Spread, Status, TargetStatus
+    from schedcmp.quality import targets
+
+    batch = [Run(id=f"c{pair}", scheduler="DDIMScheduler", prompt="p", seed=pair, steps=12, nfe=12, seconds=0.1,
+                 seconds_all=[0.1], status=Status.OK) for pair in range(6)]  # fmt: skip
+    assert targets.seconds_range(batch, [], 12) is None
+    neighbour = Run(id="n", scheduler="DDIMScheduler", prompt="p", seed=0, steps=11, nfe=11, seconds=0.0935,
+                    status=Status.OK)  # fmt: skip
+    assert targets.seconds_range(batch, [neighbour], 12) == pytest.approx([0.1, 0.102])
+
+    def reached(label: str, nfe: int, low: float, high: float) -> EqualQuality:
+        return EqualQuality(label=label, scheduler=label, status=TargetStatus.REACHED, steps=nfe, nfe=nfe,
+                            seconds=Spread(low, low, high), seconds_range=[low, high],
+                            distance=Spread(35.4, 35.0, 36.0))  # fmt: skip
+
+    ddim, deis = reached("DDIM", 12, 0.100, 0.1004), reached("DEIS", 13, 0.1030, 0.1050)
+    assert not targets.clearly_faster(ddim, deis) and targets.cheaper(ddim, deis, "psnr")  # by model calls
+    spec = targets.TargetSpec("psnr", 35.0, 100)
+    assert targets.answer_line(spec, [ddim, deis]) == (
+        "PSNR ≥ 35 dB: DDIM needs 12 steps (12 NFE, 0.10 s), fewer model calls than DEIS (13 steps, 13 NFE); "
+        "their seconds are within each other's timing noise"
+    )
+
+
 # -- 14. `schedcmp report DIR` says what is missing -------------------------------------------------------------
 
 

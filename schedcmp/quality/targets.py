@@ -178,19 +178,25 @@ def timings(run: Run) -> list[float]:
 def seconds_range(at: list[Run], near: list[Run], nfe: float | None) -> list[float] | None:
     """[fastest, slowest] of every timing of one cost: the runs `at` it (each pair, each repeat), and the runs
     `near` it (one step either side) scaled to its `nfe`. A timing is noisy (a busy machine makes one run 1.5×
-    slower than the next), so an entry's own neighbours say how far to trust it; None from a single timing."""
-    found = [seconds for run in at for seconds in timings(run)]
+    slower than the next), so an entry's own neighbours say how far to trust it. Cells batched into one
+    pipeline call share its timing: one measurement, counted once; None from a single one."""
+    found = {seconds for run in at for seconds in timings(run)}
     if nfe:
-        found += [seconds * nfe / run.nfe for run in near if run.nfe for seconds in timings(run)]
+        found |= {seconds * nfe / run.nfe for run in near if run.nfe for seconds in timings(run)}
     return [min(found), max(found)] if len(found) > 1 else None
 
 
 # -- which entry is cheapest at the target, in words ----------------------------------------------------------
 
 
+NOISE_FLOOR = 0.05  # a few timings trust seconds to 5% at best: a smaller lead is no speed claim
+
+
 def clearly_faster(a: EqualQuality, b: EqualQuality) -> bool:
-    """`a`'s seconds beat `b`'s beyond both their measured ranges (never on a single timing)."""
-    return a.seconds_range is not None and b.seconds_range is not None and a.seconds_range[1] < b.seconds_range[0]
+    """`a`'s seconds beat `b`'s beyond both their measured ranges, by more than NOISE_FLOOR (never on one timing)."""
+    if a.seconds_range is None or b.seconds_range is None:
+        return False
+    return a.seconds_range[1] * (1 + NOISE_FLOOR) < b.seconds_range[0]
 
 
 def cheaper(a: EqualQuality, b: EqualQuality, metric: str) -> bool:
