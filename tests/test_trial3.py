@@ -390,7 +390,7 @@ def test_the_trials_answer_compares_model_calls_where_the_seconds_are_noise():
     euler = found[1]
     assert euler.seconds_range == pytest.approx([0.76 * 7 / 8, 1.12])  # its own 8-step run, scaled to 7 NFE
     assert answer_of(TRIAL_PROBES) == [
-        "PSNR ≥ 25 dB: DDIM needs 7 steps (7 NFE, 0.72–1.20 s), a tie with Euler (7 steps, 7 NFE): their seconds "
+        "PSNR ≥ 25 dB: DDIM needs 7 steps (7 NFE, 0.717–1.20 s), a tie with Euler (7 steps, 7 NFE): their seconds "
         "are within each other's timing noise; DDIM comes closer (27.0 dB against 25.1 dB)",
         "on the front (distance against NFE, among the runs that reach the target): DDIM; best pick by budget: "
         "≤8 NFE: DDIM (7–8 steps)",
@@ -402,7 +402,7 @@ def test_the_trials_answer_compares_model_calls_where_the_seconds_are_noise():
 def test_fewer_model_calls_win_where_seconds_overlap():
     probes = {key: table for key, table in TRIAL_PROBES.items() if key[0] != "DDIMScheduler"}
     assert answer_of(probes)[0] == (
-        "PSNR ≥ 25 dB: Euler needs 7 steps (7 NFE, 0.67–1.12 s), fewer model calls than DPM++ 2M (8 steps, 8 NFE); "
+        "PSNR ≥ 25 dB: Euler needs 7 steps (7 NFE, 0.665–1.12 s), fewer model calls than DPM++ 2M (8 steps, 8 NFE); "
         "their seconds are within each other's timing noise"
     )
 
@@ -416,8 +416,8 @@ def test_a_speed_difference_beyond_the_noise_is_claimed_and_the_lines_say_why_th
     }
     lines = answer_of(probes, nfe_per_step={"Heun": 2})
     assert lines[0] == (
-        "PSNR ≥ 25 dB: Heun needs 4 steps (8 NFE, 0.20 s), at least 3.3× faster than Euler (7 steps, 7 NFE), "
-        "beyond their timing noise (0.67–1.12 s); by model calls alone Euler is cheaper (7 NFE against 8), which the "
+        "PSNR ≥ 25 dB: Heun needs 4 steps (8 NFE, 0.200 s), at least 3.32× faster than Euler (7 steps, 7 NFE), "
+        "beyond their timing noise (0.665–1.12 s); by model calls alone Euler is cheaper (7 NFE against 8), which the "
         "front below counts"
     )
     assert lines[1] == (
@@ -461,7 +461,7 @@ def test_batched_cells_are_one_timing_and_a_lead_under_five_percent_is_no_speed_
     assert not targets.clearly_faster(ddim, deis) and targets.cheaper(ddim, deis, "psnr")  # by model calls
     spec = targets.TargetSpec("psnr", 35.0, 100)
     assert targets.answer_line(spec, [ddim, deis]) == (
-        "PSNR ≥ 35 dB: DDIM needs 12 steps (12 NFE, 0.10 s), fewer model calls than DEIS (13 steps, 13 NFE); "
+        "PSNR ≥ 35 dB: DDIM needs 12 steps (12 NFE, 0.100 s), fewer model calls than DEIS (13 steps, 13 NFE); "
         "their seconds are within each other's timing noise"
     )
 

@@ -8,6 +8,7 @@ entries that start outside the reference's range have no distance at all: they a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -254,18 +255,19 @@ def cost_text(entry: EqualQuality) -> str:
 
 
 def seconds_text(entry: EqualQuality) -> str:
+    """`0.718–1.12 s`: the range of its timings to 3 digits (0.075 and 0.076 are not both 0.08), or its median."""
     if entry.seconds_range is None:
         return f"{entry.seconds.median:.2f} s"
-    low, high = (f"{value:.2f}" for value in entry.seconds_range)
+    low, high = (f"{value:#.3g}".rstrip(".") for value in entry.seconds_range)
     return f"{low}–{high} s" if low != high else f"{low} s"
 
 
 def against(best: EqualQuality, second: EqualQuality, metric: str) -> str:
     """How the cheapest entry compares with the next: faster beyond noise, fewer calls, or a tie."""
     other = f"{second.label} ({steps_text([second.steps])}, {nfe_text(second.nfe or 0)} NFE)"
-    if clearly_faster(best, second):  # the ratio their timings' nearest ends allow
-        ratio = second.seconds_range[0] / best.seconds_range[1]
-        return f"at least {ratio:.1f}× faster than {other}, beyond their timing noise ({seconds_text(second)})"
+    if clearly_faster(best, second):  # the ratio their timings' nearest ends allow, rounded down
+        ratio = math.floor(100 * second.seconds_range[0] / best.seconds_range[1]) / 100
+        return f"at least {ratio:.2f}× faster than {other}, beyond their timing noise ({seconds_text(second)})"
     if (best.nfe or 0) < (second.nfe or 0):
         return f"fewer model calls than {other}; their seconds are within each other's timing noise"
     line = f"a tie with {other}: their seconds are within each other's timing noise"
