@@ -565,6 +565,32 @@ def test_threads_is_one_setting_on_every_surface(cli, sd15_model, tmp_path):
         schedcmp.compare(None, "x", threads=0)
 
 
+def test_check_regenerates_with_the_thread_count_the_baseline_was_made_with(cli, sd15_model, tmp_path, monkeypatch):
+    """A baseline made by `--threads auto` on a busy machine ran on fewer threads; check on a quiet one would sum
+    floats in another order: it takes the recorded count."""
+    import torch
+
+    from schedcmp.model import threads
+
+    made = cli("baseline", "create", tmp_path / "b", "x", "--model", sd15_model, "-s", "ddim", "--steps", "2",
+               "--threads", "1")  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    manifest = json.loads((tmp_path / "b" / "cpu" / "manifest.json").read_text())
+    assert manifest["environment"]["determinism"]["num_threads"] == 1  # what the runs used, not torch's count after
+    during = []
+    original = threads.chosen
+
+    def spy(asked, note):
+        during.append(asked)
+        return original(asked, note)
+
+    monkeypatch.setattr(threads, "chosen", spy)
+    before = torch.get_num_threads()
+    checked = cli("check", tmp_path / "b", "--format", "json")
+    assert checked.exit_code == 0 and {case["status"] for case in checked.json()["cases"]} == {"match"}
+    assert during == [1] and torch.get_num_threads() == before
+
+
 # -- 16. small things --------------------------------------------------------------------------------------------
 
 
