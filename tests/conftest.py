@@ -42,17 +42,20 @@ def check_documents(result: CliResult, folder: Path) -> None:
         schemas.validate(document)
 
 
-@pytest.fixture(autouse=True)
-def steady_threads(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def steady_threads():
     """`--threads auto` reads the load average, which other jobs on the machine change from one test to the next:
-    in this process it sees none (torch's threads stay as they are), so that two runs in a test make the same
-    pixels. Tests of `auto` give it a machine of their own; subprocesses see the real one."""
+    in this process it sees none (torch's threads stay as they are), so that two runs in a test, or in a module's
+    fixture and a test, make the same pixels. Tests of `auto` give it a machine of their own; subprocesses see
+    the real one."""
     from dataclasses import replace
 
     from schedcmp.model import threads
 
     real = threads.this_machine
-    monkeypatch.setattr(threads, "this_machine", lambda: replace(real(), load=None))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(threads, "this_machine", lambda: replace(real(), load=None))
+        yield
 
 
 @pytest.fixture
