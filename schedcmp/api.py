@@ -141,7 +141,7 @@ class Comparison:
 
     @property
     def equal_quality(self) -> list[Any]:
-        """With a target: each scheduler entry's fewest steps at it, fastest first (records.EqualQuality)."""
+        """With a target: each scheduler entry's fewest steps at it, cheapest first (records.EqualQuality)."""
         return list(self.results.equal_quality or [])
 
     def to_dict(self) -> dict[str, Any]:

@@ -233,7 +233,7 @@ def print_outcome(outcome, output_format: str) -> None:
             from schedcmp.quality.stepsearch import goal_text
 
             goal = goal_text(target.metric, target.value)
-            console.print_equal_quality(rows, target.metric, f"{title} · steps at {goal}, fastest first")
+            console.print_equal_quality(rows, target.metric, f"{title} · steps at {goal}, cheapest first")
         else:
             console.print_table(rows, title)
             if summary and summary.pairs > 1:
@@ -258,7 +258,7 @@ def report_command(
     from schedcmp.output import console
     from schedcmp.sweep.results import rebuild_report
 
-    page = rebuild_report(folder)
+    page = rebuild_report(folder, console.info)
     console.info(f"report: {page}")
     console.data(f"{page}\n")
 

@@ -42,6 +42,22 @@ def check_documents(result: CliResult, folder: Path) -> None:
         schemas.validate(document)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def steady_threads():
+    """`--threads auto` reads the load average, which other jobs on the machine change from one test to the next:
+    in this process it sees none (torch's threads stay as they are), so that two runs in a test, or in a module's
+    fixture and a test, make the same pixels. Tests of `auto` give it a machine of their own; subprocesses see
+    the real one."""
+    from dataclasses import replace
+
+    from schedcmp.model import threads
+
+    real = threads.this_machine
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(threads, "this_machine", lambda: replace(real(), load=None))
+        yield
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch, tmp_path):
     """Run `schedcmp ARGS` in this process, from a fresh working folder; returns exit code and streams."""

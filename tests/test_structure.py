@@ -183,6 +183,7 @@ def test_stored_settings_come_back_as_they_were():
         generator_device="device",
         backend="torch,flax",
         repeat=2,
+        threads=2,
         seed_mode="index",
         batch_size=3,
         allow_incompatible=True,

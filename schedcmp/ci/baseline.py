@@ -8,6 +8,7 @@ case exactly: the model's identity, the environment, and each case's settings an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -88,7 +89,9 @@ def device_class(device: str) -> str:
     return f"cuda-sm{major}{minor}"
 
 
-def environment(device: str, dtype: str, generator_device: str) -> dict[str, Any]:
+def environment(device: str, dtype: str, generator_device: str, threads: int | None = None) -> dict[str, Any]:
+    """Where the cases were made; `threads`: the CPU threads their runs recorded (--threads; torch's count now
+    where they say none)."""
     import torch
 
     return {
@@ -102,7 +105,7 @@ def environment(device: str, dtype: str, generator_device: str) -> dict[str, Any
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-            "num_threads": torch.get_num_threads(),
+            "num_threads": threads or torch.get_num_threads(),
         },
         "tf32": tf32_settings(),
     }
@@ -221,7 +224,9 @@ def create(folder: Path, request: Request) -> tuple[Path, dict[str, Any], int]:
     manifest = Manifest(
         created=now(),
         model=BaselineModel(request.model, results.model, pipeline.model_identity(outcome.model.pipe)),
-        environment=environment(results.device, results.dtype, results.generator_device),
+        environment=environment(
+            results.device, results.dtype, results.generator_device, next((r.threads for r in results.runs), None)
+        ),
         cases=[case_entry(run, arrays[run.id]) for run in results.runs if run.id in arrays],
     )
     report.write_atomic(target / MANIFEST, dumps(manifest))
@@ -395,6 +400,15 @@ def check(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]
         return check_quietly(options)
 
 
+def recorded_threads(recorded: dict[str, Any]) -> contextlib.AbstractContextManager:
+    """Torch's CPU threads as the baseline was made with them: another count sums floats in another order (and
+    `--threads auto` takes fewer on a busy machine); a manifest that does not say leaves them as they are."""
+    from schedcmp.model import threads
+
+    count = recorded.get("determinism", {}).get("num_threads")
+    return threads.chosen(count, console.info) if count else contextlib.nullcontext()
+
+
 def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]:
     from schedcmp.model import pipeline
     from schedcmp.model.sample import Sampler
@@ -426,7 +440,7 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
     for case in manifest["cases"]:
         groups.setdefault(case.get("batch") or case["id"], []).append(case)
     try:
-        with Sampler(model, generator_device) as sampler:
+        with Sampler(model, generator_device) as sampler, recorded_threads(recorded):
             for group in groups.values():
                 progress.started(
                     len(results) + 1, group[0]["id"] + (f" ×{len(group)}" if len(group) > 1 else ""), group[0]["steps"]

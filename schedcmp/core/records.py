@@ -413,6 +413,9 @@ class EqualQuality:
     steps: int | None = None
     nfe: float | None = None
     seconds: Spread | None = None  # measured at `steps`, over the pairs
+    # [fastest, slowest] of every timing of this cost: the runs at `steps` (each repeat) and those one step either
+    # side, scaled to its NFE; a speed claim must clear it. None from one timing, which cannot be told from noise.
+    seconds_range: list[float] | None = None
     distance: Spread | None = None  # at `steps`, over the pairs
     runs: list[str] = field(default_factory=list)  # the run ids at `steps`
     below_steps: int | None = None  # steps - 1, also run: it does not meet the target

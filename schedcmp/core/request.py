@@ -202,6 +202,16 @@ def schedule_names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def thread_count(value: Any, where: str) -> int | str:
+    """`auto`, or a whole number of threads."""
+    if value == "auto":
+        return value
+    try:
+        return whole(value, where)
+    except UsageError:
+        raise UsageError(f"{where} must be a whole number or auto, got {value!r}") from None
+
+
 def scheduler_list(value: Any, where: str) -> str:
     """The --schedulers grammar: a string as it is; a list of entries (strings or scheduler classes) joined."""
     if isinstance(value, str):
@@ -513,6 +523,19 @@ class Request:
         toml=(int,),
         cli_type=int,
         default_text="1",
+    )
+    threads: int | str = setting(
+        "auto",
+        help="Torch's CPU threads: N, or auto (torch's own count; fewer while other processes keep the cores busy, "
+        "as the 1-minute load average says; as OMP_NUM_THREADS where set).",
+        flags=("--threads",),
+        commands=COMPARISON,
+        read=thread_count,
+        problem=at_least_one("--threads"),  # checked only off the default, so on a number
+        stored="threads",
+        toml=(int, str),
+        metavar="N|auto",
+        default_text="auto",
     )
     prompts_file: str | None = setting(
         help="Prompts, one per line (- for stdin); the PROMPT argument is then optional.",

@@ -66,6 +66,9 @@ class LoadedModel:
     load_seconds: float | None  # None for a pipeline schedcmp was handed, not loaded
 
 
+TORCHSDE_ROUNDING = r"Should have t[ab](>=t0|<=t1)"  # its four "query outside the interval" warnings
+
+
 def silence_libraries() -> None:
     """Keep the libraries' advice and progress bars off our stderr; our own progress reports instead.
 
@@ -80,8 +83,9 @@ def silence_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # diffusers renamed torch_dtype to dtype; the old name works in every version we support.
     warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated")
-    # torchsde's Brownian interval warns when float rounding puts a query a hair before its start.
-    warnings.filterwarnings("ignore", message="Should have ta>=t0")
+    # torchsde's Brownian interval warns when float rounding puts a query a hair before its start or after its
+    # end (SDXL's sigmas reach past the end: "Should have tb<=t1").
+    warnings.filterwarnings("ignore", message=TORCHSDE_ROUNDING)
     for library in (diffusers_logging, transformers_logging):
         library.set_verbosity_error()
         library.disable_progress_bar()

@@ -125,16 +125,52 @@ def nice_ticks(low: float, high: float, log: bool) -> list[float]:
         first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
         return [clean(k * step) for k in range(first, last + 1)]
     ticks: list[float] = []
-    for mantissas in ((1,), (1, 2, 5), tuple(range(1, 10))):
-        ticks = [
-            clean(m * 10.0**exponent)
-            for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-            for m in mantissas
-            if low * (1 - 1e-9) <= m * 10.0**exponent <= high * (1 + 1e-9)
-        ]
+    for mantissas in LOG_MANTISSAS:
+        ticks = log_ticks(low, high, mantissas)
         if len(ticks) >= MIN_TICKS:
             return ticks
     return ticks
+
+
+LOG_MANTISSAS = ((1,), (1, 2, 5), tuple(range(1, 10)))  # powers of ten, 1-2-5, every digit: coarsest first
+
+
+def log_ticks(low: float, high: float, mantissas: tuple[int, ...]) -> list[float]:
+    """m × 10^k inside [low, high] for each mantissa m."""
+    return [
+        clean(m * 10.0**exponent)
+        for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        for m in mantissas
+        if low * (1 - 1e-9) <= m * 10.0**exponent <= high * (1 + 1e-9)
+    ]
+
+
+def tick_beyond(value: float, low: float, high: float, log: bool, up: bool) -> float:
+    """The tick of the sequence nice_ticks(low, high) uses that is at `value` or just beyond it (above when `up`)."""
+    if not log:
+        step = nice_step((high - low) / TARGET_TICKS)
+        return clean((math.ceil(value / step - 1e-9) if up else math.floor(value / step + 1e-9)) * step)
+    mantissas = next((m for m in LOG_MANTISSAS if len(log_ticks(low, high, m)) >= MIN_TICKS), LOG_MANTISSAS[-1])
+    exponent = math.floor(math.log10(value))
+    candidates = [m * 10.0**e for e in (exponent, exponent + 1) for m in mantissas]
+    if up:
+        return clean(min(c for c in candidates if c >= value * (1 - 1e-9)))
+    return clean(max(c for c in candidates if c <= value * (1 + 1e-9)))
+
+
+def covering_range(values: list[float], log: bool) -> tuple[float, float]:
+    """axis_range, widened where a point would lie past the outermost tick to the tick beyond it: the ticks
+    cover every point (NFE 15 with ticks that stopped at 10 read as 10)."""
+    low, high = axis_range(values, log)
+    smallest, largest = min(values), max(values)
+    for _ in range(8):  # a wider range may take a coarser tick sequence; powers of ten end it in a few rounds
+        slack = 1e-9 * (high - low)
+        ticks = nice_ticks(low, high, log)
+        if ticks and ticks[0] <= smallest + slack and ticks[-1] >= largest - slack:
+            break
+        low = min(low, tick_beyond(smallest, low, high, log, up=False))
+        high = max(high, tick_beyond(largest, low, high, log, up=True))
+    return low, high
 
 
 def tick_text(value: float) -> str:
@@ -249,7 +285,7 @@ def text_middle(draw, text: str, text_font) -> float:
 
 def axis_for(values: list[float], start: float, end: float) -> Axis:
     log = uses_log_scale(values)
-    low, high = axis_range(values, log)
+    low, high = covering_range(values, log)
     return Axis(low, high, log, start, end)
 
 

@@ -276,7 +276,7 @@ def spread_text(median: float | None, q1: float | None, q3: float | None, spec: 
 
 
 def print_equal_quality(rows: list[dict[str, Any]], metric: str, title: str) -> None:
-    """The equal-quality table, on stderr: each entry's steps at the target, fastest first; medians (IQR)."""
+    """The equal-quality table, on stderr: each entry's steps at the target, cheapest first; medians (IQR)."""
     spec = ".1f" if metric == "psnr" else ".3g"
     table = Table(title=title, title_justify="left")
     for column in ("scheduler", "steps", "NFE", "seconds", "PSNR" if metric == "psnr" else "RMSE", "note"):

@@ -310,7 +310,7 @@ def spread_cell(found: Spread | None, digits: int = 3) -> str:
 
 
 def equal_quality_section(results: Results) -> str:
-    """Each entry's steps at the target, fastest first, with the probe below it and how the search went."""
+    """Each entry's steps at the target, cheapest first, with the probe below it and how the search went."""
     target = results.target
     if not target:
         return ""
@@ -333,7 +333,8 @@ def equal_quality_section(results: Results) -> str:
         f"<h2>Equal quality: {escape(goal)}</h2>"
         f'<p class="note">Median (IQR) over the prompts and seeds; the fewest steps found by doubling then '
         f"bisection, with at most {escape(target.max_steps)} steps. The run one step fewer does not reach "
-        f"the target.</p>"
+        f"the target. Cheapest first: by seconds where they differ beyond their timing noise, else by model calls, "
+        f"then by distance.</p>"
         f'<table id="equal-quality"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     )
 

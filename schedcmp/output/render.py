@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +21,8 @@ MAX_COLUMNS = 6
 PADDING = 12
 FONT_SIZE = 14
 LINE_HEIGHT = 18
-LABEL_LINES = 4
+LABEL_LINES = 4  # a tile's label lines, at least: every tile of a sheet gets as many as its longest label needs,
+MAX_LABEL_LINES = 9  # up to this many; then a long name or reason is cut, its whole text in results.json
 TEXT_COLOUR = (40, 40, 40)
 
 
@@ -76,34 +79,89 @@ def tile_size(width: int, height: int, smallest: int = TILE_MIN, largest: int = 
     return width, height
 
 
+# Where a word too long for a line may break, tried in turn: after a comma or an opening bracket, after `=`,
+# after `_`; only a piece that still does not fit is cut between letters.
+SOFT_BREAKS = (",(", "=", "_")
+
+
+def pieces(word: str, fits: Callable[[str], bool], levels: tuple[str, ...] = SOFT_BREAKS) -> list[str]:
+    """A word too long for a line, cut after its soft breaks (the first level that gives pieces that fit)."""
+    if fits(word) or not levels:
+        return [word]
+    parts = [part for part in re.split(f"(?<=[{re.escape(levels[0])}])", word) if part]
+    return [piece for part in parts for piece in pieces(part, fits, levels[1:])]
+
+
 def wrap(text: str, fits: Callable[[str], bool]) -> list[str]:
-    """Greedy word wrap; `fits(line)` says whether a line fits. A word too long alone is cut."""
+    """Greedy word wrap; `fits(line)` says whether a line fits. A word too long alone breaks at a comma, bracket,
+    `=` or `_` (SOFT_BREAKS), and is cut between letters only where none of those gives a piece that fits."""
     lines: list[str] = []
     current = ""
     for word in text.split():
-        candidate = f"{current} {word}".strip()
-        if fits(candidate):
-            current = candidate
-            continue
-        if current:
-            lines.append(current)
-        while not fits(word) and len(word) > 1:
-            cut = len(word) - 1
-            while cut > 1 and not fits(word[:cut]):
-                cut -= 1
-            lines.append(word[:cut])
-            word = word[cut:]
-        current = word
+        for number, piece in enumerate(pieces(word, fits)):
+            joined = current + ("" if number else " ") + piece if current else piece
+            if fits(joined):
+                current = joined
+                continue
+            if current:
+                lines.append(current)
+            while not fits(piece) and len(piece) > 1:
+                end = len(piece) - 1
+                while end > 1 and not fits(piece[:end]):
+                    end -= 1
+                lines.append(piece[:end])
+                piece = piece[end:]
+            current = piece
     if current:
         lines.append(current)
     return lines
 
 
-def layout(count: int, image_width: int, image_height: int, header_lines: int) -> Layout:
+CUT_MARK = "… (in results.json)"  # ends a label cut short: results.json, and the table, hold the whole text
+
+
+def cut(lines: list[str], keep: int, fits: Callable[[str], bool]) -> list[str]:
+    """The first `keep` wrapped lines; where some are left out, the last one says so: it ends at a word with
+    CUT_MARK (the mark alone where no word fits beside it), or, on a one-line cut or a tile too narrow for the
+    mark, in "…"."""
+    if len(lines) <= keep:
+        return lines
+    if keep <= 0:
+        return []
+    words = lines[keep - 1].split(" ")
+    while words and not fits(" ".join(words + [CUT_MARK])):
+        words.pop()
+    if fits(CUT_MARK) and (words or keep > 1):
+        return lines[: keep - 1] + [" ".join(words + [CUT_MARK])]
+    last = lines[keep - 1]
+    while len(last) > 1 and not fits(last + "…"):
+        last = last[:-1]
+    return lines[: keep - 1] + [last + "…"]
+
+
+def fit_label(
+    name: str | None, figures: list[str], notes: list[str], fits: Callable[[str], bool], most: int
+) -> list[tuple[str, bool]]:
+    """A label in at most `most` lines, each with whether it is a note (drawn in the status colour): the name,
+    the figures (steps · NFE · seconds, never dropped), the notes. Where the name and the notes need more lines
+    than are left, the notes keep two, the name the rest, and each says where it was cut (CUT_MARK)."""
+    figure_lines = [w for line in figures for w in wrap(line, fits)]
+    name_lines = wrap(name, fits) if name else []
+    note_lines = [w for line in notes for w in wrap(line, fits)]
+    room = max(0, most - len(figure_lines))
+    for_name = max(min(len(name_lines), room - min(len(note_lines), 2)), min(len(name_lines), 1))
+    name_lines = cut(name_lines, for_name, fits)
+    note_lines = cut(note_lines, room - len(name_lines), fits)
+    return [(line, False) for line in name_lines + figure_lines] + [(line, True) for line in note_lines]
+
+
+def layout(
+    count: int, image_width: int, image_height: int, header_lines: int, label_lines: int = LABEL_LINES
+) -> Layout:
     columns, rows = grid_shape(count)
     tile_width, tile_height = tile_size(image_width, image_height)
     header_height = PADDING + header_lines * LINE_HEIGHT
-    label_height = LABEL_LINES * LINE_HEIGHT + 4
+    label_height = label_lines * LINE_HEIGHT + 4
     width = PADDING + columns * (tile_width + PADDING)
     height = header_height + PADDING + rows * (tile_height + label_height + PADDING)
     return Layout(columns, rows, tile_width, tile_height, header_height, label_height, width, height)
@@ -120,9 +178,12 @@ def font(size: int = FONT_SIZE):
 
 
 # Fonts asked of fontconfig, in order: DejaVu Sans (Latin, Cyrillic, Greek, Arabic, Hebrew and many symbols),
-# then one installed font for each script it lacks (Noto CJK where installed).
+# then one installed font for each script it lacks (Noto CJK where installed: `apt-get install fonts-noto-cjk`),
+# then one with the emoji DejaVu lacks (an outline font such as Symbola, else Noto Color Emoji, drawn in colour:
+# `apt-get install fonts-noto-color-emoji`). A character no font has is drawn as an empty box.
 FONT_FAMILIES = ("DejaVu Sans",)
 FONT_LANGUAGES = ("zh-cn", "ja", "ko", "hi", "th")
+EMOJI = "1f680"  # 🚀: an emoji DejaVu Sans lacks, as it lacks most
 HEADER_LINES_PER_ITEM = 3  # a 10,000-character prompt gets three lines of the header, not the whole sheet
 
 
@@ -159,6 +220,8 @@ def font_chain() -> tuple[tuple[str, tuple[tuple[int, int], ...]], ...]:
     for language in FONT_LANGUAGES:
         found = sorted(fontconfig("fc-list", f":lang={language}", "-f", "%{file}\n").split())
         files += found[:1]
+    for outline in (":outline=True", ""):  # an outline font draws at any size; a colour bitmap one is scaled
+        files += sorted(fontconfig("fc-list", f":charset={EMOJI}{outline}", "-f", "%{file}\n").split())[:1]
     chain = []
     for path in dict.fromkeys(file for file in files if file):
         charset = fontconfig("fc-query", "-i", "0", "--format", "%{charset}", path)
@@ -174,7 +237,13 @@ class Lettering:
     def __init__(self, size: int = FONT_SIZE):
         from PIL import ImageFont
 
-        self.fonts = [(ImageFont.truetype(path, size), ranges) for path, ranges in font_chain()]
+        self.fonts = []
+        for path, ranges in font_chain():
+            try:
+                self.fonts.append((ImageFont.truetype(path, size), ranges))
+            except OSError:  # a bitmap font (Noto Color Emoji) has one size: drawn at it and scaled
+                with contextlib.suppress(OSError):  # a font FreeType cannot read at all is left out
+                    self.fonts.append((ScaledBitmapFont(path, size), ranges))
         self.last_resort = font(size)
 
     def font_for(self, character: str):
@@ -184,10 +253,12 @@ class Lettering:
         return self.last_resort
 
     def runs(self, text: str) -> list[tuple[object, str]]:
-        """The text cut where the font changes; spaces stay with the run they are in."""
+        """The text cut where the font changes; spaces stay with the run they are in (but for an emoji font's,
+        wider than a letter's)."""
         runs: list[tuple[object, str]] = []
         for character in text:
-            chosen = runs[-1][0] if runs and character.isspace() else self.font_for(character)
+            keep = runs and character.isspace() and not isinstance(runs[-1][0], ScaledBitmapFont)
+            chosen = runs[-1][0] if keep else self.font_for(character)
             if runs and runs[-1][0] is chosen:
                 runs[-1] = (chosen, runs[-1][1] + character)
             else:
@@ -202,8 +273,39 @@ class Lettering:
         # bidirectional algorithm and shaping: Arabic joins and reads right to left inside a Latin line.
         x, y = xy
         for chosen, run in self.runs(text):
-            draw.text((x, y), run, fill=fill, font=chosen)
+            if isinstance(chosen, ScaledBitmapFont):
+                chosen.draw(draw, (x, y), run)
+            else:
+                draw.text((x, y), run, fill=fill, font=chosen)
             x += chosen.getlength(run)
+
+
+class ScaledBitmapFont:
+    """A colour bitmap font (Noto Color Emoji has its glyphs at 109 px only): measured and drawn at that size,
+    then scaled to the line's."""
+
+    STRIKE = 109
+
+    def __init__(self, path: str, size: int):
+        from PIL import ImageFont
+
+        self.path = path
+        self.font = ImageFont.truetype(path, self.STRIKE)
+        self.scale = size / self.STRIKE
+
+    def getlength(self, text: str) -> float:
+        return self.font.getlength(text) * self.scale
+
+    def draw(self, draw, xy: tuple[float, float], text: str) -> None:
+        """The run in its own colours onto the image `draw` draws on."""
+        from PIL import Image, ImageDraw
+
+        ascent, descent = self.font.getmetrics()
+        big = Image.new("RGBA", (max(1, math.ceil(self.font.getlength(text))), ascent + descent), (0, 0, 0, 0))
+        ImageDraw.Draw(big).text((0, 0), text, font=self.font, embedded_color=True)
+        size = (max(1, round(big.width * self.scale)), max(1, round(big.height * self.scale)))
+        small = big.resize(size, Image.LANCZOS)
+        draw._image.paste(small, (round(xy[0]), round(xy[1])), small)  # Pillow's Draw keeps its image there
 
 
 def header_lines(header: list[str], fits: Callable[[str], bool]) -> list[str]:
@@ -230,8 +332,9 @@ def paste_picture(
     else:
         draw.rectangle([x, y, x + width - 1, y + height - 1], fill=(235, 235, 235))
         fits = lambda line: text_font.length(line) <= width - 16  # noqa: E731
-        message = [status.upper()] + wrap(reason or "", fits)
-        for number, line in enumerate(message[: max(1, (height - 16) // LINE_HEIGHT)]):
+        room = max(1, (height - 16) // LINE_HEIGHT)
+        message = [status.upper()] + cut(wrap(reason or "", fits), room - 1, fits)
+        for number, line in enumerate(message):
             text_font.draw(draw, (x + 8, y + 8 + number * LINE_HEIGHT), line, status_rgb(Status.FAILED))
     if status != Status.OK:
         draw.rectangle([x, y, x + width - 1, y + height - 1], outline=status_rgb(status), width=3)
@@ -246,27 +349,31 @@ def render_contact_sheet(header: list[str], tiles: list[Tile], image_width: int,
     def fits(width: int) -> Callable[[str], bool]:
         return lambda line: text_font.length(line) <= width
 
-    sheet_width = layout(len(tiles), image_width, image_height, 0).width
-    header_wrapped = header_lines(header, fits(sheet_width - 2 * PADDING))
-    shape = layout(len(tiles), image_width, image_height, len(header_wrapped))
+    probe = layout(len(tiles), image_width, image_height, 0)
+    header_wrapped = header_lines(header, fits(probe.width - 2 * PADDING))
+    labels = [tile_label(tile.lines, fits(probe.tile_width), MAX_LABEL_LINES) for tile in tiles]
+    most = max([LABEL_LINES] + [len(label) for label in labels])
+    shape = layout(len(tiles), image_width, image_height, len(header_wrapped), most)
     sheet = Image.new("RGB", (shape.width, shape.height), "white")
     draw = ImageDraw.Draw(sheet)
     for number, line in enumerate(header_wrapped):
         text_font.draw(draw, (PADDING, PADDING // 2 + number * LINE_HEIGHT), line, (0, 0, 0))
-    for index, tile in enumerate(tiles):
+    for index, (tile, label) in enumerate(zip(tiles, labels)):
         x, y = shape.origin(index)
         paste_picture(
             sheet, draw, tile.image_png, tile.status, tile.reason, x, y, shape.tile_width, shape.tile_height, text_font
         )
-        label_lines = [wrapped for line in tile.lines for wrapped in wrap(line, fits(shape.tile_width))]
-        if len(label_lines) > LABEL_LINES:
-            label_lines = label_lines[: LABEL_LINES - 1] + [label_lines[LABEL_LINES - 1].rstrip() + " …"]
-        for number, line in enumerate(label_lines):
-            colour = TEXT_COLOUR if number < 2 else label_colour(tile.status)
+        for number, (line, note) in enumerate(label):
+            colour = label_colour(tile.status) if note else TEXT_COLOUR
             text_font.draw(draw, (x, y + shape.tile_height + 2 + number * LINE_HEIGHT), line, colour)
     output = io.BytesIO()
     sheet.save(output, format="PNG")
     return output.getvalue()
+
+
+def tile_label(lines: list[str], fits: Callable[[str], bool], most: int) -> list[tuple[str, bool]]:
+    """A tile's label lines (tile_lines: the name, the figures, then the notes) fitted into `most` lines."""
+    return fit_label(lines[0] if lines else None, lines[1:2], lines[2:], fits, most)
 
 
 def tile_lines(run: Run) -> list[str]:
@@ -399,9 +506,9 @@ def render_grid(
         paste_picture(
             sheet, draw, cell.image_png, cell.status, cell.reason, x, y, shape.cell_width, shape.image_height, text_font
         )
-        lines = [w for line in cell.lines for w in wrap(line, fits(shape.cell_width))][:GRID_CELL_LINES]
-        for number, line in enumerate(lines):
-            colour = TEXT_COLOUR if number == 0 else label_colour(cell.status)
+        label = fit_label(None, cell.lines[:1], cell.lines[1:], fits(shape.cell_width), GRID_CELL_LINES)
+        for number, (line, note) in enumerate(label):
+            colour = label_colour(cell.status) if note else TEXT_COLOUR
             text_font.draw(draw, (x, y + shape.image_height + 2 + number * LINE_HEIGHT), line, colour)
     output = io.BytesIO()
     sheet.save(output, format="PNG")
@@ -410,7 +517,7 @@ def render_grid(
 
 def cell_lines(run: Run) -> list[str]:
     """A grid cell's label: its cost, and its status when not ok."""
-    cost = f"{run.nfe or 0} NFE"
+    cost = "not run" if run.status == Status.UNSUPPORTED else f"{run.nfe or 0} NFE"
     if run.seconds is not None:
         cost += f" · {run.seconds:.2f} s"
     lines = [cost]
@@ -456,6 +563,15 @@ class SheetPlan:
     rows: list[str]
     columns: list[str]
     cells: list[tuple[int, int, Run]]
+
+
+def steps_per_entry(runs: list[Run]) -> bool:
+    """Every scheduler entry at a step count of its own, not all the same: NAME:STEPS pins (the guide's
+    PNDM:50, Euler:30, DPM++ 2M:20). The steps then belong to the rows, not to an axis of the sheet."""
+    steps: dict[str, set[int]] = {}
+    for run in runs:
+        steps.setdefault(run.label, set()).add(run.steps)
+    return all(len(found) == 1 for found in steps.values()) and len(set().union(*steps.values())) > 1
 
 
 def multi_valued_axes(runs: list[Run], steps_per_row: bool = False) -> list[str]:

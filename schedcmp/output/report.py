@@ -315,7 +315,7 @@ def to_html(rows: list[dict[str, Any]]) -> str:
 
 
 def equal_quality_rows(found: list[EqualQuality], metric: str) -> list[dict[str, Any]]:
-    """One row per scheduler entry, fastest at the target first (the order results.json keeps)."""
+    """One row per scheduler entry, cheapest at the target first (the order results.json keeps)."""
     rows = []
     for entry in found:
         seconds, distance = entry.seconds or Spread(), entry.distance or Spread()

@@ -198,9 +198,8 @@ def answer_lines(
             return lines
         return lines + ["no deterministic run was measured against the reference: nothing to rank"]
     names = list(dict.fromkeys(point.label for point in front))
-    picks = "; ".join(
-        f"≤{nfe_text(budget)} NFE: {name} ({steps_text(steps)})" for budget, name, steps in budget_picks(front)
-    )
+    chosen = budget_picks(front)
+    picks = "; ".join(f"≤{nfe_text(budget)} NFE: {name} ({steps_text(steps)})" for budget, name, steps in chosen)
     where = "" if meets is None else ", among the runs that reach the target"
     lines.append(f"on the front (distance against NFE{where}): {', '.join(names)}; best pick by budget: {picks}")
     pairs = summary.pairs
@@ -210,6 +209,13 @@ def answer_lines(
         lines.append(f"caveat: medians over {pairs} prompt and seed pairs; {TOO_FEW} (a sign test needs {MIN_PAIRS})")
     else:
         lines.append(f"medians over {pairs} prompt and seed pairs; ranks by a sign test at 5%")
+    ranged = [(name, steps) for _, name, steps in chosen if len(steps) > 1]
+    if ranged:
+        name, steps = ranged[0]
+        lines.append(
+            f"reading the picks: {name} ({steps_text(steps)}) means {name} at the most steps that fit the budget, "
+            f"from {min(steps)} to {max(steps)}"
+        )
     return lines
 
 

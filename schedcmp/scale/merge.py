@@ -152,7 +152,7 @@ def join_parts(
         progress.note(placement.balance_line(workers, header.imbalance))
     threads = {worker.threads for worker in workers if worker.device == "cpu"}
     if len(threads) > 1:  # CPU kernels round differently with other thread counts: not the one-process pixels
-        progress.note(f"warning: the parts ran on CPU with {sorted(threads)} threads; set one OMP_NUM_THREADS")
+        progress.note(f"warning: the parts ran on CPU with {sorted(threads)} threads; give them one --threads N")
     if missing:
         progress.note(f"warning: {len(missing)} of {len(cells)} cells are in no part: {named(missing)}")
     return Joined(results, missing)

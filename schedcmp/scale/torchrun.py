@@ -8,6 +8,7 @@ sheets and report. The set-up is the engine's own (schedcmp.sweep.engine.prepare
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -19,6 +20,7 @@ from schedcmp.core.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, SchedcmpErro
 from schedcmp.core.plan import batches
 from schedcmp.core.records import Run, SweepPlan, from_json, to_json
 from schedcmp.core.request import Request
+from schedcmp.model import threads
 from schedcmp.output import console
 from schedcmp.scale import merge
 from schedcmp.sweep import engine
@@ -176,9 +178,9 @@ def run_ranked(
 
     lead = team.rank == 0
     progress = progress if lead else console.Progress(enabled=False)
-    with pipeline.quiet_libraries():
+    with pipeline.quiet_libraries(), contextlib.ExitStack() as held:
         try:
-            start = begin(request, team, progress, loaded, resumed)
+            start = begin(request, team, progress, loaded, resumed, held)
         except SchedcmpError as error:
             if lead:
                 team.publish("start", {"error": getattr(error, "exit_code", 2)})
@@ -186,10 +188,14 @@ def run_ranked(
         return work(request, team, progress, start)
 
 
-def begin(request: Request, team: Team, progress: console.Progress, loaded: Any, resumed: Any) -> Start:
-    """The engine's set-up on every rank; rank 0 then prepares the folder and the references for all."""
+def begin(
+    request: Request, team: Team, progress: console.Progress, loaded: Any, resumed: Any, held: contextlib.ExitStack
+) -> Start:
+    """The engine's set-up on every rank; rank 0 then prepares the folder and the references for all. `held` keeps
+    the rank's torch threads (--threads) until the rank's work is done."""
     lead = team.rank == 0
     prepared = engine.prepare(request, resumed, lead)
+    held.enter_context(threads.chosen(request.threads, progress.note))  # each rank, its own process, for itself
     model = loaded or engine.load_model(
         request, rank_device(request.device, team.local_rank), progress, f"{team.world_size} ranks; "
     )

@@ -18,7 +18,7 @@ from schedcmp.core.names import choose, display_label
 from schedcmp.core.plan import RunSpec, batches, plan_runs
 from schedcmp.core.records import Results, Run, SharedSeconds, SweepPlan, now, versions
 from schedcmp.core.request import AXES, DEFAULT_REFERENCE, Request, check, difference, identity, stored
-from schedcmp.model import weights
+from schedcmp.model import threads, weights
 from schedcmp.model.schedulers import (
     accepted_params_of,
     check_override_types,
@@ -189,27 +189,41 @@ def run_comparison(
     progress = progress or console.Progress()
     with pipeline.quiet_libraries():
         prepared = prepare(request, resumed)
-        events = results = None
-        try:
-            model = loaded or load_model(request, pipeline.resolve_device(request.device), progress)
-            if prepared.previous is not None:
-                check_same_model(prepared.out_dir, prepared.previous, model)
-            plan = make_plan(request, model, prepared.params, prepared.done or {}, progress.note)
-            events = Events(request.events)
-            results = open_results(plan, request, prepared.out_dir)
-            stopped = execute(plan, request, results, progress, events, keep_output, Placement(shard=request.shard))
-        except BaseException:
-            if results is not None:
-                results.release()
-            raise
-        finally:
-            if events is not None:
-                events.close()
-            progress.close()
-        try:
-            return finish_run(results, plan, request, stopped, progress)
-        finally:
+        with threads.chosen(request.threads, progress.note):  # before the load: torch's pool starts there
+            return compare_prepared(request, prepared, loaded, keep_output, progress)
+
+
+def compare_prepared(
+    request: Request,
+    prepared: Prepared,
+    loaded: "LoadedModel | None",
+    keep_output: Callable[["Sample"], None] | None,
+    progress: console.Progress,
+) -> Outcome:
+    """run_comparison once the request is checked: load, plan, execute, finish."""
+    from schedcmp.model import pipeline
+
+    events = results = None
+    try:
+        model = loaded or load_model(request, pipeline.resolve_device(request.device), progress)
+        if prepared.previous is not None:
+            check_same_model(prepared.out_dir, prepared.previous, model)
+        plan = make_plan(request, model, prepared.params, prepared.done or {}, progress.note)
+        events = Events(request.events)
+        results = open_results(plan, request, prepared.out_dir)
+        stopped = execute(plan, request, results, progress, events, keep_output, Placement(shard=request.shard))
+    except BaseException:
+        if results is not None:
             results.release()
+        raise
+    finally:
+        if events is not None:
+            events.close()
+        progress.close()
+    try:
+        return finish_run(results, plan, request, stopped, progress)
+    finally:
+        results.release()
 
 
 def open_results(plan: Plan, request: Request, out_dir: Path) -> ResultsFile:

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from schedcmp.core.errors import (
     EXIT_INTERRUPTED,
@@ -401,15 +401,38 @@ class Events:
             self.handle.close()
 
 
-def rebuild_report(folder: Path) -> Path:
-    """`schedcmp report DIR`: the charts and report.html again, from DIR/results.json and its images."""
+def rebuild_report(folder: Path, note: Callable[[str], None] = lambda line: None) -> Path:
+    """`schedcmp report DIR`: the charts and report.html again, from DIR/results.json and its images; `note`
+    hears what results.json names and the folder no longer holds (the page says "image missing" there)."""
     results = read_results(folder, "build a report from")
+    for line in missing_files(folder, results):
+        note(f"warning: {line}")
     try:
         page = html_report.write_charts_and_page(folder, results)
         report.write_atomic(folder / "results.json", dumps(results))  # last: it names the charts and the page
     except OSError as error:
         raise OutputError(f"cannot write the report into {folder}: {error.strerror or error}") from None
     return page
+
+
+def missing_files(folder: Path, results: Results, shown: int = 10) -> list[str]:
+    """One line for each kind of file results.json names that `folder` lacks: its count and names."""
+    kinds = {
+        "run images": [run.image_path for run in results.runs if run.image_path],
+        "reference images": [reference.image for reference in results.references if reference.image],
+        "contact sheets": list(results.sheets),
+    }
+    lines = []
+    for kind, names in kinds.items():
+        gone = [name for name in dict.fromkeys(names) if not (folder / name).is_file()]
+        if not gone:
+            continue
+        folders = [f"{parent}/" for parent in dict.fromkeys(str(Path(name).parent) for name in gone)]
+        gone_folders = [name for name in folders if name != "./" and not (folder / name).is_dir()]
+        where = f" ({', '.join(gone_folders)} gone)" if gone_folders else ""
+        listed = ", ".join(gone[:shown]) + (f" and {len(gone) - shown} more" if len(gone) > shown else "")
+        lines.append(f"{len(gone)} of {len(set(names))} {kind} missing{where}, 'image missing' on the page: {listed}")
+    return lines
 
 
 # -- the finish stage ----------------------------------------------------------------------------------------------
@@ -487,6 +510,7 @@ def draw_sheets(results: ResultsFile, request: Request, progress) -> list[Path]:
     if request.no_sheet or not results.results.runs:
         return []
     runs, steps_per_row = sheet_runs(results.results)
+    steps_per_row = steps_per_row and "steps" not in (request.x, request.z)  # asked for: the steps are an axis
     sheets, notices = render.write_sheets(results.folder, results.results, runs, request.x, request.z, steps_per_row)
     for notice in notices:
         progress.note(notice)
@@ -495,10 +519,10 @@ def draw_sheets(results: ResultsFile, request: Request, progress) -> list[Path]:
 
 def sheet_runs(results: Results) -> tuple[list[Run], bool]:
     """What the sheets show: every run; after a step search, each entry's runs at its own equal-quality steps.
-    -> (the runs, whether each row has its own step count)."""
+    -> (the runs, whether each row has its own step count: a search's answers, or NAME:STEPS pins)."""
     found = results.equal_quality or []
     if not results.target or not any(entry.status == TargetStatus.REACHED for entry in found):
-        return results.runs, False
+        return results.runs, render.steps_per_entry(results.runs)
     chosen = [cell for entry in found for cell in entry.runs]
     by_id = {run.id: run for run in results.runs}
     return [by_id[cell] for cell in chosen if cell in by_id], True
