@@ -268,10 +268,17 @@ def test_sd3_all_plus_tiles_keep_their_figures_and_whole_words(cli, sd3_model, t
     from schedcmp.output import render
 
     out = tmp_path / "sd3"
-    result = cli("run", "a horse", "--model", sd3_model, "-s", "all+", "--steps", "2", "--out", out)
+    # all+ names its flow-sigma solvers shortly now ("UniPCMultistep (flow sigmas)"); one entry with more overrides
+    # keeps a label long enough to wrap, as the trial's were
+    long_entry = (
+        "DPMSolverMultistep(use_flow_sigmas=true,prediction_type=flow_prediction,"
+        "solver_order=3,lower_order_final=false,euler_at_final=true)"
+    )
+    result = cli("run", "a horse", "--model", sd3_model, "-s", f"all+,{long_entry}", "--steps", "2", "--out", out)
     assert result.exit_code == 0, result.stderr
     runs = load_document(json.loads((out / "results.json").read_text()), "run").runs
-    assert any("flow_shift" in run.label for run in runs)  # DPM++ 2M and UniPC on flow sigmas
+    # DPM++ 2M and UniPC on flow sigmas (their labels say so: the flags and shift are in results.json)
+    assert any(run.overrides.get("use_flow_sigmas") and "flow sigmas" in run.label for run in runs)
     lettering = render.Lettering()
     shape = render.layout(len(runs), runs[0].width, runs[0].height, 0)
     fits = lambda line: lettering.length(line) <= shape.tile_width  # noqa: E731
@@ -525,7 +532,7 @@ def test_our_own_share_of_the_load_average():
     from schedcmp.model.threads import own_load
 
     assert own_load(2.0, 2.0) == pytest.approx(0.033, abs=0.001)  # just started: the average has barely seen us
-    assert own_load(240.0, 120.0) == pytest.approx(2 * (1 - 2.718281828 ** -2))  # two busy threads for 2 minutes
+    assert own_load(240.0, 120.0) == pytest.approx(2 * (1 - 2.718281828**-2))  # two busy threads for 2 minutes
     assert own_load(1.0, 0.0) == 0.0
 
 
