@@ -44,18 +44,21 @@ def check_documents(result: CliResult, folder: Path) -> None:
 
 @pytest.fixture(autouse=True, scope="session")
 def steady_threads():
-    """`--threads auto` reads the load average, which other jobs on the machine change from one test to the next:
-    in this process it sees none (torch's threads stay as they are), so that two runs in a test, or in a module's
-    fixture and a test, make the same pixels. Tests of `auto` give it a machine of their own; subprocesses see
-    the real one."""
-    from dataclasses import replace
+    """`--threads auto` measures how busy the machine is, which other jobs change from one test to the next: in
+    this process it sees nothing (torch's threads stay as they are), so that two runs in a test, or in a module's
+    fixture and a test, make the same pixels. Tests of `auto` give it a machine of their own, or take the real
+    measurement this fixture yields; subprocesses see the real machine."""
+    import torch
 
     from schedcmp.model import threads
 
+    def quiet() -> threads.Machine:
+        return threads.Machine(cores=os.cpu_count() or 1, default=torch.get_num_threads(), load=None, own=0.0)
+
     real = threads.this_machine
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(threads, "this_machine", lambda: replace(real(), load=None))
-        yield
+        patch.setattr(threads, "this_machine", quiet)
+        yield real
 
 
 @pytest.fixture

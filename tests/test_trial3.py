@@ -517,7 +517,7 @@ def test_auto_takes_the_cores_other_processes_leave():
 
     threads, note = choose("auto", busy(load=3.3, own=0.05))  # the trial: other processes kept both cores busy
     assert threads == 1 and note == (
-        "busy machine: 1-minute load 3.3 on 2 cores, 3.2 of it other processes: torch gets 1 thread instead of 2 "
+        "busy machine: other processes keep 3.2 of 2 cores busy: torch gets 1 thread instead of 2 "
         "(--threads 2 to use them all)"
     )
     assert choose("auto", busy(load=0.3)) == (None, None)  # idle: torch's own count
@@ -526,6 +526,29 @@ def test_auto_takes_the_cores_other_processes_leave():
     assert choose("auto", busy(load=9.0, omp="4")) == (None, None)  # OMP_NUM_THREADS is the user's (torchrun's)
     assert choose("auto", busy(load=None)) == (None, None)  # no load average on this system
     assert choose(3, busy(load=9.0)) == (3, None)  # a number is taken as it is
+
+
+def test_auto_measures_the_cpu_now_not_the_minute_before(monkeypatch, steady_threads):
+    """The 1-minute load average still counts a run that has just ended: bench_run's ratio went from 1.03 to 1.28
+    when each run took the one before it for a busy machine. The CPU counters say what is busy now."""
+    from dataclasses import replace
+
+    from schedcmp.model import threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (7.5, 7.5, 7.5))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)  # a 2-core machine, whatever runs the test
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(threads, "SAMPLE_SECONDS", 0.0)
+    ticks = iter([(1000, 400), (1040, 440)])  # all 40 ticks idle: nothing busy now, whatever the load average
+    monkeypatch.setattr(threads, "cpu_counters", lambda: next(ticks))
+    machine = replace(steady_threads(), default=2)
+    assert machine.load == 0.0 and threads.choose("auto", machine) == (None, None)
+    ticks = iter([(1000, 400), (1040, 402)])  # 38 of 40 ticks busy: about both cores
+    machine = replace(steady_threads(), default=2)
+    assert machine.load == pytest.approx(1.9) and threads.choose("auto", machine)[0] == 1
+    monkeypatch.setattr(threads, "cpu_counters", lambda: open("/nonexistent/proc/stat"))  # no counters
+    assert steady_threads().load == 7.5  # the load average stands in
 
 
 def test_our_own_share_of_the_load_average():

@@ -527,7 +527,7 @@ class Request:
     threads: int | str = setting(
         "auto",
         help="Torch's CPU threads: N, or auto (torch's own count; fewer while other processes keep the cores busy, "
-        "as the 1-minute load average says; as OMP_NUM_THREADS where set).",
+        "measured when a comparison starts; as OMP_NUM_THREADS where set).",
         flags=("--threads",),
         commands=COMPARISON,
         read=thread_count,

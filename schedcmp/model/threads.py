@@ -3,10 +3,14 @@
 Torch's intra-op pool splits each operation across every core and waits for its slowest thread. When other
 processes keep the cores busy, some of those threads wait for a core on every operation: on a 2-core machine
 beside two busy processes a run took several times as long with torch's default 2 threads as with 1
-(docs/how-it-works.md#threads has bench/bench_busy.py's figures). So `auto` reads the 1-minute load average,
-takes off what this process put there itself, and where the rest and torch's threads would not fit the cores
-runs on the cores the others leave, at least one. OMP_NUM_THREADS, where set, is the user's (or torchrun's)
-own choice: `auto` then leaves torch as it is. Each torchrun rank is a process of its own and chooses for itself.
+(docs/how-it-works.md#threads has bench/bench_busy.py's figures). So `auto` measures how many cores other
+processes keep busy now (the kernel's CPU counters over a fifth of a second, while this process sleeps), and
+where those and torch's threads would not fit the cores runs on the cores the others leave, at least one. Not
+the 1-minute load average: it still counts a run that has just ended, so each run of a shell loop would have
+taken the one before it for a busy machine (measured: bench_run.py's ratio went from 1.03 to 1.28). Where
+there are no such counters (no /proc), the load average less this process's own share stands in.
+OMP_NUM_THREADS, where set, is the user's (or torchrun's) own choice: `auto` then leaves torch as it is. Each
+torchrun rank is a process of its own and chooses for itself.
 
 The choice is pure (`choose`); `chosen` sets torch's threads before the work and gives the old count back after,
 so a notebook that calls compare() keeps its own.
@@ -22,12 +26,14 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 LOAD_WINDOW = 60.0  # seconds: the time constant of the kernel's 1-minute load average
+SAMPLE_SECONDS = 0.2  # how long `auto` watches the CPU counters: 40 ticks of a 2-core machine at 100 Hz
 
 
 @dataclass(frozen=True)
 class Machine:
-    """What `auto` decides from: the cores this process may use, torch's own thread count, the 1-minute load
-    average, this process's share of it, and OMP_NUM_THREADS (None: not set)."""
+    """What `auto` decides from: the cores this process may use, torch's own thread count, the cores' worth of CPU in
+    use now (`load`; where there are no CPU counters, the 1-minute load average), this process's share of it,
+    and OMP_NUM_THREADS (None: not set)."""
 
     cores: int
     default: int
@@ -60,30 +66,57 @@ def choose(asked: int | str, machine: Machine) -> tuple[int | None, str | None]:
         return None, None
     threads = max(1, fits)
     note = (
-        f"busy machine: 1-minute load {machine.load:.1f} on {machine.cores} cores, {machine.others:.1f} of it other "
-        f"processes: torch gets {threads} thread{'s' if threads > 1 else ''} instead of {machine.default} "
+        f"busy machine: other processes keep {machine.others:.1f} of {machine.cores} cores busy: torch gets "
+        f"{threads} thread{'s' if threads > 1 else ''} instead of {machine.default} "
         f"(--threads {machine.default} to use them all)"
     )
     return threads, note
 
 
 def this_machine() -> Machine:
-    """The cores, torch's threads, the load average and this process's share of it, now."""
+    """The cores, torch's threads and how busy other processes keep the machine, now."""
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS")
+    default = torch.get_num_threads()
+    if omp:  # the user's choice: nothing to measure
+        return Machine(cores=cores, default=default, load=None, own=0.0, omp_num_threads=omp)
+    now = busy_now()
+    if now is not None:
+        return Machine(cores=cores, default=default, load=now, own=0.0)
     try:
         load = os.getloadavg()[0]
     except OSError:  # not every system keeps one
         load = None
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return Machine(
-        cores=cores,
-        default=torch.get_num_threads(),
-        load=load,
-        own=own_load(usage.ru_utime + usage.ru_stime, process_age()),
-        omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+        cores=cores, default=default, load=load, own=own_load(usage.ru_utime + usage.ru_stime, process_age())
     )
+
+
+def busy_now() -> float | None:
+    """The cores' worth of CPU every process but this one (which sleeps meanwhile) uses now: the kernel's counters
+    (/proc/stat) read twice, SAMPLE_SECONDS apart. None where there are none."""
+    import time
+
+    try:
+        first = cpu_counters()
+        time.sleep(SAMPLE_SECONDS)
+        second = cpu_counters()
+    except (OSError, ValueError, IndexError):
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    if total <= 0:
+        return None
+    return (1 - idle / total) * (os.cpu_count() or 1)
+
+
+def cpu_counters() -> tuple[int, int]:
+    """(all ticks, idle ticks) of every CPU together since boot: /proc/stat's first line."""
+    with open("/proc/stat") as handle:
+        values = [int(value) for value in handle.readline().split()[1:9]]  # user … steal
+    return sum(values), values[3] + values[4]  # idle and iowait
 
 
 def process_age() -> float:
