@@ -104,8 +104,10 @@ def main() -> None:
         for steps in arguments.cross_steps.split(",")
         for name in CROSS_SCHEDULERS
     ]
-    print(f"\nPyTorch against Flax (tolerance: max abs <= {crosscheck.TOLERANCE_MAX_ABS:.4f}, "
-          f"PSNR >= {crosscheck.TOLERANCE_PSNR:g} dB)\n")
+    print(
+        f"\nPyTorch against Flax (tolerance: max abs <= {crosscheck.TOLERANCE_MAX_ABS:.4f}, "
+        f"PSNR >= {crosscheck.TOLERANCE_PSNR:g} dB)\n"
+    )
     print("\n".join(cross_table(crosses)))
     print(f"\nsheet: {arguments.out / 'flax-sheet.png'}")
 

@@ -37,7 +37,7 @@ def compare(pipe: Any = None, prompt: str | Iterable[str] | None = None, **setti
     `out`, the files live in a temporary folder as long as the Comparison does.
 
     The arguments, from schedcmp.core.request's declaration:
-"""
+    """
     from schedcmp.model import pipeline
     from schedcmp.output import console
     from schedcmp.scale import launch

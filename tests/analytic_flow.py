@@ -57,8 +57,15 @@ class GaussianFlow(ModelMixin, ConfigMixin):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
 
-    def forward(self, hidden_states, timestep, encoder_hidden_states=None, pooled_projections=None,
-                return_dict: bool = True, **unused):
+    def forward(
+        self,
+        hidden_states,
+        timestep,
+        encoder_hidden_states=None,
+        pooled_projections=None,
+        return_dict: bool = True,
+        **unused,
+    ):
         sigma = torch.as_tensor(timestep, dtype=torch.float64, device=hidden_states.device).reshape(-1, 1, 1, 1)
         v = velocity(hidden_states.double(), sigma / 1000, self.mean, self.std).to(hidden_states.dtype)
         return Transformer2DModelOutput(sample=v) if return_dict else (v,)

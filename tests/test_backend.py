@@ -118,32 +118,75 @@ def test_files_written_before_the_flax_backend_load_as_torch_runs():
 def flax_results() -> records.Results:
     """A torch,flax comparison as the Flax driver records it: PyTorch's DDIM, Flax's (within), Flax's PNDM (aligned)
     and Flax's LMS (failed)."""
-    base = records.Run(id="ddim-s10-seed8", scheduler="DDIMScheduler", prompt="astronaut", seed=8, steps=10,
-                       status=records.Status.OK, width=64, height=64, image_path="images/ddim-s10-seed8.png")
+    base = records.Run(
+        id="ddim-s10-seed8",
+        scheduler="DDIMScheduler",
+        prompt="astronaut",
+        seed=8,
+        steps=10,
+        status=records.Status.OK,
+        width=64,
+        height=64,
+        image_path="images/ddim-s10-seed8.png",
+    )
     torch_ddim = replace(base, seconds=1.2, seconds_all=[1.2], nfe=10, backend=records.Backend.TORCH)
     cross = records.CrossFramework(
-        torch_run="ddim-s10-seed8", max_abs=0.00014, psnr=94.2, torch_repeat_max_abs=0.0, flax_repeat_max_abs=0.0,
-        tolerance_max_abs=1 / 255, tolerance_psnr=60.0, agrees=True, within=True,
+        torch_run="ddim-s10-seed8",
+        max_abs=0.00014,
+        psnr=94.2,
+        torch_repeat_max_abs=0.0,
+        flax_repeat_max_abs=0.0,
+        tolerance_max_abs=1 / 255,
+        tolerance_psnr=60.0,
+        agrees=True,
+        within=True,
     )
     flax_ddim = replace(
-        torch_ddim, id="flaxddim-s10-seed8", scheduler="FlaxDDIMScheduler", backend=records.Backend.FLAX,
-        seconds=0.2, compile_seconds=6.0, cross=cross,
+        torch_ddim,
+        id="flaxddim-s10-seed8",
+        scheduler="FlaxDDIMScheduler",
+        backend=records.Backend.FLAX,
+        seconds=0.2,
+        compile_seconds=6.0,
+        cross=cross,
     )
     flax_pndm = replace(
-        flax_ddim, id="flaxpndm-s10-seed8", scheduler="FlaxPNDMScheduler", compile_seconds=5.0,
+        flax_ddim,
+        id="flaxpndm-s10-seed8",
+        scheduler="FlaxPNDMScheduler",
+        compile_seconds=5.0,
         backend_note="the last 1 update(s) are never applied",
-        cross=replace(cross, torch_run="pndm-s10-seed8", max_abs=0.0655, psnr=37.1, agrees=False,
-                      alignment="PyTorch stopped after `steps` UNet calls too", aligned_max_abs=0.00065,
-                      aligned_psnr=84.3),
+        cross=replace(
+            cross,
+            torch_run="pndm-s10-seed8",
+            max_abs=0.0655,
+            psnr=37.1,
+            agrees=False,
+            alignment="PyTorch stopped after `steps` UNet calls too",
+            aligned_max_abs=0.00065,
+            aligned_psnr=84.3,
+        ),
     )
     flax_lms = replace(
-        flax_ddim, id="flaxlmsdiscrete-s10-seed8", scheduler="FlaxLMSDiscreteScheduler", alias="LMS",
-        status=records.Status.FAILED, reason="TracerBoolConversionError: ...", seconds=None, nfe=None,
-        compile_seconds=None, cross=None, image_path=None,
+        flax_ddim,
+        id="flaxlmsdiscrete-s10-seed8",
+        scheduler="FlaxLMSDiscreteScheduler",
+        alias="LMS",
+        status=records.Status.FAILED,
+        reason="TracerBoolConversionError: ...",
+        seconds=None,
+        nfe=None,
+        compile_seconds=None,
+        cross=None,
+        image_path=None,
     )
-    return records.Results(model="m", pipeline="FlaxStableDiffusionPipeline + StableDiffusionPipeline",
-                           device="cpu (torch) + cpu ×2 (JAX)", devices=2,
-                           runs=[torch_ddim, flax_ddim, flax_pndm, flax_lms])
+    return records.Results(
+        model="m",
+        pipeline="FlaxStableDiffusionPipeline + StableDiffusionPipeline",
+        device="cpu (torch) + cpu ×2 (JAX)",
+        devices=2,
+        runs=[torch_ddim, flax_ddim, flax_pndm, flax_lms],
+    )
 
 
 def test_flax_records_fit_the_schema_and_come_back():

@@ -77,8 +77,9 @@ def test_text_embedding_unet_converts_to_what_pytorch_computes(default_model, to
     sample, timesteps, text = unet_inputs()
     unet, params = default_model.unet, {"params": default_model.params["unet"]}
     with torch.no_grad():
-        expected = torch_pipe.unet(torch.from_numpy(sample), torch.from_numpy(timesteps.astype(np.int64)),
-                                   torch.from_numpy(text)).sample.numpy()
+        expected = torch_pipe.unet(
+            torch.from_numpy(sample), torch.from_numpy(timesteps.astype(np.int64)), torch.from_numpy(text)
+        ).sample.numpy()
         expected_text = torch_pipe.unet.add_embedding(torch.from_numpy(text)).numpy()
     text_embedding = unet.apply(params, text, method=lambda module, states: module.add_embedding(states))
     assert np.abs(np.asarray(text_embedding) - expected_text).max() < 1e-5
@@ -126,15 +127,32 @@ def test_run_backend_flax_on_a_tiny_model_runs_every_compatible_scheduler(cli, s
     import jax
 
     result = cli(
-        "run", PROMPT, "--backend", "flax", "--model", sd15_model, "--steps", "2", "--seed", "0,1", "--out", "out",
-        "--format", "csv", "--html",
+        "run",
+        PROMPT,
+        "--backend",
+        "flax",
+        "--model",
+        sd15_model,
+        "--steps",
+        "2",
+        "--seed",
+        "0,1",
+        "--out",
+        "out",
+        "--format",
+        "csv",
+        "--html",
     )
     assert result.exit_code == 1, result.stderr  # LMS and DDPM failed
     document = json.loads(Path("out/results.json").read_text())
     runs = document["runs"]
     assert [run["scheduler"] for run in runs[::2]] == [
-        "FlaxPNDMScheduler", "FlaxDDIMScheduler", "FlaxLMSDiscreteScheduler", "FlaxEulerDiscreteScheduler",
-        "FlaxDPMSolverMultistepScheduler", "FlaxDDPMScheduler",
+        "FlaxPNDMScheduler",
+        "FlaxDDIMScheduler",
+        "FlaxLMSDiscreteScheduler",
+        "FlaxEulerDiscreteScheduler",
+        "FlaxDPMSolverMultistepScheduler",
+        "FlaxDDPMScheduler",
     ]
     assert document["devices"] == jax.device_count() and document["settings"]["backend"] == "flax"
     assert "jax" in document["versions"] and document["sheets"] == ["contact_sheet.png"] and document["report"]
@@ -175,7 +193,9 @@ def test_run_backend_flax_on_the_default_model(cli):
     document = json.loads(Path("out/results.json").read_text())
     statuses = {run["scheduler"]: run["status"] for run in document["runs"]}
     assert statuses == {
-        "FlaxDDIMScheduler": "ok", "FlaxPNDMScheduler": "ok", "FlaxLMSDiscreteScheduler": "failed",
+        "FlaxDDIMScheduler": "ok",
+        "FlaxPNDMScheduler": "ok",
+        "FlaxLMSDiscreteScheduler": "failed",
         "FlaxDDPMScheduler": "failed",
     }
     assert result.stdout.strip() == "out/contact_sheet.png" and Path("out/contact_sheet.png").stat().st_size > 0

@@ -347,8 +347,16 @@ def test_orders_through_a_real_pipeline(pipelines):
                 seen.append(tensors["latents"])
                 return tensors
 
-            pipe("x", num_inference_steps=steps, height=32, width=32, guidance_scale=1.0, latents=noise.clone(),
-                 output_type="latent", callback_on_step_end=keep)
+            pipe(
+                "x",
+                num_inference_steps=steps,
+                height=32,
+                width=32,
+                guidance_scale=1.0,
+                latents=noise.clone(),
+                output_type="latent",
+                callback_on_step_end=keep,
+            )
             expected = af.solution(noise.double(), float(pipe.scheduler.sigmas[-2]), exact.mean, exact.std)
             points.append((len(pipe.scheduler.timesteps), rms(seen[-2].double() - expected)))
         fit = fit_order([nfe for nfe, _ in points], [error for _, error in points])

@@ -319,8 +319,13 @@ def flux(folder: Path) -> Path:
     )
     pipe = FluxPipeline(
         transformer=transformer,
-        vae=vae(latent_channels=16, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False,
-                use_post_quant_conv=False),
+        vae=vae(
+            latent_channels=16,
+            shift_factor=0.1159,
+            scaling_factor=0.3611,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ),
         text_encoder=CLIPTextModel(clip_config(len(words))),
         text_encoder_2=t5_encoder(len(t5_words), d_model=32),
         tokenizer=words,

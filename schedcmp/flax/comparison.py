@@ -275,8 +275,13 @@ class Execution:
         self.progress.started(self.made + 1, f"{first.scheduler} ({first.steps} steps; the first call compiles)", 1)
         try:
             prepared = runner.prepare(
-                self.models.flax, first.scheduler, first.prompt, first.steps, first.negative_prompt,
-                first.guidance_scale, first.overrides,
+                self.models.flax,
+                first.scheduler,
+                first.prompt,
+                first.steps,
+                first.negative_prompt,
+                first.guidance_scale,
+                first.overrides,
             )
         except Exception as error:  # a scheduler the Flax pipeline cannot set up: its cells fail, with the reason
             for cell in group:
@@ -307,8 +312,15 @@ class Execution:
         spec = cell.torch
         noise = crosscheck.initial_noise(spec.seed, crosscheck.latent_shape(self.models.flax))
         align = functools.partial(
-            crosscheck.run_torch, self.models.torch, spec.scheduler, spec.prompt, spec.steps, noise,
-            spec.guidance_scale, overrides=spec.overrides, negative_prompt=spec.negative_prompt,
+            crosscheck.run_torch,
+            self.models.torch,
+            spec.scheduler,
+            spec.prompt,
+            spec.steps,
+            noise,
+            spec.guidance_scale,
+            overrides=spec.overrides,
+            negative_prompt=spec.negative_prompt,
         )
         try:
             made = align(None)
@@ -323,7 +335,10 @@ class Execution:
         run = flax_record(cell.flax, made, note, self.image_dir)
         if torch_side is not None and torch_side.made is not None and run.status == Status.OK:
             flax_side = FrameworkRun(
-                scheduler=cell.flax.scheduler, nfe=cell.flax.steps, seconds=run.seconds, output=made.outputs[-1][0],
+                scheduler=cell.flax.scheduler,
+                nfe=cell.flax.steps,
+                seconds=run.seconds,
+                output=made.outputs[-1][0],
                 repeat_max_abs=made.repeat_max_abs(),
             )
             spec = cell.flax
@@ -385,9 +400,20 @@ def flax_calls(
 def base_run(spec: RunSpec, backend: Backend, status: Status = Status.OK) -> Run:
     """A cell's settings as its record."""
     return Run(
-        id=spec.id, scheduler=spec.scheduler, alias=spec.alias, overrides=spec.overrides, compatible=spec.compatible,
-        prompt=spec.prompt, negative_prompt=spec.negative_prompt, seed=spec.seed, steps=spec.steps,
-        guidance_scale=spec.guidance_scale, width=spec.width, height=spec.height, status=status, backend=backend,
+        id=spec.id,
+        scheduler=spec.scheduler,
+        alias=spec.alias,
+        overrides=spec.overrides,
+        compatible=spec.compatible,
+        prompt=spec.prompt,
+        negative_prompt=spec.negative_prompt,
+        seed=spec.seed,
+        steps=spec.steps,
+        guidance_scale=spec.guidance_scale,
+        width=spec.width,
+        height=spec.height,
+        status=status,
+        backend=backend,
     )
 
 
@@ -419,8 +445,12 @@ def image_record(run: Run, output: Any, image_dir: Path | None) -> Run:
 def flax_record(spec: RunSpec, made: FlaxCalls, note: str | None, image_dir: Path | None) -> Run:
     """A Flax cell: device 0's image of its last call; the median of its timed calls, its compiling call apart."""
     run = replace(
-        base_run(spec, Backend.FLAX), nfe=spec.steps, seconds=statistics.median(made.seconds),
-        seconds_all=made.seconds, compile_seconds=made.compile_seconds, backend_note=note,
+        base_run(spec, Backend.FLAX),
+        nfe=spec.steps,
+        seconds=statistics.median(made.seconds),
+        seconds_all=made.seconds,
+        compile_seconds=made.compile_seconds,
+        backend_note=note,
     )
     return image_record(run, made.outputs[-1][0], image_dir)
 
@@ -440,11 +470,18 @@ def with_cross(run: Run, cross: CrossRun, torch_id: str) -> Run:
     """The Flax run with its distance to the PyTorch run; suspect where the frameworks disagree beyond the tolerance
     on the same computation (no known alignment explains it)."""
     record = CrossFramework(
-        torch_run=torch_id, max_abs=cross.max_abs, psnr=finite(cross.psnr),
-        torch_repeat_max_abs=cross.torch.repeat_max_abs, flax_repeat_max_abs=cross.flax.repeat_max_abs,
-        tolerance_max_abs=cross.tolerance_max_abs, tolerance_psnr=cross.tolerance_psnr,
-        agrees=cross.agrees, within=cross.within, alignment=cross.alignment.reason if cross.alignment else None,
-        aligned_max_abs=cross.aligned_max_abs, aligned_psnr=finite(cross.aligned_psnr),
+        torch_run=torch_id,
+        max_abs=cross.max_abs,
+        psnr=finite(cross.psnr),
+        torch_repeat_max_abs=cross.torch.repeat_max_abs,
+        flax_repeat_max_abs=cross.flax.repeat_max_abs,
+        tolerance_max_abs=cross.tolerance_max_abs,
+        tolerance_psnr=cross.tolerance_psnr,
+        agrees=cross.agrees,
+        within=cross.within,
+        alignment=cross.alignment.reason if cross.alignment else None,
+        aligned_max_abs=cross.aligned_max_abs,
+        aligned_psnr=finite(cross.aligned_psnr),
     )
     if cross.within:
         return replace(run, cross=record)
@@ -471,8 +508,10 @@ def cross_answer(runs: list[Run]) -> list[str]:
     ]
     aligned = names([run for run in crossed if not run.cross.agrees and run.cross.within])
     if aligned:
-        lines.append(f"{aligned}: beyond it by diffusers' defaults; within once PyTorch does what the Flax side does "
-                     "(each run's cross.alignment says what)")
+        lines.append(
+            f"{aligned}: beyond it by diffusers' defaults; within once PyTorch does what the Flax side does "
+            "(each run's cross.alignment says what)"
+        )
     beyond = names([run for run in crossed if not run.cross.within])
     if beyond:
         lines.append(f"{beyond}: beyond it even so (suspect)")

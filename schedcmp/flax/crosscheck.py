@@ -85,8 +85,15 @@ def torch_scheduler_name(name: str) -> str:
 
 
 def run_torch(
-    pipe: Any, scheduler: str, prompt: str, steps: int, noise: Any, guidance_scale: float,
-    alignment: Alignment | None = None, overrides: dict[str, Any] | None = None, negative_prompt: str | None = None,
+    pipe: Any,
+    scheduler: str,
+    prompt: str,
+    steps: int,
+    noise: Any,
+    guidance_scale: float,
+    alignment: Alignment | None = None,
+    overrides: dict[str, Any] | None = None,
+    negative_prompt: str | None = None,
 ) -> FrameworkRun:
     """Two identical calls of the PyTorch pipeline, each with a fresh scheduler from the original config (changed
     by `overrides`, then by the alignment's)."""
@@ -114,8 +121,13 @@ def run_torch(
             started = time.perf_counter()
             with torch.no_grad():
                 image = pipe(
-                    prompt, num_inference_steps=steps, guidance_scale=guidance_scale, latents=torch.from_numpy(noise),
-                    negative_prompt=negative_prompt, output_type="np", callback_on_step_end=stop_when_flax_stops,
+                    prompt,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance_scale,
+                    latents=torch.from_numpy(noise),
+                    negative_prompt=negative_prompt,
+                    output_type="np",
+                    callback_on_step_end=stop_when_flax_stops,
                 ).images[0]
             seconds = time.perf_counter() - started
             outputs.append(image)
@@ -123,7 +135,10 @@ def run_torch(
         counter.remove()
         pipe.scheduler = getattr(diffusers, original_config["_class_name"]).from_config(original_config)
     return FrameworkRun(
-        scheduler=torch_scheduler_name(scheduler), nfe=len(calls), seconds=seconds, output=outputs[1],
+        scheduler=torch_scheduler_name(scheduler),
+        nfe=len(calls),
+        seconds=seconds,
+        output=outputs[1],
         repeat_max_abs=max_abs_difference(outputs[0], outputs[1]),
     )
 
@@ -134,7 +149,10 @@ def run_flax(model: FlaxModel, scheduler: str, prompt: str, steps: int, noise: A
     first, _ = generate(prepared, 0, latents=noise[0])
     second, seconds = generate(prepared, 0, latents=noise[0])
     run = FrameworkRun(
-        scheduler=prepared.scheduler, nfe=prepared.steps, seconds=seconds, output=second[0],
+        scheduler=prepared.scheduler,
+        nfe=prepared.steps,
+        seconds=seconds,
+        output=second[0],
         # between the two calls, and between the devices, which were all given the same latents
         repeat_max_abs=max(max_abs_difference(first, second), max_abs_difference(second[0], second[-1])),
     )
@@ -142,7 +160,12 @@ def run_flax(model: FlaxModel, scheduler: str, prompt: str, steps: int, noise: A
 
 
 def compare_scheduler(
-    pipe: Any, model: FlaxModel, scheduler: str, prompt: str, steps: int, seed: int,
+    pipe: Any,
+    model: FlaxModel,
+    scheduler: str,
+    prompt: str,
+    steps: int,
+    seed: int,
     guidance_scale: float = GUIDANCE_SCALE,
 ) -> CrossRun:
     """One scheduler (PyTorch or Flax class name) in both frameworks from the seed's noise, and their distance;
@@ -160,24 +183,35 @@ def latent_shape(model: FlaxModel) -> tuple[int, ...]:
 
 
 def measure(
-    torch_run: FrameworkRun, flax_run: FrameworkRun, steps: int, seed: int, note: str | None,
+    torch_run: FrameworkRun,
+    flax_run: FrameworkRun,
+    steps: int,
+    seed: int,
+    note: str | None,
     align: Callable[[Alignment], FrameworkRun],
 ) -> CrossRun:
     """The distance between the frameworks' images; where ALIGNMENTS knows what the Flax side computes
     differently, `align` runs PyTorch that way too and the aligned distance is added."""
     cross = CrossRun(
-        scheduler=torch_run.scheduler, steps=steps, seed=seed,
+        scheduler=torch_run.scheduler,
+        steps=steps,
+        seed=seed,
         max_abs=max_abs_difference(torch_run.output, flax_run.output),
         psnr=psnr(flax_run.output, torch_run.output),
-        tolerance_max_abs=TOLERANCE_MAX_ABS, tolerance_psnr=TOLERANCE_PSNR,
-        torch=torch_run, flax=flax_run, note=note,
+        tolerance_max_abs=TOLERANCE_MAX_ABS,
+        tolerance_psnr=TOLERANCE_PSNR,
+        torch=torch_run,
+        flax=flax_run,
+        note=note,
     )
     alignment = ALIGNMENTS.get(torch_run.scheduler)
     if alignment is None:
         return cross
     aligned = align(alignment)
     return replace(
-        cross, alignment=alignment, aligned_torch=aligned,
+        cross,
+        alignment=alignment,
+        aligned_torch=aligned,
         aligned_max_abs=max_abs_difference(aligned.output, flax_run.output),
         aligned_psnr=psnr(flax_run.output, aligned.output),
     )

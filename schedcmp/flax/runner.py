@@ -163,8 +163,13 @@ class Prepared:
 
 
 def prepare(
-    model: FlaxModel, scheduler: str, prompt: str, steps: int, negative_prompt: str | None = None,
-    guidance_scale: float = GUIDANCE_SCALE, overrides: dict[str, Any] | None = None,
+    model: FlaxModel,
+    scheduler: str,
+    prompt: str,
+    steps: int,
+    negative_prompt: str | None = None,
+    guidance_scale: float = GUIDANCE_SCALE,
+    overrides: dict[str, Any] | None = None,
 ) -> Prepared:
     """A fresh scheduler from the folder's own config (as the guide loads it; `overrides` change its config), its
     pipeline, and the inputs."""
@@ -298,8 +303,13 @@ def run_scheduler(
     if not seeds:
         raise UsageError("run_scheduler needs at least one seed")
     base = FlaxRun(
-        scheduler=flax_scheduler_class(scheduler).__name__, steps=steps, seed=seeds[0], prompt=prompt,
-        status=Status.OK, devices=jax.device_count(), dtype=model.dtype,
+        scheduler=flax_scheduler_class(scheduler).__name__,
+        steps=steps,
+        seed=seeds[0],
+        prompt=prompt,
+        status=Status.OK,
+        devices=jax.device_count(),
+        dtype=model.dtype,
     )
     try:
         prepared = prepare(model, scheduler, prompt, steps, negative_prompt, guidance_scale)

@@ -70,7 +70,9 @@ def ignored_settings(config: dict[str, Any], torch_class: type, flax_fields: set
     return sorted(
         f"{key}={value!r}"
         for key, value in config.items()
-        if not key.startswith("_") and key not in flax_fields and key in defaults
+        if not key.startswith("_")
+        and key not in flax_fields
+        and key in defaults
         and jsonable(value) != jsonable(defaults[key])
     )
 

@@ -29,9 +29,20 @@ logger = logging.get_logger(__name__)
 
 # The config keys FlowMatchEulerDiscreteScheduler takes: they build the internal scheduler that makes the grid.
 FLOW_MATCH_KEYS = (
-    "num_train_timesteps", "shift", "use_dynamic_shifting", "base_shift", "max_shift", "base_image_seq_len",
-    "max_image_seq_len", "invert_sigmas", "shift_terminal", "use_karras_sigmas", "use_exponential_sigmas",
-    "use_beta_sigmas", "time_shift_type", "stochastic_sampling",
+    "num_train_timesteps",
+    "shift",
+    "use_dynamic_shifting",
+    "base_shift",
+    "max_shift",
+    "base_image_seq_len",
+    "max_image_seq_len",
+    "invert_sigmas",
+    "shift_terminal",
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "time_shift_type",
+    "stochastic_sampling",
 )
 
 

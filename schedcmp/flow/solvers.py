@@ -91,7 +91,12 @@ def ve_ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[floa
 
 
 def ancestral_first_order_step(
-    x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float, eta: float, s_noise: float,
+    x: torch.Tensor,
+    denoised: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    eta: float,
+    s_noise: float,
     noise: NoiseSampler,
 ) -> torch.Tensor:
     """One first-order DPM-Solver++ step with ancestral noise, taken in variance-exploding coordinates.
@@ -318,7 +323,11 @@ def dpmpp_2s_ancestral(
 
 
 def dpmpp_sde(
-    x: torch.Tensor, sigmas: Sequence[float], noise: NoiseSampler, eta: float = 1.0, s_noise: float = 1.0,
+    x: torch.Tensor,
+    sigmas: Sequence[float],
+    noise: NoiseSampler,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
     r: float = 1 / 2,
 ) -> Solver:
     """Stochastic DPM-Solver++ with one intermediate stage (k-diffusion/ComfyUI sample_dpmpp_sde), in λ.
@@ -401,7 +410,11 @@ def grid_for(method: str, sigmas: Sequence[float]) -> list[float]:
 
 
 def start(
-    method: str, x: torch.Tensor, sigmas: Sequence[float], noise: NoiseSampler = no_noise, eta: float = 1.0,
+    method: str,
+    x: torch.Tensor,
+    sigmas: Sequence[float],
+    noise: NoiseSampler = no_noise,
+    eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> Solver:
     """The solver `method` set up on the grid `sigmas` (N + 1 values, the last 0), not yet started."""
@@ -411,8 +424,13 @@ def start(
 
 
 def solve(
-    method: str, denoiser: Denoiser, x: torch.Tensor, sigmas: Sequence[float], noise: NoiseSampler = no_noise,
-    eta: float = 1.0, s_noise: float = 1.0,
+    method: str,
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    sigmas: Sequence[float],
+    noise: NoiseSampler = no_noise,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
 ) -> torch.Tensor:
     """Run a solver k-diffusion style, the loop in our hands: denoiser(x, σ) gives D at every evaluation.
 
