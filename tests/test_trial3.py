@@ -530,25 +530,56 @@ def test_auto_takes_the_cores_other_processes_leave():
 
 def test_auto_measures_the_cpu_now_not_the_minute_before(monkeypatch, steady_threads):
     """The 1-minute load average still counts a run that has just ended: bench_run's ratio went from 1.03 to 1.28
-    when each run took the one before it for a busy machine. The CPU counters say what is busy now."""
+    when each run took the one before it for a busy machine. The CPU counters, less this process's own CPU time,
+    say what other processes keep busy now: over the imports since the module's first reading, or a short sleep."""
+    import time
     from dataclasses import replace
 
     from schedcmp.model import threads
+    from schedcmp.model.threads import Reading
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (7.5, 7.5, 7.5))
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)  # a 2-core machine, whatever runs the test
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(threads, "SAMPLE_SECONDS", 0.0)
-    ticks = iter([(1000, 400), (1040, 440)])  # all 40 ticks idle: nothing busy now, whatever the load average
-    monkeypatch.setattr(threads, "cpu_counters", lambda: next(ticks))
+    start = time.monotonic() - 3.0
+    monkeypatch.setattr(threads, "last_reading", Reading(at=start, ticks=(1000, 400), own=5.0))  # at the import
+    readings = iter(
+        [
+            Reading(at=start + 1.5, ticks=(1300, 550), own=6.5),  # half the ticks busy: this process, importing
+            Reading(at=start + 3.0, ticks=(1600, 560), own=8.0),  # all but 10 busy: we and another process
+        ]
+    )
+    monkeypatch.setattr(threads, "reading", lambda: next(readings))
     machine = replace(steady_threads(), default=2)
-    assert machine.load == 0.0 and threads.choose("auto", machine) == (None, None)
-    ticks = iter([(1000, 400), (1040, 402)])  # 38 of 40 ticks busy: about both cores
+    assert (machine.load, machine.own, machine.others) == (1.0, 1.0, 0.0)
+    assert threads.choose("auto", machine) == (None, None)  # a load average of 7.5 says nothing of now
     machine = replace(steady_threads(), default=2)
-    assert machine.load == pytest.approx(1.9) and threads.choose("auto", machine)[0] == 1
-    monkeypatch.setattr(threads, "cpu_counters", lambda: open("/nonexistent/proc/stat"))  # no counters
-    assert steady_threads().load == 7.5  # the load average stands in
+    assert machine.others == pytest.approx(0.933, abs=0.001) and threads.choose("auto", machine)[0] == 1
+
+    # a window older than WINDOW_SECONDS (a notebook's second compare()) is not trusted: a fresh one is read
+    monkeypatch.setattr(threads, "last_reading", Reading(at=start - 60.0, ticks=(0, 0), own=0.0))
+    readings = iter(
+        [Reading(at=start, ticks=(1000, 400), own=5.0), Reading(at=start + 0.2, ticks=(1040, 402), own=5.0)]
+    )
+    machine = replace(steady_threads(), default=2)
+    assert machine.load == pytest.approx(1.9) and machine.own == 0.0 and threads.choose("auto", machine)[0] == 1
+
+    readings = iter([Reading(at=start, ticks=None, own=5.0), Reading(at=start + 0.2, ticks=None, own=5.0)])
+    assert steady_threads().load == 7.5  # no counters (no /proc): the load average stands in
+
+
+def test_busy_between_two_readings(monkeypatch):
+    from schedcmp.model import threads
+    from schedcmp.model.threads import Reading, busy_between
+
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    first = Reading(at=10.0, ticks=(1000, 400), own=1.0)
+    assert busy_between(first, Reading(at=12.0, ticks=(1400, 600), own=2.0)) == (1.0, 0.5)  # half of 2 cores; ours
+    assert busy_between(first, Reading(at=12.0, ticks=None, own=2.0)) is None
+    assert busy_between(first, Reading(at=10.0, ticks=(1400, 600), own=2.0)) is None  # no time passed
+    assert busy_between(first, Reading(at=12.0, ticks=(1000, 400), own=2.0)) is None  # no ticks counted
 
 
 def test_our_own_share_of_the_load_average():

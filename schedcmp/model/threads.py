@@ -4,11 +4,13 @@ Torch's intra-op pool splits each operation across every core and waits for its 
 processes keep the cores busy, some of those threads wait for a core on every operation: on a 2-core machine
 beside two busy processes a run took several times as long with torch's default 2 threads as with 1
 (docs/how-it-works.md#threads has bench/bench_busy.py's figures). So `auto` measures how many cores other
-processes keep busy now (the kernel's CPU counters over a fifth of a second, while this process sleeps), and
-where those and torch's threads would not fit the cores runs on the cores the others leave, at least one. Not
-the 1-minute load average: it still counts a run that has just ended, so each run of a shell loop would have
-taken the one before it for a busy machine (measured: bench_run.py's ratio went from 1.03 to 1.28). Where
-there are no such counters (no /proc), the load average less this process's own share stands in.
+processes keep busy now (the kernel's CPU counters, less this process's own CPU time, over the seconds since
+this module was imported, in a command the imports of torch and diffusers; over a fifth of a second of sleep
+where that window is too short or too old), and where those and torch's threads would not fit the cores runs on
+the cores the others leave, at least one. Not the 1-minute load average: it still counts a run that has just
+ended, so each run of a shell loop would have taken the one before it for a busy machine (measured:
+bench_run.py's ratio went from 1.03 to 1.28). Where there are no such counters (no /proc), the load average less
+this process's own share stands in.
 OMP_NUM_THREADS, where set, is the user's (or torchrun's) own choice: `auto` then leaves torch as it is. Each
 torchrun rank is a process of its own and chooses for itself.
 
@@ -26,7 +28,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 LOAD_WINDOW = 60.0  # seconds: the time constant of the kernel's 1-minute load average
-SAMPLE_SECONDS = 0.2  # how long `auto` watches the CPU counters: 40 ticks of a 2-core machine at 100 Hz
+SAMPLE_SECONDS = 0.2  # the shortest window `auto` watches the CPU counters over: 40 ticks of 2 cores at 100 Hz
+WINDOW_SECONDS = 10.0  # the longest: older than that, what was busy then may have ended (a run before this one)
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def this_machine() -> Machine:
         return Machine(cores=cores, default=default, load=None, own=0.0, omp_num_threads=omp)
     now = busy_now()
     if now is not None:
-        return Machine(cores=cores, default=default, load=now, own=0.0)
+        return Machine(cores=cores, default=default, load=now[0], own=now[1])
     try:
         load = os.getloadavg()[0]
     except OSError:  # not every system keeps one
@@ -95,21 +98,49 @@ def this_machine() -> Machine:
     )
 
 
-def busy_now() -> float | None:
-    """The cores' worth of CPU every process but this one (which sleeps meanwhile) uses now: the kernel's counters
-    (/proc/stat) read twice, SAMPLE_SECONDS apart. None where there are none."""
+@dataclass(frozen=True)
+class Reading:
+    """The kernel's CPU counters (all ticks, idle ticks; None where there are none) and this process's own CPU
+    seconds, at a moment (time.monotonic())."""
+
+    at: float
+    ticks: tuple[int, int] | None
+    own: float
+
+
+def reading() -> Reading:
     import time
 
     try:
-        first = cpu_counters()
-        time.sleep(SAMPLE_SECONDS)
-        second = cpu_counters()
+        ticks = cpu_counters()
     except (OSError, ValueError, IndexError):
+        ticks = None
+    times = os.times()
+    return Reading(at=time.monotonic(), ticks=ticks, own=times.user + times.system)
+
+
+def busy_between(first: Reading, second: Reading) -> tuple[float, float] | None:
+    """(the cores' worth of CPU all processes used between two readings, this process's share of it)."""
+    if first.ticks is None or second.ticks is None or second.at <= first.at:
         return None
-    total, idle = second[0] - first[0], second[1] - first[1]
+    total, idle = second.ticks[0] - first.ticks[0], second.ticks[1] - first.ticks[1]
     if total <= 0:
         return None
-    return (1 - idle / total) * (os.cpu_count() or 1)
+    return (1 - idle / total) * (os.cpu_count() or 1), (second.own - first.own) / (second.at - first.at)
+
+
+def busy_now() -> tuple[float, float] | None:
+    """busy_between the last reading and now, where that is SAMPLE_SECONDS to WINDOW_SECONDS ago; otherwise over
+    SAMPLE_SECONDS from now, while this process sleeps. None where there are no counters."""
+    import time
+
+    global last_reading
+    first = last_reading
+    if not SAMPLE_SECONDS <= time.monotonic() - first.at <= WINDOW_SECONDS:
+        first = reading()
+        time.sleep(SAMPLE_SECONDS)
+    last_reading = reading()
+    return busy_between(first, last_reading)
 
 
 def cpu_counters() -> tuple[int, int]:
@@ -117,6 +148,11 @@ def cpu_counters() -> tuple[int, int]:
     with open("/proc/stat") as handle:
         values = [int(value) for value in handle.readline().split()[1:9]]  # user … steal
     return sum(values), values[3] + values[4]  # idle and iowait
+
+
+# The first reading is taken when this module is imported, so that in a command the imports of torch and diffusers
+# that follow are the window `auto` watches: no waiting added to a run (a 0.2 s sleep was 4 % of bench_run.py's).
+last_reading = reading()
 
 
 def process_age() -> float:
