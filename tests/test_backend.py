@@ -65,6 +65,7 @@ def test_an_unknown_backend_is_refused(cli):
         (["--shard", "0/2"], "--shard"),
         (["--call-arg", "eta=0.3"], "--call-arg"),
         (["--width", "32"], "--width"),
+        (["--schedule", "default,karras"], "--schedule"),  # it was ignored: Flax cells ran on their own sigmas
         (["--batch-size", "2"], "--batch-size"),
         (["--device", "cpu"], "--device"),
         (["--generator-device", "device"], "--generator-device"),

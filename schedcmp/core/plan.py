@@ -43,6 +43,10 @@ class RunSpec:
     schedule: str | None = None  # --schedule: the σ schedule through the scheduler's own flags; None: its own
     unsupported: str | None = None  # why this cell is not run (the scheduler cannot take its schedule)
 
+    def record_settings(self) -> dict[str, Any]:
+        """The settings its results.json record (records.Run) repeats, by the record's field names."""
+        return {name: getattr(self, name) for name in RECORDED_SETTINGS}
+
 
 # Everything that decides what a run produces (not its id or batch): a resumed cell and a cached reference
 # count only when every one of these is the same.
@@ -59,6 +63,10 @@ RUN_SETTINGS = (
     "call_args",
     "schedule",
 )
+
+
+# The RunSpec fields a Run record carries over as they are (batch and unsupported become other fields there).
+RECORDED_SETTINGS = ("id", "alias", "compatible", *RUN_SETTINGS)
 
 
 def slug(text: str, limit: int = 40) -> str:

@@ -399,22 +399,7 @@ def flax_calls(
 
 def base_run(spec: RunSpec, backend: Backend, status: Status = Status.OK) -> Run:
     """A cell's settings as its record."""
-    return Run(
-        id=spec.id,
-        scheduler=spec.scheduler,
-        alias=spec.alias,
-        overrides=spec.overrides,
-        compatible=spec.compatible,
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        seed=spec.seed,
-        steps=spec.steps,
-        guidance_scale=spec.guidance_scale,
-        width=spec.width,
-        height=spec.height,
-        status=status,
-        backend=backend,
-    )
+    return Run(**spec.record_settings(), status=status, backend=backend)
 
 
 def failed(spec: RunSpec, error: BaseException) -> Run:

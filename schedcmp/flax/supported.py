@@ -23,6 +23,7 @@ REFUSED = {
     "model_config": "the Flax backend converts a diffusers folder's safetensors; single-file checkpoints are PyTorch's",
     "width": SAME_SIZE,
     "height": SAME_SIZE,
+    "schedule": "diffusers' Flax schedulers have no flags for the karras, exponential or beta sigmas",
     "call_arg": "FlaxStableDiffusionPipeline's call takes no other arguments",
     "allow_unknown_call_args": "FlaxStableDiffusionPipeline's call takes no other arguments",
     "device": "JAX chooses the devices (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N gives N)",

@@ -57,20 +57,7 @@ def run_record(result: RunResult, image: str | None, determinism: str) -> Run:
     """A finished cell as its results.json record (distances, orders and fronts are added later)."""
     spec = result.spec
     return Run(
-        id=spec.id,
-        scheduler=spec.scheduler,
-        alias=spec.alias,
-        overrides=spec.overrides,
-        compatible=spec.compatible,
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        seed=spec.seed,
-        steps=spec.steps,
-        guidance_scale=spec.guidance_scale,
-        width=spec.width,
-        height=spec.height,
-        call_args=spec.call_args,
-        schedule=spec.schedule,
+        **spec.record_settings(),
         status=result.status,
         reason=result.reason,
         error=None if result.error is None else RunError(**result.error),
