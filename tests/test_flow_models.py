@@ -172,6 +172,10 @@ def test_the_sampler_by_schedule_grid(cli, sd15_model, tmp_path):
     assert document["sheets"] == ["contact_sheet.png"]
     page = (tmp_path / "o" / "report.html").read_text()
     assert "<h2>Schedules</h2>" in page and page.count("<polyline") == 13  # 3 × 4 runs and DDIM's default
+    # the page's table says which schedule made each thumbnail, as the terminal's does: a column, and the caption
+    assert '<th data-column="schedule" data-type="text"' in page and page.count('data-value="karras">karras<') == 4
+    assert 'alt="EulerDiscrete (Euler) · karras schedule · 3 steps · seed 0"' in page
+    assert '<th data-column="seed"' not in page  # one seed: no column for it
 
 
 def test_comfy_schedules_take_the_flow_sampler_only(cli, flux_model, tmp_path):

@@ -25,7 +25,7 @@ from schedcmp.core.records import (
 )
 from schedcmp.output import render
 from schedcmp.output.check_report import data_uri
-from schedcmp.output.report import PARETO_NAMES, pareto_costs, write_atomic
+from schedcmp.output.report import AXIS_COLUMNS, PARETO_NAMES, pareto_costs, write_atomic
 from schedcmp.quality.metrics import METRICS
 from schedcmp.quality.stepsearch import goal_text
 
@@ -46,6 +46,20 @@ COLUMNS = [
     ("determinism", "determinism", "text"),
     ("status", "status", "text"),
 ]
+# The settings a sweep varies get a column each after the scheduler's, as in the terminal's table: a run's id alone
+# does not say which schedule or guidance made a thumbnail.
+AXIS_HEADERS = {"seed": "seed", "guidance_scale": "guidance", "prompt": "prompt", "schedule": "schedule"}
+AXIS_KINDS = {"seed": "number", "guidance_scale": "number", "prompt": "text", "schedule": "text"}
+
+
+def axis_value(run: Run, axis: str) -> Any:
+    return "default" if axis == "schedule" and run.schedule is None else getattr(run, axis)
+
+
+def table_columns(runs: list[Run]) -> list[tuple[str, str, str | None]]:
+    """COLUMNS, with a column for each of AXIS_COLUMNS whose values differ between the runs."""
+    varying = [a for a in AXIS_COLUMNS if len({repr(axis_value(run, a)) for run in runs}) > 1]
+    return COLUMNS[:2] + [(a, AXIS_HEADERS[a], AXIS_KINDS[a]) for a in varying] + COLUMNS[2:]
 
 
 def escape(value: Any) -> str:
@@ -109,8 +123,9 @@ def cells(run: Run, folder: Path) -> dict[str, tuple[str, Any]]:
     name = run.label
     distance = run.distance
     order_html, order_value = order_cell(run.order)
+    schedule = f" · {run.schedule} schedule" if run.schedule else ""
     return {
-        "image": (zoomable(folder, run.image_path, f"{name} · {run.steps} steps · seed {run.seed}"), None),
+        "image": (zoomable(folder, run.image_path, f"{name}{schedule} · {run.steps} steps · seed {run.seed}"), None),
         "scheduler": (scheduler_cell(run, name), name),
         "steps": (number(run.steps), run.steps),
         "nfe": (number(run.nfe), run.nfe),
@@ -122,6 +137,7 @@ def cells(run: Run, folder: Path) -> dict[str, tuple[str, Any]]:
         "order": (order_html, order_value),
         "determinism": (escape(run.determinism), run.determinism),
         "status": (status_cell(run), run.status),
+        **{axis: (escape(axis_value(run, axis)), axis_value(run, axis)) for axis in AXIS_COLUMNS},
     }
 
 
@@ -162,14 +178,14 @@ def status_cell(run: Run) -> str:
     return text
 
 
-def table_row(run: Run, folder: Path) -> str:
+def table_row(run: Run, folder: Path, columns: list[tuple[str, str, str | None]]) -> str:
     """One <tr> per run, carrying its id, status and fronts as data attributes for scripts and tests."""
     front = pareto_costs(run)
     marked = ' class="pareto-row"' if front else ""
     row_cells = cells(run, folder)
     tds = "".join(
         f'<td data-column="{key}" data-value="{escape(sort_value(row_cells[key][1]))}">{row_cells[key][0]}</td>'
-        for key, _, _ in COLUMNS
+        for key, _, _ in columns
     )
     return (
         f'<tr data-id="{escape(run.id)}" data-status="{escape(run.status)}" data-pareto="{" ".join(front)}"'
@@ -177,10 +193,10 @@ def table_row(run: Run, folder: Path) -> str:
     )
 
 
-def table_header() -> str:
+def table_header(columns: list[tuple[str, str, str | None]]) -> str:
     """Sortable headers hold a button (keyboard reachable); aria-sort says how the table is sorted now."""
     headers = []
-    for key, text, kind in COLUMNS:
+    for key, text, kind in columns:
         if kind is None:
             headers.append(f'<th data-column="{key}">{escape(text)}</th>')
         else:
@@ -495,6 +511,7 @@ def page(results: Results, folder: Path) -> str:
     note = f'<p class="interval"><b>Schedules:</b> {escape(interval.note)}</p>' if interval and interval.note else ""
     sheets = figures(folder, results.sheets, "contact sheet")
     charts = figures(folder, results.charts, "chart")
+    columns = table_columns(runs)
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.status] = counts.get(run.status, 0) + 1
@@ -509,8 +526,8 @@ def page(results: Results, folder: Path) -> str:
         interval=note,
         sheets=(f"<h2>Contact sheet</h2>{sheets}" if sheets else "") + schedule_section(results),
         summary=f"{len(runs)} runs: {summary}. Click a header to sort, a thumbnail for the full-size image.",
-        head=table_header(),
-        rows="\n".join(table_row(run, folder) for run in runs),
+        head=table_header(columns),
+        rows="\n".join(table_row(run, folder, columns) for run in runs),
         charts=f"<h2>Quality against cost</h2>{charts_note(results)}{charts}" if charts else "",
         failures=failure_section(results),
     )
