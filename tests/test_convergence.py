@@ -578,7 +578,7 @@ def test_flow_models_get_a_flow_reference_and_incompatible_references_are_refuse
     )
     assert flow.exit_code == 0, flow.stderr
     [reference] = flow.json()["references"]
-    # A flow solve: since 2026-12-05 the flow sampler's Heun (convergence.FLOW_REFERENCE says why), before it DPM++ 2M
+    # A flow solve: since 2026-12-04 the flow sampler's Heun (convergence.FLOW_REFERENCE says why), before it DPM++ 2M
     # on flow sigmas.
     assert reference["scheduler"] == "FlowSamplerScheduler" and reference["overrides"] == {"method": "heun"}
     assert reference["status"] == "ok"

@@ -12,7 +12,7 @@ import hashlib
 import weakref
 from typing import Any
 
-PREFIX = "sha256:"  # digests written before 2026-12-05 were float sums without it (see legacy_fingerprint)
+PREFIX = "sha256:"  # digests written before 2026-12-04 were float sums without it (see legacy_fingerprint)
 
 # pipeline -> (what its weights were when digested, the digest): one entry per live pipeline.
 _digests: "weakref.WeakKeyDictionary[Any, tuple[tuple, str]]" = weakref.WeakKeyDictionary()

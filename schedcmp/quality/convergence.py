@@ -46,7 +46,7 @@ from schedcmp.quality import metrics
 # Why the flow sampler's Heun at 200 steps on a flow-matching model: it follows the pipeline's own σ grid (shift,
 # FLUX's mu), and on exact Gaussian data (tests/analytic_flow.py, float64) its 399 model calls land 8.6e-5 RMS
 # from the exact solution on SD3's grid and 3.2e-5 on FLUX's, against 1.1e-3 and 1.2e-3 for the native DPM++ 2M on
-# flow sigmas at 400 (the reference before 2026-12-05) and 3.8e-3 for FlowMatchEuler at 400 (docs/flow.md).
+# flow sigmas at 400 (the reference before 2026-12-04) and 3.8e-3 for FlowMatchEuler at 400 (docs/flow.md).
 FLOW_REFERENCE = "FlowSampler(method=heun):200"
 
 # A reference that halving its steps moves by more than this share of the smallest distance it judges has
