@@ -65,6 +65,34 @@ def test_a_crashed_run_leaves_no_lock_behind(cli, sd15_model, tmp_path):
     assert not (out / ".schedcmp.lock").exists()  # removed by the run that took it over
 
 
+# -- 2. a size that cannot fit is refused before the warm-up ------------------------------------------------------
+
+
+def test_the_trials_huge_size_is_refused_before_the_warm_up(cli, tmp_path):
+    """The trial's `--width 100000 --height 100000` grew to 23.5 GB in the warm-up until the OOM killer ended it,
+    leaving a results.json with 0 runs. Its activations alone need over a terabyte: refused, and nothing written."""
+    result = cli("run", "astronaut", "--width", "100000", "--height", "100000", "--out", tmp_path / "o")
+    one_line_error(result, "100000x100000 (1 image a call) needs at least")
+    assert "GiB are free: choose a smaller --width/--height or --batch-size" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_bound_counts_the_images_of_one_call_against_the_free_memory(cli, sd15_model, tmp_path, monkeypatch):
+    from schedcmp.model import pipeline
+
+    needed: list[int] = []
+    bound = pipeline.memory_needed
+    monkeypatch.setattr(pipeline, "memory_needed", lambda *args: needed.append(bound(*args)) or needed[-1])
+    args = ("run", "a horse", "--model", sd15_model, "-s", "ddim", "--steps", "1", "--seed", "1-4")
+    assert cli(*args, "--batch-size", "1", "--out", tmp_path / "a").exit_code == 0  # it fits here
+    assert cli(*args, "--batch-size", "4", "--out", tmp_path / "b").exit_code == 0
+    assert needed[1] == 4 * needed[0]  # four images a call: four times the activations
+    monkeypatch.setattr(pipeline, "free_memory", lambda device: needed[0] * 2)  # room for two images, not four
+    assert cli(*args, "--batch-size", "1", "--out", tmp_path / "c").exit_code == 0
+    one_line_error(cli(*args, "--batch-size", "4", "--out", tmp_path / "d"), "(4 images a call) needs at least")
+    assert not (tmp_path / "d").exists()
+
+
 # -- 3. zero is a value ------------------------------------------------------------------------------------------
 
 
