@@ -50,6 +50,7 @@ def test_all_runs_every_sampler_with_a_flow_form(request, cli, tmp_path, family)
     if family == "flux_model":  # FluxPipeline passes sigmas and mu: FlowMatchHeun takes neither, SASolver no mu
         unsupported = {run["scheduler"]: run["reason"] for run in runs if run["status"] == "unsupported"}
         assert "takes no sigmas, which FluxPipeline passes" in unsupported["FlowMatchHeunDiscreteScheduler"]
+        assert unsupported["FlowMatchHeunDiscreteScheduler"].endswith("; FlowSampler(method=heun) takes them")
         assert "takes no mu" in unsupported["SASolverScheduler"]
 
 
@@ -202,6 +203,11 @@ def test_comfy_schedules_take_the_flow_sampler_only(cli, flux_model, tmp_path):
     }
     assert status[("euler", "simple")] == status[("euler", "sgm_uniform")] == "ok"
     assert status[("FlowMatchEulerDiscreteScheduler", "simple")] == "unsupported"
+    reasons = {(run["scheduler"], run["schedule"]): run["reason"] for run in result.json()["runs"]}
+    # the cell says what to run instead: the flow sampler's method of the same name takes every schedule
+    assert reasons[("FlowMatchEulerDiscreteScheduler", "simple")] == (
+        "FlowMatchEulerDiscrete: no simple schedule; FlowSampler(method=euler) takes it"
+    )
 
 
 def test_schedule_from_a_config_and_from_compare(sd15_model, cli, tmp_path):

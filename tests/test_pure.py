@@ -407,3 +407,18 @@ def test_every_character_of_a_mixed_prompt_has_a_glyph_in_the_font_drawing_it():
 def test_a_huge_prompt_gets_a_few_header_lines():
     lines = render.header_lines(["prompt: " + "word " * 2000, "seed 1"], lambda line: len(line) <= 80)
     assert len(lines) == render.HEADER_LINES_PER_ITEM + 1 and lines[-2].endswith(" …") and lines[-1] == "seed 1"
+
+
+def test_each_native_flow_scheduler_names_its_flow_sampler_twin():
+    """What an unsupported native cell suggests instead: the flow sampler's method with the same UI name."""
+    from schedcmp.core.names import NATIVE_FLOW, flow_sampler_twin
+
+    assert flow_sampler_twin("DPMSolverMultistepScheduler", {**NATIVE_FLOW, "flow_shift": 3.0}) == (
+        "FlowSampler(method=dpmpp_2m)"
+    )
+    sde = {**NATIVE_FLOW, "flow_shift": 3.0, "algorithm_type": "sde-dpmsolver++"}
+    assert flow_sampler_twin("DPMSolverMultistepScheduler", sde) == "FlowSampler(method=dpmpp_2m_sde)"
+    assert flow_sampler_twin("FlowMatchHeunDiscreteScheduler", {}) == "FlowSampler(method=heun)"
+    assert flow_sampler_twin("UniPCMultistepScheduler", NATIVE_FLOW) is None  # no UniPC method
+    assert flow_sampler_twin("DPMSolverMultistepScheduler", {}) is None  # not on flow sigmas
+    assert flow_sampler_twin("DPMSolverMultistepScheduler", {**NATIVE_FLOW, "solver_order": 3}) is None

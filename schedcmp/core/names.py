@@ -100,6 +100,18 @@ def flow_aliases(flow_shift: float) -> dict[str, tuple[str, dict[str, Any]]]:
     return aliases
 
 
+def flow_sampler_twin(class_name: str, overrides: dict[str, Any]) -> str | None:
+    """The flow sampler's entry with the UI name of this native flow scheduler (DPMSolverMultistep on flow sigmas:
+    `FlowSampler(method=dpmpp_2m)`), or None where it has none (UniPC) or is no native flow scheduler: what to
+    run instead where the native one cannot take a schedule or a pipeline's sigmas."""
+    own = {key: value for key, value in overrides.items() if key != "flow_shift"}
+    methods = {name: method for method, name in METHOD_NAMES.items()}
+    for name, (native, flags) in NATIVE_FLOW_ALIASES.items():
+        if native == class_name and own == flags and name in methods:
+            return f"FlowSampler(method={methods[name]})"
+    return None
+
+
 def with_shift(overrides: dict[str, Any], flow_shift: float) -> dict[str, Any]:
     """Native flow flags get the model's shift; a FlowMatch class reads it from the config itself."""
     return {**overrides, "flow_shift": flow_shift} if overrides.get("use_flow_sigmas") else dict(overrides)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from schedcmp.core.errors import Terminated
+from schedcmp.core.names import flow_sampler_twin
 from schedcmp.core.plan import RunSpec
 from schedcmp.core.records import Status
 from schedcmp.model.pipeline import LoadedModel, device_type, one_line
@@ -365,7 +366,9 @@ class Sampler:
             pipeline = type(self.model.pipe).__name__
             what = next((word for word in ("sigmas", "mu", "timesteps") if word in str(error)), "arguments")
             name = spec.scheduler.removesuffix("Scheduler")
-            return UNSUPPORTED, f"{name} takes no {what}, which {pipeline} passes to set_timesteps"
+            twin = flow_sampler_twin(spec.scheduler, spec.overrides)
+            instead = f"; {twin} takes them" if twin else ""
+            return UNSUPPORTED, f"{name} takes no {what}, which {pipeline} passes to set_timesteps{instead}"
         return FAILED, message
 
     def take(self, sample: Sample, index: int, image: Any, nsfw: bool, elapsed: float, peak: int | None) -> None:

@@ -10,7 +10,7 @@ import typing
 from typing import Any
 
 from schedcmp.core.errors import UsageError
-from schedcmp.core.names import SchedulerChoice, short_name
+from schedcmp.core.names import SchedulerChoice, flow_sampler_twin, short_name
 
 
 @functools.cache
@@ -48,6 +48,13 @@ def schedule_overrides(cls: type, schedule: str | None, overrides: dict[str, Any
     entry that sets a schedule of its own."""
     if schedule in (None, "default"):
         return {}
+    found = schedule_flags(cls, schedule, overrides)
+    twin = flow_sampler_twin(cls.__name__, overrides)
+    return found if isinstance(found, dict) or twin is None else f"{found}; {twin} takes it"
+
+
+def schedule_flags(cls: type, schedule: str, overrides: dict[str, Any]) -> dict[str, Any] | str:
+    """schedule_overrides for a schedule other than the scheduler's own."""
     name = short_name(cls.__name__)
     own = [key for key in (*SCHEDULE_FLAGS.values(), "schedule") if overrides.get(key) not in (None, False, "default")]
     if own:
