@@ -322,3 +322,32 @@ def test_shards_of_a_flow_sweep_merge_into_what_one_process_makes(cli, flux_mode
     assert {r["id"]: r["sha256"] for r in merged.json()["runs"]} == {
         r["id"]: r["sha256"] for r in single.json()["runs"]
     }
+
+
+def test_a_search_leaves_out_a_scheduler_that_cannot_take_its_schedule(cli, sd15_model, tmp_path):
+    """DDIM has no karras schedule: its search ran on its own sigmas under a karras id, was called ok, and the
+    answer could pick it. Now it is left out, with the reason, like a plain run's cell."""
+    result = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "-s",
+        "euler,ddim",
+        "--schedule",
+        "karras",
+        "--target-psnr",
+        "20",
+        "--max-steps",
+        "3",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    found = {entry["label"]: entry for entry in document["equal_quality"]}
+    assert found["DDIM"]["status"] == "unsupported" and found["DDIM"]["reason"] == "DDIM: no karras schedule"
+    assert not [run for run in document["runs"] if run["scheduler"] == "DDIMScheduler" and run["status"] == "ok"]
+    assert found["Euler"]["status"] in ("reached", "not reached")

@@ -64,6 +64,7 @@ class TargetStatus(enum.StrEnum):
     NOT_REACHED = "not reached"  # not within --max-steps
     NOT_RANKED = "not ranked"  # stochastic, or its determinism unknown: no distance to search on
     NOT_MEASURED = "not measured"  # it starts outside the reference's range
+    UNSUPPORTED = "unsupported"  # its scheduler cannot take the --schedule searched with ("DDIM: no karras schedule")
 
 
 class Verdict(enum.StrEnum):

@@ -82,14 +82,19 @@ def plan_rounds(
     defaults: PipelineDefaults,
     determinism_of: Any,
     outside: Any,
+    unsupported: Any = lambda choice: None,
 ) -> Rounds:
     """Which entries are searched. `determinism_of(choice)` -> (label, reason); `outside(choice)` -> why its
-    runs cannot be measured against the reference (they start outside its range), or None."""
+    runs cannot be measured against the reference (they start outside its range), or None; `unsupported(choice)`
+    -> why its scheduler cannot take the schedule searched with, or None."""
     rounds = Rounds(target, request, compatible, defaults)
     for choice in chosen:
         label = ui_label(choice.class_name, choice.alias, choice.overrides)
         if any(entry.label == label for entry in rounds.entries) or label in rounds.left_out:
             continue  # the same entry twice: one search
+        if (cannot := unsupported(choice)) is not None:
+            rounds.left_out[label] = (TargetStatus.UNSUPPORTED, cannot, choice)
+            continue
         determinism, why = determinism_of(choice)
         if determinism == Determinism.STOCHASTIC:
             rounds.left_out[label] = (TargetStatus.NOT_RANKED, STOCHASTIC_NOT_RANKED, choice)

@@ -412,6 +412,7 @@ def plan_search(plan: Plan, target: Target, request: Request, chosen: list) -> t
         model.defaults,
         determinism_of=lambda choice: plan.determinism[convergence.determinism_key(template(choice))],
         outside=lambda choice: plan.references.off_interval.get(template(choice).id),
+        unsupported=lambda choice: unsupported_schedule(template(choice)).unsupported,
     )
 
 
