@@ -351,3 +351,20 @@ def test_a_search_leaves_out_a_scheduler_that_cannot_take_its_schedule(cli, sd15
     assert found["DDIM"]["status"] == "unsupported" and found["DDIM"]["reason"] == "DDIM: no karras schedule"
     assert not [run for run in document["runs"] if run["scheduler"] == "DDIMScheduler" and run["status"] == "ok"]
     assert found["Euler"]["status"] in ("reached", "not reached")
+
+
+@pytest.mark.parametrize(
+    "entry, words",
+    [
+        ("FlowSampler(method=nope)", "FlowSampler: unknown method 'nope'; choose one of euler, euler_ancestral"),
+        ("FlowSampler(method=dpmpp_2m_sde, eta=2)", "FlowSampler: eta must lie in [0, 1], not 2"),
+        ("FlowSampler(method=heun, schedule=nope)", "FlowSampler: unknown schedule 'nope'"),
+    ],
+)
+def test_a_bad_flow_sampler_option_is_refused_before_the_model_loads(cli, flux_model, tmp_path, entry, words):
+    """They were failed runs (exit 1) after the load, with a sheet and results.json written."""
+    result = cli("run", "a cat", "--model", flux_model, "-s", entry, "--steps", "2", "--out", tmp_path / "o")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("schedcmp: error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and words in errors[0], result.stderr
+    assert "loading" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -10,7 +10,7 @@ import typing
 from typing import Any
 
 from schedcmp.core.errors import UsageError
-from schedcmp.core.names import SchedulerChoice, flow_sampler_twin, short_name
+from schedcmp.core.names import FLOW_SAMPLER, SchedulerChoice, flow_sampler_twin, short_name
 
 
 @functools.cache
@@ -162,3 +162,18 @@ def check_override_types(choices: list[SchedulerChoice], classes: dict[str, type
                 raise UsageError(
                     f"override {key}={value!r} for {short_name(choice.class_name)}: it takes {type_name(expected)}"
                 )
+        if cls is not None and cls.__name__ == FLOW_SAMPLER:
+            check_flow_sampler(choice, cls)
+
+
+def check_flow_sampler(choice: SchedulerChoice, cls: type) -> None:
+    """The flow sampler's own checks of its method, schedule and noise (ours, so its Literals are complete), before
+    the model loads rather than as a failed run after it."""
+    from schedcmp.flow.scheduler import check_options
+
+    params = inspect.signature(cls.__init__).parameters
+    names = ("method", "schedule", "eta", "s_noise", "invert_sigmas")
+    try:
+        check_options(**{name: choice.overrides.get(name, params[name].default) for name in names})
+    except ValueError as error:
+        raise UsageError(f"{short_name(cls.__name__)}: {error}") from None
