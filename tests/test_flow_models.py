@@ -368,3 +368,17 @@ def test_a_bad_flow_sampler_option_is_refused_before_the_model_loads(cli, flux_m
     assert result.exit_code == 2 and len(errors) == 1 and words in errors[0], result.stderr
     assert "loading" not in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_flow_models_own_ui_names_pass_the_check_before_the_load(cli, flux_model, sd15_model, tmp_path):
+    """`-s "DPM++ 2S a"` was refused as unknown before the load, whose names were the ε-models' only; on a flow
+    model it is the flow sampler's method, and on another model the error says what the name is."""
+    ran = cli("run", "a cat", "--model", flux_model, "-s", "DPM++ 2S a", "--steps", "2", "--out", tmp_path / "a")
+    assert ran.exit_code == 0, ran.stderr
+    document = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert [(r["overrides"]["method"], r["alias"]) for r in document["runs"]] == [("dpmpp_2s_ancestral", "DPM++ 2S a")]
+    refused = cli("run", "a cat", "--model", sd15_model, "-s", "DPM++ 2S a", "--steps", "2", "--out", tmp_path / "b")
+    assert refused.exit_code == 2 and not (tmp_path / "b").exists()
+    assert "'DPM++ 2S a' names a flow-matching model's sampler (FLUX.1, SD3); this model is not one" in refused.stderr
+    unknown = cli("run", "a cat", "-s", "DPM++ 2Sx", "--out", tmp_path / "c")
+    assert unknown.exit_code == 2 and "unknown scheduler 'DPM++ 2Sx'; did you mean" in unknown.stderr

@@ -288,6 +288,8 @@ def resolve_entry(
     """
     table = lookup_table(sorted(accepted_params), flow_shift)
     found = table.get(normalise(entry.name))
+    if found is None and flow_shift is None and normalise(entry.name) in map(normalise, flow_aliases(1.0)):
+        raise UsageError(f"{entry.name!r} names a flow-matching model's sampler (FLUX.1, SD3); this model is not one")
     if found is None:
         suggestions = difflib.get_close_matches(normalise(entry.name), list(table), n=3, cutoff=0.5)
         spelled = [display_name(table[s]) for s in suggestions]

@@ -86,11 +86,24 @@ def validate_before_load(request: Request) -> dict[str, set[str]]:
     check_model_config(request)
     classes = scheduler_classes()
     params = accepted_params_of(classes)
-    chosen = choose(request.schedulers, [], params, None)  # unknown names, keys and types fail here, before the load
+    chosen = choose_before_load(request.schedulers, params)
     if request.reference_text is not None:
         chosen.append(convergence.reference_choice(request.reference_text, params))
     check_override_types(chosen, classes)
     return params
+
+
+def choose_before_load(text: str, params: dict[str, set[str]]) -> list:
+    """Unknown names, keys and types fail here, before the load. A flow model's own UI names ("DPM++ 2S a", the
+    flow sampler's) are known once the model says it is one: a name either table knows passes, and choose()
+    resolves it for the model at hand after the load."""
+    try:
+        return choose(text, [], params, None)
+    except UsageError as first:
+        try:
+            return choose(text, [], params, 1.0)  # any shift: only which names exist matters here
+        except UsageError:
+            raise first from None
 
 
 def check_model_config(request: Request) -> None:
