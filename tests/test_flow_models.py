@@ -382,3 +382,21 @@ def test_a_flow_models_own_ui_names_pass_the_check_before_the_load(cli, flux_mod
     assert "'DPM++ 2S a' names a flow-matching model's sampler (FLUX.1, SD3); this model is not one" in refused.stderr
     unknown = cli("run", "a cat", "-s", "DPM++ 2Sx", "--out", tmp_path / "c")
     assert unknown.exit_code == 2 and "unknown scheduler 'DPM++ 2Sx'; did you mean" in unknown.stderr
+
+
+def test_one_schedule_for_every_run_is_said_in_the_table_and_on_the_sheet(cli, sd15_model, tmp_path):
+    """`--schedule karras` alone changes every run, yet only the ids said so: no column, nothing on the sheet."""
+    from schedcmp.output import render
+    from schedcmp.sweep.results import read_results
+
+    args = ("run", "a horse", "--model", sd15_model, "-s", "euler,dpm++ 2m", "--steps", "2", "--format", "csv")
+    result = cli(*args, "--schedule", "karras", "--out", tmp_path / "k")
+    assert result.exit_code == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split(",")[:3] == ["id", "scheduler", "schedule"] and all(",karras," in row for row in rows)
+    results = read_results(tmp_path / "k", "load")
+    assert "2 steps · karras schedule" in render.sheet_header(results, results.runs)[1]
+    plain = cli(*args, "--out", tmp_path / "d")  # each scheduler's own schedule: no column, nothing said
+    assert "schedule" not in plain.stdout.splitlines()[0].split(",")
+    results = read_results(tmp_path / "d", "load")
+    assert "schedule" not in render.sheet_header(results, results.runs)[1]

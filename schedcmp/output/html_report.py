@@ -58,7 +58,11 @@ def axis_value(run: Run, axis: str) -> Any:
 
 def table_columns(runs: list[Run]) -> list[tuple[str, str, str | None]]:
     """COLUMNS, with a column for each of AXIS_COLUMNS whose values differ between the runs."""
-    varying = [a for a in AXIS_COLUMNS if len({repr(axis_value(run, a)) for run in runs}) > 1]
+    varying = [
+        a
+        for a in AXIS_COLUMNS
+        if len({repr(axis_value(run, a)) for run in runs}) > 1 or (a == "schedule" and any(r.schedule for r in runs))
+    ]
     return COLUMNS[:2] + [(a, AXIS_HEADERS[a], AXIS_KINDS[a]) for a in varying] + COLUMNS[2:]
 
 

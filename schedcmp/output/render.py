@@ -675,6 +675,8 @@ def sheet_header(results: Results, runs: list[Run], steps_per_row: bool = False)
         details.append(f"guidance {first.guidance_scale}")
     if "steps" not in varying:
         details.append(f"{first.steps} steps")
+    if "schedule" not in varying and first.schedule is not None:  # one --schedule other than each scheduler's own
+        details.append(f"{first.schedule} schedule")
     details.append(f"{results.device} {results.dtype}")
     lines = [prompt_line, " · ".join(details), model]
     if results.references:

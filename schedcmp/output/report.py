@@ -136,9 +136,15 @@ def has_distances(rows: list[dict[str, Any]]) -> bool:
 
 
 def varying_axes(rows: list[dict[str, Any]]) -> list[str]:
-    """The AXIS_COLUMNS whose values differ between runs (the total row aside)."""
+    """The AXIS_COLUMNS whose values differ between runs (the total row aside), and the schedule wherever one is
+    not the schedulers' own: `--schedule karras` alone changes every run, and the table must say so."""
     runs = [row for row in rows if row["id"] != TOTAL]
-    return [axis for axis in AXIS_COLUMNS if len({repr(row.get(axis)) for row in runs}) > 1]
+    return [
+        axis
+        for axis in AXIS_COLUMNS
+        if len({repr(row.get(axis)) for row in runs}) > 1
+        or (axis == "schedule" and any(row.get(axis) not in (None, "default") for row in runs))
+    ]
 
 
 def table_columns(rows: list[dict[str, Any]]) -> list[str]:
