@@ -61,6 +61,11 @@ def own_load(cpu_seconds: float, age_seconds: float, window: float = LOAD_WINDOW
 def choose(asked: int | str, machine: Machine) -> tuple[int | None, str | None]:
     """-> (the threads to give torch, None to leave it as it is; a note for stderr when `auto` took fewer)."""
     if asked != "auto":
+        if int(asked) > machine.cores:  # each operation waits for its slowest thread, and these wait for a core
+            return int(asked), (
+                f"warning: --threads {asked} is more than the {machine.cores} cores here: torch's threads will wait "
+                f"for cores on every operation (--threads {machine.cores}, or auto, to fit them)"
+            )
         return int(asked), None
     if machine.omp_num_threads or machine.load is None:
         return None, None
