@@ -400,3 +400,33 @@ def test_one_schedule_for_every_run_is_said_in_the_table_and_on_the_sheet(cli, s
     assert "schedule" not in plain.stdout.splitlines()[0].split(",")
     results = read_results(tmp_path / "d", "load")
     assert "schedule" not in render.sheet_header(results, results.runs)[1]
+
+
+def test_a_schedule_that_repeats_a_timestep_is_an_unsupported_cell_that_says_so(cli, sd15_model, tmp_path):
+    """diffusers rounds the beta schedule's sigmas to whole timesteps; at 40 steps two round to 998, and a multistep
+    scheduler, which finds its place by timestep, runs past its sigmas: an IndexError (UniPC: an AssertionError)."""
+    result = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "-s",
+        "dpm++ 2m,heun",
+        "--steps",
+        "40",
+        "--schedule",
+        "beta",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    runs = {run["scheduler"]: run for run in result.json()["runs"]}
+    dpm = runs["DPMSolverMultistepScheduler"]
+    assert dpm["status"] == "unsupported" and dpm["reason"] == (
+        "DPMSolverMultistep: its beta schedule at 40 steps repeats timestep 998 (diffusers rounds the sigmas to "
+        "whole timesteps), and its step lookup cannot take that"
+    )
+    assert dpm["error"]["type"] == "IndexError"  # what diffusers raised stays in the record
+    assert runs["HeunDiscreteScheduler"]["status"] == "ok"  # its timesteps come twice by design: not a repeat

@@ -139,6 +139,7 @@ class Sampler:
         self.call_started = 0.0
         self.final_latents: Any = None  # what the last step of the latest call handed the decoder
         self.last_sigmas: list[float] | None = None  # the latest call's noise levels (noise_levels)
+        self.last_scheduler: Any = None  # the latest call's scheduler, to tell why it failed (repeated_timestep)
         self.handles: list[Any] = []
         self.encoders: list[tuple[Any, Any]] = []  # (encoder, its own instance forward or None)
         self.had_progress_bar_config = False
@@ -340,12 +341,12 @@ class Sampler:
         self.calls, self.denoiser_seconds = 0, 0.0
         self.timestep_low, self.timestep_high = float("inf"), float("-inf")
         self.reset_peak_memory()
-        self.last_sigmas = None
+        self.last_sigmas = self.last_scheduler = None
         try:
             scheduler = build(
                 self.classes[specs[0].scheduler], self.model.original_config, self.scheduler_overrides(specs)
             )
-            self.model.pipe.scheduler = scheduler
+            self.model.pipe.scheduler = self.last_scheduler = scheduler
             kwargs = self.call_kwargs(specs, on_step)
             hand_generators(scheduler, kwargs["generator"])
             self.synchronise()
@@ -369,6 +370,13 @@ class Sampler:
             twin = flow_sampler_twin(spec.scheduler, spec.overrides)
             instead = f"; {twin} takes them" if twin else ""
             return UNSUPPORTED, f"{name} takes no {what}, which {pipeline} passes to set_timesteps{instead}"
+        repeated = repeated_timestep(self.last_scheduler)
+        if repeated is not None:  # the whole message stays in the run's `error`
+            schedule = f"{spec.schedule} schedule" if spec.schedule else "schedule"
+            return UNSUPPORTED, (
+                f"{spec.scheduler.removesuffix('Scheduler')}: its {schedule} at {spec.steps} steps repeats timestep "
+                f"{repeated} (diffusers rounds the sigmas to whole timesteps), and its step lookup cannot take that"
+            )
         return FAILED, message
 
     def take(self, sample: Sample, index: int, image: Any, nsfw: bool, elapsed: float, peak: int | None) -> None:
@@ -448,6 +456,22 @@ def hand_generators(scheduler: Any, generators: Any) -> None:
         return step(*args, generator=generators if generator is None else generator, **kwargs)
 
     scheduler.step = step_with_generator
+
+
+def repeated_timestep(scheduler: Any) -> int | None:
+    """A timestep the scheduler's grid holds twice, or None. Multistep schedulers find their place by timestep, so a
+    repeat sends them past the end of their sigmas (diffusers issue 12771): the beta schedule at 40 steps on a
+    Stable Diffusion config gives one. Schedulers of two model calls a step (Heun, KDPM2) hold each timestep twice
+    by design: theirs are not repeats."""
+    timesteps = getattr(scheduler, "timesteps", None)
+    if timesteps is None or getattr(scheduler, "order", 1) != 1:
+        return None
+    seen: set[float] = set()
+    for value in timesteps.tolist():
+        if value in seen:
+            return int(value) if float(value).is_integer() else value
+        seen.add(value)
+    return None
 
 
 def refused_timesteps(error: BaseException) -> bool:
