@@ -227,6 +227,18 @@ def test_a_config_prompt_of_numbers(cli, tmp_path):
     one_line_error(cli("run", "--config", preset), "p.toml:1: prompt must be a list of strings")
 
 
+@pytest.mark.parametrize("key", ["schedule", "steps", "seed"])
+def test_an_empty_list_is_refused_not_taken_for_the_default(cli, tmp_path, key):
+    """`schedule = []` ran every scheduler's own schedule, and compare(steps=[]) ran 50 steps, silently."""
+    import schedcmp
+
+    preset = tmp_path / "p.toml"
+    preset.write_text(f'prompt = "x"\n{key} = []\n')
+    one_line_error(cli("run", "--config", preset), f"p.toml:2: {key} is an empty list: give at least one value")
+    with pytest.raises(schedcmp.UsageError, match=rf"compare\({key}=\[\]\) is empty: give at least one value"):
+        schedcmp.compare(None, "x", progress=False, **{key: []})
+
+
 def test_one_scheduler_named_three_ways(cli):
     result = cli("run", "x", "-s", "Euler,euler,EulerDiscreteScheduler")
     one_line_error(result, "names EulerDiscrete more than once (Euler, euler, EulerDiscreteScheduler)")

@@ -964,6 +964,8 @@ def config_value(key: str, value: Any, keys: dict[str, tuple[type, ...]], where:
         close = difflib.get_close_matches(key, list(keys), n=1)
         raise UsageError(f"{where}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
     types = keys[key]
+    if isinstance(value, list) and not value:  # merge() would take it for "not given" and use the default
+        raise UsageError(f"{where}: {key} is an empty list: give at least one value, or leave the key out")
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
         expected = " or ".join("list" if t is list else "table" if t is dict else t.__name__ for t in types)
         raise UsageError(f"{where}: {key} must be {expected}, got {type(value).__name__} {value!r}")
@@ -1002,6 +1004,8 @@ def api_values(arguments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
     names = api_names()
     values, called = {}, {}
     for name, value in arguments.items():
+        if isinstance(value, (list, tuple)) and not value:  # merge() takes an empty list for "not given"
+            raise UsageError(f"compare({name}={value!r}) is empty: give at least one value, or leave {name} out")
         if name in DEPRECATED_API_NAMES:
             new = DEPRECATED_API_NAMES[name]
             warnings.warn(f"compare({name}=...) is now compare({new}=...)", DeprecationWarning, stacklevel=3)
