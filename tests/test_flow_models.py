@@ -298,6 +298,23 @@ def test_list_says_what_runs_natively_and_what_through_the_flow_sampler(cli, flu
     assert {entry["name"]: entry["via"] for entry in flow}["Euler a"] == "flow sampler (euler_ancestral)"
     assert {entry["name"]: entry["via"] for entry in flow}["DPM++ 2M"] == "native: DPMSolverMultistep on flow sigmas"
     assert json.dumps(flow)
+    # the UI names table is this model's: it said Euler -> EulerDiscreteScheduler, which -s does not do here
+    aliases = {entry["name"]: (entry["class"], entry["overrides"]) for entry in result.json()["aliases"]}
+    assert aliases["Euler"] == ("FlowMatchEulerDiscreteScheduler", {})
+    assert aliases["DPM++ 2M Karras"] == ("FlowSamplerScheduler", {"method": "dpmpp_2m", "schedule": "karras"})
+
+
+def test_karras_ui_names_on_a_flow_model_are_the_flow_samplers_on_karras_sigmas(cli, flux_model, tmp_path):
+    """They named ε-model classes, which a flow model does not list: refused, with a hint to --allow-incompatible."""
+    names = "DPM++ 2M Karras,LMS Karras,DPM++ 2M SDE Karras"
+    result = cli("run", "a cat", "--model", flux_model, "-s", names, "--steps", "3", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.stderr
+    runs = json.loads((tmp_path / "o" / "results.json").read_text())["runs"]
+    assert [(run["alias"], run["overrides"], run["status"]) for run in runs] == [
+        ("DPM++ 2M Karras", {"method": "dpmpp_2m", "schedule": "karras"}, "ok"),
+        ("LMS Karras", {"method": "lms", "schedule": "karras"}, "ok"),
+        ("DPM++ 2M SDE Karras", {"method": "dpmpp_2m_sde", "schedule": "karras"}, "ok"),
+    ]
 
 
 def test_shards_of_a_flow_sweep_merge_into_what_one_process_makes(cli, flux_model, tmp_path):

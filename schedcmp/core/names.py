@@ -93,10 +93,17 @@ NATIVE_FLOW_ALL = [
 def flow_aliases(flow_shift: float) -> dict[str, tuple[str, dict[str, Any]]]:
     """The UI names on a flow model whose shift is `flow_shift`: native flow schedulers, else flow sampler methods."""
     aliases = {}
+    methods = {name: method for method, name in METHOD_NAMES.items()}
     for method, name in METHOD_NAMES.items():
         aliases[name] = (FLOW_SAMPLER, {"method": method})
     for name, (class_name, overrides) in NATIVE_FLOW_ALIASES.items():
         aliases[name] = (class_name, with_shift(overrides, flow_shift))
+    # "DPM++ 2M Karras" and the like: the flow sampler's method on Karras sigmas (a native scheduler on flow sigmas
+    # takes no Karras schedule), not the ε-model class, which a flow model does not list as compatible
+    for name in ALIASES:
+        base = name.removesuffix(" Karras")
+        if base != name and base in methods:
+            aliases[name] = (FLOW_SAMPLER, {"method": methods[base], "schedule": "karras"})
     return aliases
 
 

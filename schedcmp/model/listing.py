@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedcmp.core.names import ALIASES, FLOW_SAMPLER, SchedulerChoice, expand_all, ordered, short_name, ui_label
+from schedcmp.core.names import FLOW_SAMPLER, SchedulerChoice, aliases_for, expand_all, ordered, short_name, ui_label
 from schedcmp.core.request import Request
 from schedcmp.model import pipeline
 from schedcmp.model.schedulers import accepted_params_of, init_params, scheduler_classes
@@ -18,6 +18,7 @@ def list_document(request: Request) -> dict[str, Any]:
         model = pipeline.load(request.model, device, "fp32", request.allow_pickle, request.model_config)
         classes = scheduler_classes()
         config = {key: value for key, value in dict(model.original_config).items()}
+        aliases = aliases_for(model.flow_shift)  # a flow model's own where it is one: what -s resolves the names to
         return {
             "model": model.name,
             "pipeline": type(model.pipe).__name__,
@@ -25,13 +26,13 @@ def list_document(request: Request) -> dict[str, Any]:
             "compatible": [
                 {
                     "class": name,
-                    "aliases": [alias for alias, (cls, _) in ALIASES.items() if cls == name],
+                    "aliases": [alias for alias, (cls, _) in aliases.items() if cls == name],
                     "accepts": sorted(init_params(classes[name])) if name in classes else [],
                 }
                 for name in ordered(model.compatible)
             ],
             "aliases": [
-                {"name": alias, "class": cls, "overrides": overrides} for alias, (cls, overrides) in ALIASES.items()
+                {"name": alias, "class": cls, "overrides": overrides} for alias, (cls, overrides) in aliases.items()
             ],
             "flow": flow_entries(model, classes),
         }
