@@ -447,3 +447,31 @@ def test_a_schedule_that_repeats_a_timestep_is_an_unsupported_cell_that_says_so(
     )
     assert dpm["error"]["type"] == "IndexError"  # what diffusers raised stays in the record
     assert runs["HeunDiscreteScheduler"]["status"] == "ok"  # its timesteps come twice by design: not a repeat
+
+
+def test_an_entry_with_the_schedule_of_its_own_says_its_default_cell_is_that_run(cli, sd15_model, tmp_path):
+    """`DPM++ 2M Karras` × `--schedule karras` said "sets its own schedule ... not --schedule karras", the same one."""
+    result = cli(
+        "run",
+        "a horse",
+        "--model",
+        sd15_model,
+        "-s",
+        "dpm++ 2m karras",
+        "--steps",
+        "2",
+        "--schedule",
+        "default,karras,beta",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    reasons = {run["schedule"]: run["reason"] for run in result.json()["runs"]}
+    assert reasons == {
+        None: None,
+        "karras": "DPMSolverMultistep: its entry has the karras schedule already (use_karras_sigmas=True): its "
+        "default cell is that run",
+        "beta": "DPMSolverMultistep: sets its own schedule (use_karras_sigmas=True), not --schedule beta",
+    }

@@ -57,6 +57,9 @@ def schedule_flags(cls: type, schedule: str, overrides: dict[str, Any]) -> dict[
     """schedule_overrides for a schedule other than the scheduler's own."""
     name = short_name(cls.__name__)
     own = [key for key in (*SCHEDULE_FLAGS.values(), "schedule") if overrides.get(key) not in (None, False, "default")]
+    if own and overrides[own[0]] in (True, schedule) and own[0] in (SCHEDULE_FLAGS.get(schedule), "schedule"):
+        setting = f"{own[0]}={overrides[own[0]]}"
+        return f"{name}: its entry has the {schedule} schedule already ({setting}): its default cell is that run"
     if own:
         return f"{name}: sets its own schedule ({own[0]}={overrides[own[0]]}), not --schedule {schedule}"
     params = init_params(cls)
