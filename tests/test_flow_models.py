@@ -475,3 +475,10 @@ def test_an_entry_with_the_schedule_of_its_own_says_its_default_cell_is_that_run
         "default cell is that run",
         "beta": "DPMSolverMultistep: sets its own schedule (use_karras_sigmas=True), not --schedule beta",
     }
+
+
+def test_a_class_name_a_flow_model_does_not_list_points_to_its_ui_name(cli, flux_model, tmp_path):
+    """`-s UniPCMultistep` on FLUX.1 (ε-prediction math on a flow model) said only "pass --allow-incompatible"."""
+    result = cli("run", "a cat", "--model", flux_model, "-s", "UniPCMultistep", "--steps", "2", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and not (tmp_path / "o").exists()
+    assert "on a flow-matching model a UI name runs it on flow sigmas where diffusers can" in result.stderr

@@ -97,11 +97,18 @@ def plan_runs(
 
     A scheduler entry's pinned :STEPS wins over --steps: that row does not sweep steps.
     """
+    flow = any(name.startswith("FlowMatch") for name in compatible)
     for choice in choices:
         if choice.class_name not in compatible and not (request.allow_incompatible or choice.known_to_work):
+            instead = (
+                "; on a flow-matching model a UI name runs it on flow sigmas where diffusers can (`schedcmp list "
+                "--model M` says how each name runs); --allow-incompatible runs it as named"
+                if flow
+                else "; pass --allow-incompatible to run it anyway"
+            )
             raise UsageError(
                 f"{short_name(choice.class_name)} is not in this pipeline's compatibles "
-                f"({', '.join(short_name(c) for c in sorted(compatible))}); pass --allow-incompatible to run it anyway"
+                f"({', '.join(short_name(c) for c in sorted(compatible))}){instead}"
             )
     runs: list[RunSpec] = []
     seen: set[str] = set()
