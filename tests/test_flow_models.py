@@ -368,6 +368,7 @@ def test_a_search_leaves_out_a_scheduler_that_cannot_take_its_schedule(cli, sd15
     assert found["DDIM"]["status"] == "unsupported" and found["DDIM"]["reason"] == "DDIM: no karras schedule"
     assert not [run for run in document["runs"] if run["scheduler"] == "DDIMScheduler" and run["status"] == "ok"]
     assert found["Euler"]["status"] in ("reached", "not reached")
+    assert document["answer"][0].startswith("PSNR ≥ 20 dB on the karras schedule: ")  # what the steps are counted on
 
 
 @pytest.mark.parametrize(

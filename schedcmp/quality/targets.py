@@ -230,11 +230,12 @@ def value_text(metric: str, value: float) -> str:
     return f"{value:.1f} dB" if metric == "psnr" else f"RMSE {value:.3g}"
 
 
-def answer_line(target: TargetSpec, found: list[EqualQuality]) -> str:
+def answer_line(target: TargetSpec, found: list[EqualQuality], schedule: str | None = None) -> str:
     """'PSNR ≥ 35 dB: UniPC needs 12 steps (12 NFE, 0.30–0.33 s), at least 2.1× faster than Euler (28 steps,
     28 NFE), beyond their timing noise (0.70–0.74 s)'; seconds within each other's noise are compared by model
-    calls, or called a tie. `found` is in results()'s order, cheapest first."""
-    goal = goal_text(target.metric, target.value)
+    calls, or called a tie. `found` is in results()'s order, cheapest first; `schedule`: the one --schedule searched
+    with, where it is not each scheduler's own."""
+    goal = goal_text(target.metric, target.value) + (f" on the {schedule} schedule" if schedule else "")
     reached = [entry for entry in found if entry.status == TargetStatus.REACHED]
     if not reached:
         return f"{goal}: no scheduler reached it within {target.max_steps} steps"

@@ -499,7 +499,8 @@ def conclude(
     metric, target_answer, meets = "latent_rmse", None, None
     if rounds is not None:
         header_record.equal_quality = targets.results(rounds, {run.id: run for run in runs})
-        target_answer = targets.answer_line(header_record.target, header_record.equal_quality)
+        schedule = next((s for s in rounds.request.schedule if s != "default"), None)  # a search takes one
+        target_answer = targets.answer_line(header_record.target, header_record.equal_quality, schedule)
         metric, meets = rounds.target.metric, rounds.target.meets
     header_record.summary = summary.summarise(runs, metric)
     header_record.answer = summary.answer_lines(header_record.summary, target_answer, meets)
