@@ -169,6 +169,15 @@ def test_corrupt_manifest(cli, baseline):
     assert result.exit_code == 2 and "corrupt manifest" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_case_with_an_unknown_schedule_is_a_corrupt_manifest_not_drift(cli, baseline):
+    path = baseline / "cpu" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["cases"][0]["schedule"] = "nope"  # regenerated on the scheduler's own schedule, it read as drift
+    path.write_text(json.dumps(manifest))
+    result = cli("check", baseline)
+    assert result.exit_code == 2 and "has schedule 'nope'" in result.stderr and "corrupt manifest" in result.stderr
+
+
 def test_no_baseline_and_no_cases(cli, tmp_path):
     assert cli("check", tmp_path / "absent").exit_code == 2
     (tmp_path / "empty").mkdir()

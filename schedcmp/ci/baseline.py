@@ -292,6 +292,13 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise BaselineError(f"corrupt manifest {path / MANIFEST}: not a schedcmp baseline manifest ({error})") from None
     if not manifest["cases"]:
         raise BaselineError(f"baseline {path} holds no cases", exit_code=EXIT_NO_CASES)
+    from schedcmp.flow.catalog import SCHEDULES
+
+    for case in manifest["cases"]:  # regenerated with an unknown schedule, a case would only look like drift
+        if case.get("schedule") not in (None, *SCHEDULES):
+            raise BaselineError(
+                f"corrupt manifest {path / MANIFEST}: case {case['id']} has schedule {case['schedule']!r}"
+            )
     return manifest
 
 
