@@ -367,18 +367,20 @@ def check_command(
         allow_pickle=bool(allow_pickle),
     )
     document, case_results, code = baseline.check(options)
+    writing = "--results"
     try:
         if results is not None:
             baseline.write_artifacts(results, document, case_results)
         if junit_xml is not None:
+            writing = f"--junit-xml {junit_xml}"
+            junit_xml.parent.mkdir(parents=True, exist_ok=True)  # as --results makes its folder (reports/ in CI)
             report.write_atomic(junit_xml, check_report.junit_xml(document))
         if summary_path:
+            writing = f"GITHUB_STEP_SUMMARY {summary_path}"
             with open(summary_path, "a", encoding="utf-8") as summary:
                 summary.write(check_report.step_summary(document))
     except OSError as error:
-        raise OutputError(
-            f"cannot write the check's reports: {error.filename or ''} {error.strerror or error}"
-        ) from None
+        raise OutputError(f"cannot write {writing}: {error.strerror or error}") from None
     if output_format == "json":
         console.data(report.to_json(document))
     else:

@@ -199,6 +199,15 @@ def test_check_refuses_report_paths_before_it_runs(cli, small_baseline, flags, w
     assert "checking" not in result.stderr  # nothing was regenerated
 
 
+def test_check_makes_the_folder_of_its_junit_report(cli, small_baseline, tmp_path):
+    """`--junit-xml reports/junit.xml` in a clean checkout: the cases ran, then the write failed on the missing
+    folder (exit 2, a message naming a .tmp file), and the check's verdict was lost."""
+    target = tmp_path / "reports" / "ci" / "junit.xml"
+    result = cli("check", small_baseline, "--junit-xml", target)
+    assert result.exit_code == 0, result.stderr
+    assert target.read_text().startswith("<?xml") and [p.name for p in target.parent.iterdir()] == ["junit.xml"]
+
+
 def test_check_takes_the_device_class_folder_too(cli, small_baseline):
     result = cli("check", small_baseline / "cpu", "--format", "json")
     assert result.exit_code == 0, result.stderr
