@@ -199,6 +199,14 @@ def test_check_refuses_report_paths_before_it_runs(cli, small_baseline, flags, w
     assert "checking" not in result.stderr  # nothing was regenerated
 
 
+def test_a_tolerance_for_a_scheduler_no_case_runs_is_refused_before_the_load(cli, small_baseline):
+    """On a FLUX baseline `--tolerance-for "euler(...)"` named EulerDiscrete, which no case ran: it changed nothing,
+    silently, and every case still drifted at the profile's tolerance."""
+    result = cli("check", small_baseline, "--tolerance-for", "euler(max_abs=1,cosine=1)")
+    one_line_error(result, "--tolerance-for names EulerDiscrete, which no case of")
+    assert "its cases run DDIM: name those" in result.stderr and "checking" not in result.stderr
+
+
 def test_check_makes_the_folder_of_its_junit_report(cli, small_baseline, tmp_path):
     """`--junit-xml reports/junit.xml` in a clean checkout: the cases ran, then the write failed on the missing
     folder (exit 2, a message naming a .tmp file), and the check's verdict was lost."""

@@ -25,7 +25,7 @@ from schedcmp.core.errors import (
     SchedcmpError,
     UsageError,
 )
-from schedcmp.core.names import parse_entry, resolve_entry
+from schedcmp.core.names import parse_entry, resolve_entry, short_name
 from schedcmp.core.plan import RunSpec
 from schedcmp.core.records import (
     BaselineModel,
@@ -346,6 +346,18 @@ def parse_tolerance_overrides(items: list[str]) -> dict[str, dict[str, float]]:
     return overrides
 
 
+def check_tolerance_names(overrides: dict[str, dict[str, float]], cases: list[dict[str, Any]], folder: Path) -> None:
+    """A --tolerance-for that names no case's scheduler would change nothing, silently: on a flow model's baseline
+    `euler` is FlowMatchEulerDiscrete, which the name, read without the model, does not say."""
+    used = sorted({case["scheduler"] for case in cases})
+    unused = [name for name in overrides if name not in used]
+    if unused:
+        raise UsageError(
+            f"--tolerance-for names {', '.join(short_name(name) for name in unused)}, which no case of {folder} runs; "
+            f"its cases run {', '.join(short_name(name) for name in used)}: name those"
+        )
+
+
 def tolerance_for(case: dict[str, Any], profile: str, overrides: dict[str, dict[str, float]]) -> metrics.Tolerance:
     base = PROFILES[profile]
     if is_stochastic(case):
@@ -427,6 +439,7 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
     device = pipeline.resolve_device(options.device)
     folder, profile = find_manifest(options.folder, device_class(device), options.profile)
     manifest = read_manifest(folder)
+    check_tolerance_names(options.tolerance_overrides, manifest["cases"], folder)
     recorded = manifest["environment"]
     source = options.model if options.model is not None else manifest["model"]["source"]
     model = pipeline.load(source, device, recorded["dtype"], options.allow_pickle)
