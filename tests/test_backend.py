@@ -234,3 +234,17 @@ def test_the_sheet_labels_say_compile_and_the_distance_to_pytorch():
     expected = ["10 NFE · 0.20 s", "vs torch 0.04 lv · 94.2 dB", "first call (compile) 6.00 s"]
     assert render.cell_lines(runs[1]) == expected
     assert render.distance_line(runs[2]) == "vs torch 16.70 lv · 37.1 dB; aligned: within"
+
+
+def test_the_answer_says_when_the_frameworks_agree_on_none():
+    """With PNDM alone it said "PyTorch and Flax agree, ... within max abs 0.00392 ...: none"."""
+    from schedcmp.flax.comparison import cross_answer
+
+    runs = flax_results().runs
+    assert cross_answer(runs)[0].endswith("as diffusers' defaults compute them: DDIM")
+    lines = cross_answer([run for run in runs if run.scheduler != "FlaxDDIMScheduler"])
+    assert lines[0] == (
+        "PyTorch and Flax agree on none, from the same latents and weights, within max abs 0.00392 (one 8-bit "
+        "level) and PSNR 60 dB, as diffusers' defaults compute them"
+    )
+    assert lines[1].startswith("PNDM: beyond it by diffusers' defaults; within once PyTorch does")

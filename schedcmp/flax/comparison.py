@@ -486,11 +486,11 @@ def cross_answer(runs: list[Run]) -> list[str]:
         return ", ".join(dict.fromkeys(labels))
 
     agree = names([run for run in crossed if run.cross.agrees])
-    lines = [
-        f"PyTorch and Flax agree, from the same latents and weights, within max abs {first.tolerance_max_abs:.5f} "
-        f"(one 8-bit level) and PSNR {first.tolerance_psnr:g} dB, as diffusers' defaults compute them: "
-        f"{agree or 'none'}"
-    ]
+    within = (
+        f"from the same latents and weights, within max abs {first.tolerance_max_abs:.5f} (one 8-bit level) and "
+        f"PSNR {first.tolerance_psnr:g} dB, as diffusers' defaults compute them"
+    )
+    lines = [f"PyTorch and Flax agree, {within}: {agree}" if agree else f"PyTorch and Flax agree on none, {within}"]
     aligned = names([run for run in crossed if not run.cross.agrees and run.cross.within])
     if aligned:
         lines.append(
