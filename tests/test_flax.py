@@ -209,13 +209,15 @@ def test_pytorch_and_flax_agree_on_the_default_model(cli):
     from schedcmp.flax.crosscheck import TOLERANCE_MAX_ABS, TOLERANCE_PSNR
 
     schedulers = "ddim,pndm,euler,DPM++ 2M"
-    flags = ["--backend", "torch,flax", "-s", schedulers, "--steps", "10", "-o", "out"]
+    flags = ["--backend", "torch,flax", "-s", schedulers, "--steps", "10", "--repeat", "2", "-o", "out"]
     result = cli("run", PROMPT, "--seed", "8", *flags)
     assert result.exit_code == 0, result.stderr
     document = json.loads(Path("out/results.json").read_text())
     torch_runs = [run for run in document["runs"] if run["backend"] == "torch"]
     flax_runs = {run["scheduler"]: run for run in document["runs"] if run["backend"] == "flax"}
     assert len(torch_runs) == 4 and all(run["status"] == "ok" for run in torch_runs)
+    # --repeat 2 times both sides twice (PyTorch's were timed once, whatever --repeat said)
+    assert all(len(run["seconds_all"]) == 2 for run in document["runs"])
     for name, run in flax_runs.items():
         cross = run["cross"]
         assert run["status"] == "ok" and cross["torch_repeat_max_abs"] == cross["flax_repeat_max_abs"] == 0.0

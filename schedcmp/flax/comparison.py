@@ -323,7 +323,7 @@ class Execution:
             negative_prompt=spec.negative_prompt,
         )
         try:
-            made = align(None)
+            made = align(None, repeat=self.request.repeat)
         except Exception as error:
             self.add(replace(failed(spec, error), backend=Backend.TORCH))
             return TorchSide(spec, noise, None, align)
@@ -441,8 +441,9 @@ def flax_record(spec: RunSpec, made: FlaxCalls, note: str | None, image_dir: Pat
 
 
 def torch_record(spec: RunSpec, made: FrameworkRun, image_dir: Path | None) -> Run:
-    """A PyTorch cell of torch,flax: its second call, timed, and its image."""
-    run = replace(base_run(spec, Backend.TORCH), nfe=made.nfe, seconds=made.seconds, seconds_all=[made.seconds])
+    """A PyTorch cell of torch,flax: its timed calls (all but the first) and its image."""
+    timed = list(made.seconds_all) or [made.seconds]
+    run = replace(base_run(spec, Backend.TORCH), nfe=made.nfe, seconds=made.seconds, seconds_all=timed)
     return image_record(run, made.output, image_dir)
 
 

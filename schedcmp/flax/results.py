@@ -59,6 +59,7 @@ class FrameworkRun:
     seconds: float
     output: Any = field(repr=False, compare=False)  # H × W × 3 float32 in [0, 1]
     repeat_max_abs: float = 0.0  # between the two calls
+    seconds_all: tuple[float, ...] = ()  # each timed call (--repeat of them); `seconds` is their median
 
 
 @dataclass(frozen=True)
