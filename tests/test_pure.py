@@ -422,3 +422,13 @@ def test_each_native_flow_scheduler_names_its_flow_sampler_twin():
     assert flow_sampler_twin("UniPCMultistepScheduler", NATIVE_FLOW) is None  # no UniPC method
     assert flow_sampler_twin("DPMSolverMultistepScheduler", {}) is None  # not on flow sigmas
     assert flow_sampler_twin("DPMSolverMultistepScheduler", {**NATIVE_FLOW, "solver_order": 3}) is None
+
+
+def test_a_grid_cells_label_grows_to_what_its_longest_needs():
+    """A torch,flax grid cut "vs torch 0.13 lv · 83.5 dB" to "vs torch … (in results.json)" and dropped the compile
+    time: a grid's cells had two label lines, whatever their labels held."""
+    assert render.grid_label_lines([["2 NFE · 0.03 s"]], 64, 64) == render.GRID_CELL_LINES == 2
+    flax = ["2 NFE · 0.03 s", "vs torch 3.15 lv · 53.2 dB; aligned: within", "first call (compile) 3.58 s"]
+    assert render.grid_label_lines([["2 NFE · 0.03 s"], flax], 64, 64) == 4
+    failed = ["0 NFE", "FAILED: " + "a very long reason " * 20]
+    assert render.grid_label_lines([failed], 64, 64) == render.GRID_MAX_CELL_LINES  # then cut, whole in results.json

@@ -402,7 +402,8 @@ def read_png(path: Path) -> bytes | None:
 
 GRID_LABEL_WIDTH = 200  # the row-label column
 GRID_HEADER_LINES = 3
-GRID_CELL_LINES = 2
+GRID_CELL_LINES = 2  # a grid cell's label lines, at least: every cell of a grid gets as many as its longest needs,
+GRID_MAX_CELL_LINES = 4  # up to this many (a torch,flax cell: the figures, its distance to PyTorch, its compile time)
 MAX_SHEET_SIDE = 8000  # a sheet bigger than this is split into pages (well under Pillow's bomb limit)
 
 
@@ -440,13 +441,15 @@ class GridShape:
         return x, y
 
 
-def grid_shape_for(rows: int, columns: int, image_width: int, image_height: int, header_lines: int) -> GridShape:
+def grid_shape_for(
+    rows: int, columns: int, image_width: int, image_height: int, header_lines: int, label_lines: int = GRID_CELL_LINES
+) -> GridShape:
     cell_width, scaled_height = tile_size(image_width, image_height)
     return GridShape(
         rows=rows,
         columns=columns,
         cell_width=cell_width,
-        cell_height=scaled_height + GRID_CELL_LINES * LINE_HEIGHT + 4,
+        cell_height=scaled_height + label_lines * LINE_HEIGHT + 4,
         image_height=scaled_height,
         header_height=PADDING + header_lines * LINE_HEIGHT,
         column_label_height=2 * LINE_HEIGHT,
@@ -454,10 +457,16 @@ def grid_shape_for(rows: int, columns: int, image_width: int, image_height: int,
 
 
 def pages(
-    rows: int, columns: int, image_width: int, image_height: int, header_lines: int, limit: int = MAX_SHEET_SIDE
+    rows: int,
+    columns: int,
+    image_width: int,
+    image_height: int,
+    header_lines: int,
+    limit: int = MAX_SHEET_SIDE,
+    label_lines: int = GRID_CELL_LINES,
 ) -> list[tuple[range, range]]:
     """Split a grid into pages no wider or taller than `limit` pixels: [(rows, columns), ...], row-major."""
-    probe = grid_shape_for(1, 1, image_width, image_height, header_lines)
+    probe = grid_shape_for(1, 1, image_width, image_height, header_lines, label_lines)
     fixed_width = PADDING + GRID_LABEL_WIDTH
     fixed_height = probe.header_height + probe.column_label_height + PADDING
     columns_per_page = max(1, (limit - fixed_width) // (probe.cell_width + PADDING))
@@ -485,9 +494,12 @@ def render_grid(
     def fits(width: int) -> Callable[[str], bool]:
         return lambda line: text_font.length(line) <= width
 
+    label_lines = grid_label_lines([cell.lines for cell in cells], image_width, image_height, text_font)
     width_guess = grid_shape_for(len(row_labels), len(column_labels), image_width, image_height, 0).width
     header_wrapped = header_lines(header, fits(max(width_guess, 600) - 2 * PADDING))
-    shape = grid_shape_for(len(row_labels), len(column_labels), image_width, image_height, len(header_wrapped))
+    shape = grid_shape_for(
+        len(row_labels), len(column_labels), image_width, image_height, len(header_wrapped), label_lines
+    )
     sheet = Image.new("RGB", (max(shape.width, 600), shape.height), "white")
     draw = ImageDraw.Draw(sheet)
     for number, line in enumerate(header_wrapped):
@@ -506,13 +518,23 @@ def render_grid(
         paste_picture(
             sheet, draw, cell.image_png, cell.status, cell.reason, x, y, shape.cell_width, shape.image_height, text_font
         )
-        label = fit_label(None, cell.lines[:1], cell.lines[1:], fits(shape.cell_width), GRID_CELL_LINES)
+        label = fit_label(None, cell.lines[:1], cell.lines[1:], fits(shape.cell_width), label_lines)
         for number, (line, note) in enumerate(label):
             colour = label_colour(cell.status) if note else TEXT_COLOUR
             text_font.draw(draw, (x, y + shape.image_height + 2 + number * LINE_HEIGHT), line, colour)
     output = io.BytesIO()
     sheet.save(output, format="PNG")
     return output.getvalue()
+
+
+def grid_label_lines(labels: list[list[str]], image_width: int, image_height: int, text_font=None) -> int:
+    """The label lines every cell of a grid gets: as many as its longest label needs, GRID_CELL_LINES to
+    GRID_MAX_CELL_LINES (each label: its figures line, then its notes)."""
+    text_font = text_font or Lettering()
+    cell_width, _ = tile_size(image_width, image_height)
+    fits = lambda line: text_font.length(line) <= cell_width  # noqa: E731
+    needed = [len(fit_label(None, lines[:1], lines[1:], fits, GRID_MAX_CELL_LINES)) for lines in labels]
+    return max([GRID_CELL_LINES, *needed])
 
 
 def cell_lines(run: Run) -> list[str]:
@@ -745,7 +767,8 @@ def write_grid_pages(
     out_dir: Path, name: str, header: list[str], plan: SheetPlan, width: int, height: int
 ) -> list[Path]:
     """One grid as `name`.png, or as `name`-partN.png pages where it is too big for one image."""
-    page_ranges = pages(len(plan.rows), len(plan.columns), width, height, len(header) + 2)
+    label_lines = grid_label_lines([cell_lines(run) for _, _, run in plan.cells], width, height)
+    page_ranges = pages(len(plan.rows), len(plan.columns), width, height, len(header) + 2, label_lines=label_lines)
     written = []
     for page, (rows, columns) in enumerate(page_ranges, start=1):
         cells = [
@@ -786,8 +809,10 @@ def grid_cell(out_dir: Path, row: int, column: int, run: Run) -> GridCell:
 def grid_of_grids(out_dir: Path, header: list[str], plans: list, width: int, height: int) -> Path | None:
     """--z: every sheet's grid, titled, one under the other in contact_sheet.png; None when too big for one image."""
     header_lines = len(header) + 1
-    if any(len(pages(len(p.rows), len(p.columns), width, height, header_lines)) > 1 for p in plans):
-        return None
+    for p in plans:
+        label_lines = grid_label_lines([cell_lines(run) for _, _, run in p.cells], width, height)
+        if len(pages(len(p.rows), len(p.columns), width, height, header_lines, label_lines=label_lines)) > 1:
+            return None
     grids = []
     for number, plan in enumerate(plans):
         cells = [grid_cell(out_dir, r, c, run) for r, c, run in plan.cells]
