@@ -207,6 +207,16 @@ def test_a_tolerance_for_a_scheduler_no_case_runs_is_refused_before_the_load(cli
     assert "its cases run DDIM: name those" in result.stderr and "checking" not in result.stderr
 
 
+def test_a_relative_model_path_read_from_another_folder_says_what_to_do(cli, sd15_model, tmp_path, monkeypatch):
+    relative = os.path.relpath(sd15_model, tmp_path)  # cli runs in tmp_path
+    made = cli("baseline", "create", tmp_path / "base", "x", "--model", relative, "-s", "ddim", "--steps", "2")
+    assert made.exit_code == 0, made.stderr
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = cli("check", tmp_path / "base")
+    one_line_error(result, f"the baseline holds --model {relative} as it was given: check from the folder it was")
+
+
 def test_check_makes_the_folder_of_its_junit_report(cli, small_baseline, tmp_path):
     """`--junit-xml reports/junit.xml` in a clean checkout: the cases ran, then the write failed on the missing
     folder (exit 2, a message naming a .tmp file), and the check's verdict was lost."""

@@ -22,6 +22,7 @@ from schedcmp.core.errors import (
     EXIT_NO_CASES,
     EXIT_NONDETERMINISTIC,
     EXIT_USAGE,
+    ModelError,
     SchedcmpError,
     UsageError,
 )
@@ -442,7 +443,15 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
     check_tolerance_names(options.tolerance_overrides, manifest["cases"], folder)
     recorded = manifest["environment"]
     source = options.model if options.model is not None else manifest["model"]["source"]
-    model = pipeline.load(source, device, recorded["dtype"], options.allow_pickle)
+    try:
+        model = pipeline.load(source, device, recorded["dtype"], options.allow_pickle)
+    except ModelError as error:
+        if options.model is not None or Path(source).is_absolute() or "not found" not in str(error):
+            raise
+        raise ModelError(  # a relative path, as given to `baseline create`, read from another folder
+            f"{error}; the baseline holds --model {source} as it was given: check from the folder it was made in, "
+            "or pass --model"
+        ) from None
     console.info(f"checking {len(manifest['cases'])} cases of {folder} with {model.name} ({profile} tolerances) ...")
     difference = pipeline.identity_difference(manifest["model"]["identity"], pipeline.model_identity(model.pipe))
     if difference:
