@@ -255,3 +255,17 @@ def test_the_flax_package_and_driver_import_no_jax():
     code = "import sys, schedcmp.flax.comparison; print(sorted({'jax', 'flax', 'torch'} & set(sys.modules)))"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "jax" not in found.stdout and "flax" not in found.stdout
+
+
+@needs_flax
+def test_a_flow_model_folder_is_refused_naming_its_pipeline(cli, tmp_path):
+    """FLUX.1 and SD3 folders said only "diffusers 0.39.0 has no FlaxFlowMatchEulerDiscreteScheduler"."""
+    import shutil
+
+    folder = Path(shutil.copytree(DEFAULT_MODEL, tmp_path / "flux"))
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxPipeline"}))
+    result = cli("run", PROMPT, "--backend", "flax", "--model", folder, "-o", "out")
+    assert result.exit_code == EXIT_USAGE and len(result.stderr.strip().splitlines()) == 1
+    assert f"{folder} is a FluxPipeline folder: the Flax backend runs Stable Diffusion folders" in result.stderr
+    assert not Path("out").exists()

@@ -97,6 +97,12 @@ def compatible_in(folder: str | Path) -> list[str]:
     before any weights load."""
     from schedcmp.flax.weights import read_config
 
+    pipeline = read_config(Path(folder), ".", "model_index.json").get("_class_name")
+    if pipeline != "StableDiffusionPipeline":  # FLUX.1, SD3: no Flax scheduler, pipeline or model exists for them
+        raise UsageError(
+            f"{folder} is a {pipeline} folder: the Flax backend runs Stable Diffusion folders "
+            "(StableDiffusionPipeline), as the guide's Flax section does; diffusers has no Flax version of the others"
+        )
     own_name = read_config(Path(folder), "scheduler", "scheduler_config.json")["_class_name"]
     own, _ = flax_scheduler_class(own_name).from_pretrained(folder, subfolder="scheduler")
     others = sorted(cls.__name__ for cls in own.compatibles if not isinstance(own, cls))
