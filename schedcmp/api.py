@@ -198,6 +198,5 @@ class Comparison:
 
     def __repr__(self) -> str:
         done = len(self.results.runs)
-        return (
-            f"<schedcmp.Comparison of {done} runs on {self.results.pipeline} ({self.results.device}) in {self.folder}>"
-        )
+        runs = f"{done} run{'s' * (done != 1)}"
+        return f"<schedcmp.Comparison of {runs} on {self.results.pipeline} ({self.results.device}) in {self.folder}>"

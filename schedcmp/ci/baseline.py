@@ -452,7 +452,8 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
             f"{error}; the baseline holds --model {source} as it was given: check from the folder it was made in, "
             "or pass --model"
         ) from None
-    console.info(f"checking {len(manifest['cases'])} cases of {folder} with {model.name} ({profile} tolerances) ...")
+    count = len(manifest["cases"])
+    console.info(f"checking {count} case{'s' * (count != 1)} of {folder} with {model.name} ({profile} tolerances) ...")
     difference = pipeline.identity_difference(manifest["model"]["identity"], pipeline.model_identity(model.pipe))
     if difference:
         raise UsageError(f"model {model.name} is not the baseline's model: {difference}")

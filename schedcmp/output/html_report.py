@@ -529,7 +529,8 @@ def page(results: Results, folder: Path) -> str:
         references=reference_section(results, folder),
         interval=note,
         sheets=(f"<h2>Contact sheet</h2>{sheets}" if sheets else "") + schedule_section(results),
-        summary=f"{len(runs)} runs: {summary}. Click a header to sort, a thumbnail for the full-size image.",
+        summary=f"{len(runs)} run{'s' * (len(runs) != 1)}: {summary}. Click a header to sort, a thumbnail for the "
+        "full-size image.",
         head=table_header(columns),
         rows="\n".join(table_row(run, folder, columns) for run in runs),
         charts=f"<h2>Quality against cost</h2>{charts_note(results)}{charts}" if charts else "",

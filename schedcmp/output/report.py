@@ -253,8 +253,8 @@ def total_row(runs: list[Run]) -> dict[str, Any]:
     """The table's last row: how many runs, and their steps, NFE and seconds summed."""
     return {
         "id": TOTAL,
-        "scheduler": f"{len(runs)} runs",
-        "name": f"{len(runs)} runs",
+        "scheduler": f"{len(runs)} run{'s' * (len(runs) != 1)}",
+        "name": f"{len(runs)} run{'s' * (len(runs) != 1)}",
         **{axis: None for axis in AXIS_COLUMNS},
         "steps": sum(run.steps for run in runs),
         "nfe": sum(run.nfe or 0 for run in runs),
