@@ -429,6 +429,22 @@ def recorded_threads(recorded: dict[str, Any]) -> contextlib.AbstractContextMana
     return threads.chosen(count, console.info) if count else contextlib.nullcontext()
 
 
+def load_checked_model(options: CheckOptions, manifest: dict[str, Any], device: str):
+    """--model, or the model the baseline was made with, as it was given to `baseline create`."""
+    from schedcmp.model import pipeline
+
+    source = options.model if options.model is not None else manifest["model"]["source"]
+    try:
+        return pipeline.load(source, device, manifest["environment"]["dtype"], options.allow_pickle)
+    except ModelError as error:
+        if options.model is not None or Path(source).is_absolute() or "not found" not in str(error):
+            raise
+        raise ModelError(  # a relative path, as given to `baseline create`, read from another folder
+            f"{error}; the baseline holds --model {source} as it was given: check from the folder it was made in, "
+            "or pass --model"
+        ) from None
+
+
 def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResult], int]:
     from schedcmp.model import pipeline
     from schedcmp.model.sample import Sampler
@@ -442,16 +458,7 @@ def check_quietly(options: CheckOptions) -> tuple[dict[str, Any], list[CaseResul
     manifest = read_manifest(folder)
     check_tolerance_names(options.tolerance_overrides, manifest["cases"], folder)
     recorded = manifest["environment"]
-    source = options.model if options.model is not None else manifest["model"]["source"]
-    try:
-        model = pipeline.load(source, device, recorded["dtype"], options.allow_pickle)
-    except ModelError as error:
-        if options.model is not None or Path(source).is_absolute() or "not found" not in str(error):
-            raise
-        raise ModelError(  # a relative path, as given to `baseline create`, read from another folder
-            f"{error}; the baseline holds --model {source} as it was given: check from the folder it was made in, "
-            "or pass --model"
-        ) from None
+    model = load_checked_model(options, manifest, device)
     count = len(manifest["cases"])
     console.info(f"checking {count} case{'s' * (count != 1)} of {folder} with {model.name} ({profile} tolerances) ...")
     difference = pipeline.identity_difference(manifest["model"]["identity"], pipeline.model_identity(model.pipe))
