@@ -172,52 +172,6 @@ def sdxl(folder: Path) -> Path:
     return save(pipe, folder, scheduler_config)
 
 
-def sd3(folder: Path) -> Path:
-    """A flow-matching model: SD3 architecture with two CLIP encoders and no T5, 32×32 images."""
-    import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from transformers import CLIPTextModelWithProjection
-
-    torch.manual_seed(0)
-    words = tokenizer()
-    transformer = SD3Transformer2DModel(
-        sample_size=16,
-        patch_size=1,
-        in_channels=4,
-        num_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=4,
-        caption_projection_dim=32,
-        joint_attention_dim=64,
-        pooled_projection_dim=64,
-        out_channels=4,
-    )
-    scheduler_config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
-    pipe = StableDiffusion3Pipeline(
-        transformer=transformer,
-        vae=vae(shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False, use_post_quant_conv=False),
-        text_encoder=CLIPTextModelWithProjection(clip_config(len(words), projection_dim=32)),
-        text_encoder_2=CLIPTextModelWithProjection(clip_config(len(words), projection_dim=32)),
-        text_encoder_3=None,
-        tokenizer=words,
-        tokenizer_2=words,
-        tokenizer_3=None,
-        scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),
-    )
-    save(pipe, folder, scheduler_config)
-    # save_pretrained leaves absent components out; model_index.json says "none here" with [null, null].
-    index = json.loads((folder / "model_index.json").read_text())
-    index.update({"text_encoder_3": [None, None], "tokenizer_3": [None, None]})
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    return folder
-
-
-if __name__ == "__main__":  # python tests/tiny.py FOLDER: a random-weights SD1.x model to try the CLI on
-    import sys
-
-    sd15(Path(sys.argv[1]))
-
-
 def t5_tokenizer():
     """A T5 tokenizer built offline: a Unigram vocabulary of single characters, with and without the word-start
     mark, so any lower-case prompt encodes; no sentinel tokens."""
@@ -246,14 +200,16 @@ def t5_encoder(vocab_size: int, d_model: int):
     return T5EncoderModel(config)
 
 
-def sd3_t5(folder: Path) -> Path:
-    """SD3 architecture with all three text encoders (two CLIP and a random T5), 32×32 images, SD3's shift 3."""
+def sd3(folder: Path, t5: bool = False) -> Path:
+    """A flow-matching model: SD3 architecture with two CLIP encoders, and with `t5` a random T5 as the third;
+    32×32 images, SD3's shift 3."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
     torch.manual_seed(0)
-    words, t5_words = tokenizer(), t5_tokenizer()
+    words = tokenizer()
+    t5_words = t5_tokenizer() if t5 else None
     transformer = SD3Transformer2DModel(
         sample_size=16,
         patch_size=1,
@@ -272,13 +228,23 @@ def sd3_t5(folder: Path) -> Path:
         vae=vae(shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False, use_post_quant_conv=False),
         text_encoder=CLIPTextModelWithProjection(clip_config(len(words), projection_dim=32)),
         text_encoder_2=CLIPTextModelWithProjection(clip_config(len(words), projection_dim=32)),
-        text_encoder_3=t5_encoder(len(t5_words), d_model=64),
+        text_encoder_3=t5_encoder(len(t5_words), d_model=64) if t5 else None,
         tokenizer=words,
         tokenizer_2=words,
         tokenizer_3=t5_words,
         scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),
     )
-    return save(pipe, folder, scheduler_config)
+    save(pipe, folder, scheduler_config)
+    if not t5:  # save_pretrained leaves absent components out; model_index.json says "none here" with [null, null]
+        index = json.loads((folder / "model_index.json").read_text())
+        index.update({"text_encoder_3": [None, None], "tokenizer_3": [None, None]})
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+def sd3_t5(folder: Path) -> Path:
+    """SD3 with all three text encoders (two CLIP and a random T5)."""
+    return sd3(folder, t5=True)
 
 
 # FLUX.1-dev's scheduler_config.json, key for key.
@@ -333,3 +299,9 @@ def flux(folder: Path) -> Path:
         scheduler=FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER_CONFIG),
     )
     return save(pipe, folder, FLUX_SCHEDULER_CONFIG)
+
+
+if __name__ == "__main__":  # python tests/tiny.py FOLDER: a random-weights SD1.x model to try the CLI on
+    import sys
+
+    sd15(Path(sys.argv[1]))
