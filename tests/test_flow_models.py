@@ -19,6 +19,13 @@ def distinct_methods(runs: list[dict]) -> set[tuple]:
     }
 
 
+def run_json(cli, model, tmp_path, *flags: str) -> dict:
+    """`schedcmp run "a horse" --model MODEL FLAGS --out TMP/o --format json`, which must exit 0: its document."""
+    result = cli("run", "a horse", "--model", model, *flags, "--out", tmp_path / "o", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    return result.json()
+
+
 @pytest.mark.parametrize("family", ["sd3_t5_model", "flux_model"])
 def test_all_runs_every_sampler_with_a_flow_form(request, cli, tmp_path, family):
     model = request.getfixturevalue(family)
@@ -344,26 +351,8 @@ def test_shards_of_a_flow_sweep_merge_into_what_one_process_makes(cli, flux_mode
 def test_a_search_leaves_out_a_scheduler_that_cannot_take_its_schedule(cli, sd15_model, tmp_path):
     """DDIM has no karras schedule: its search ran on its own sigmas under a karras id, was called ok, and the
     answer could pick it. Now it is left out, with the reason, like a plain run's cell."""
-    result = cli(
-        "run",
-        "a horse",
-        "--model",
-        sd15_model,
-        "-s",
-        "euler,ddim",
-        "--schedule",
-        "karras",
-        "--target-psnr",
-        "20",
-        "--max-steps",
-        "3",
-        "--out",
-        tmp_path / "o",
-        "--format",
-        "json",
-    )
-    assert result.exit_code == 0, result.stderr
-    document = result.json()
+    flags = ("-s", "euler,ddim", "--schedule", "karras", "--target-psnr", "20", "--max-steps", "3")
+    document = run_json(cli, sd15_model, tmp_path, *flags)
     found = {entry["label"]: entry for entry in document["equal_quality"]}
     assert found["DDIM"]["status"] == "unsupported" and found["DDIM"]["reason"] == "DDIM: no karras schedule"
     assert not [run for run in document["runs"] if run["scheduler"] == "DDIMScheduler" and run["status"] == "ok"]
@@ -423,24 +412,8 @@ def test_one_schedule_for_every_run_is_said_in_the_table_and_on_the_sheet(cli, s
 def test_a_schedule_that_repeats_a_timestep_is_an_unsupported_cell_that_says_so(cli, sd15_model, tmp_path):
     """diffusers rounds the beta schedule's sigmas to whole timesteps; at 40 steps two round to 998, and a multistep
     scheduler, which finds its place by timestep, runs past its sigmas: an IndexError (UniPC: an AssertionError)."""
-    result = cli(
-        "run",
-        "a horse",
-        "--model",
-        sd15_model,
-        "-s",
-        "dpm++ 2m,heun",
-        "--steps",
-        "40",
-        "--schedule",
-        "beta",
-        "--out",
-        tmp_path / "o",
-        "--format",
-        "json",
-    )
-    assert result.exit_code == 0, result.stderr
-    runs = {run["scheduler"]: run for run in result.json()["runs"]}
+    document = run_json(cli, sd15_model, tmp_path, "-s", "dpm++ 2m,heun", "--steps", "40", "--schedule", "beta")
+    runs = {run["scheduler"]: run for run in document["runs"]}
     dpm = runs["DPMSolverMultistepScheduler"]
     assert dpm["status"] == "unsupported" and dpm["reason"] == (
         "DPMSolverMultistep: its beta schedule at 40 steps repeats timestep 998 (diffusers rounds the sigmas to "
@@ -452,24 +425,8 @@ def test_a_schedule_that_repeats_a_timestep_is_an_unsupported_cell_that_says_so(
 
 def test_an_entry_with_the_schedule_of_its_own_says_its_default_cell_is_that_run(cli, sd15_model, tmp_path):
     """`DPM++ 2M Karras` × `--schedule karras` said "sets its own schedule ... not --schedule karras", the same one."""
-    result = cli(
-        "run",
-        "a horse",
-        "--model",
-        sd15_model,
-        "-s",
-        "dpm++ 2m karras",
-        "--steps",
-        "2",
-        "--schedule",
-        "default,karras,beta",
-        "--out",
-        tmp_path / "o",
-        "--format",
-        "json",
-    )
-    assert result.exit_code == 0, result.stderr
-    reasons = {run["schedule"]: run["reason"] for run in result.json()["runs"]}
+    flags = ("-s", "dpm++ 2m karras", "--steps", "2", "--schedule", "default,karras,beta")
+    reasons = {run["schedule"]: run["reason"] for run in run_json(cli, sd15_model, tmp_path, *flags)["runs"]}
     assert reasons == {
         None: None,
         "karras": "DPMSolverMultistep: its entry has the karras schedule already (use_karras_sigmas=True): its "
