@@ -485,8 +485,10 @@ def render_grid(
     cells: list[GridCell],
     image_width: int,
     image_height: int,
+    label_lines: int,
 ) -> bytes:
-    """One grid sheet as PNG bytes: legend header, column labels on top, row labels at the left."""
+    """One grid sheet as PNG bytes: legend header, column labels on top, row labels at the left; each cell's label
+    gets `label_lines` lines (grid_label_lines of the whole grid, so that its pages match)."""
     from PIL import Image, ImageDraw
 
     text_font = Lettering()
@@ -494,7 +496,6 @@ def render_grid(
     def fits(width: int) -> Callable[[str], bool]:
         return lambda line: text_font.length(line) <= width
 
-    label_lines = grid_label_lines([cell.lines for cell in cells], image_width, image_height, text_font)
     width_guess = grid_shape_for(len(row_labels), len(column_labels), image_width, image_height, 0).width
     header_wrapped = header_lines(header, fits(max(width_guess, 600) - 2 * PADDING))
     shape = grid_shape_for(
@@ -527,10 +528,10 @@ def render_grid(
     return output.getvalue()
 
 
-def grid_label_lines(labels: list[list[str]], image_width: int, image_height: int, text_font=None) -> int:
+def grid_label_lines(labels: list[list[str]], image_width: int, image_height: int) -> int:
     """The label lines every cell of a grid gets: as many as its longest label needs, GRID_CELL_LINES to
     GRID_MAX_CELL_LINES (each label: its figures line, then its notes)."""
-    text_font = text_font or Lettering()
+    text_font = Lettering()
     cell_width, _ = tile_size(image_width, image_height)
     fits = lambda line: text_font.length(line) <= cell_width  # noqa: E731
     needed = [len(fit_label(None, lines[:1], lines[1:], fits, GRID_MAX_CELL_LINES)) for lines in labels]
@@ -790,6 +791,7 @@ def write_grid_pages(
             cells,
             width,
             height,
+            label_lines,
         )
         write_atomic(path, png)
         written.append(path)
@@ -809,16 +811,15 @@ def grid_cell(out_dir: Path, row: int, column: int, run: Run) -> GridCell:
 def grid_of_grids(out_dir: Path, header: list[str], plans: list, width: int, height: int) -> Path | None:
     """--z: every sheet's grid, titled, one under the other in contact_sheet.png; None when too big for one image."""
     header_lines = len(header) + 1
-    for p in plans:
-        label_lines = grid_label_lines([cell_lines(run) for _, _, run in p.cells], width, height)
-        if len(pages(len(p.rows), len(p.columns), width, height, header_lines, label_lines=label_lines)) > 1:
+    label_lines = [grid_label_lines([cell_lines(run) for _, _, run in p.cells], width, height) for p in plans]
+    for p, lines in zip(plans, label_lines):
+        if len(pages(len(p.rows), len(p.columns), width, height, header_lines, label_lines=lines)) > 1:
             return None
     grids = []
-    for number, plan in enumerate(plans):
+    for number, (plan, lines) in enumerate(zip(plans, label_lines)):
         cells = [grid_cell(out_dir, r, c, run) for r, c, run in plan.cells]
-        grids.append(
-            render_grid((header if number == 0 else []) + [plan.title], plan.rows, plan.columns, cells, width, height)
-        )
+        title = (header if number == 0 else []) + [plan.title]
+        grids.append(render_grid(title, plan.rows, plan.columns, cells, width, height, lines))
     stacked = stack_vertically(grids)
     if stacked is None:
         return None
