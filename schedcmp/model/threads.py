@@ -85,7 +85,7 @@ def this_machine() -> Machine:
     """The cores, torch's threads and how busy other processes keep the machine, now."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = core_count()
     omp = os.environ.get("OMP_NUM_THREADS")
     default = torch.get_num_threads()
     if omp:  # the user's choice: nothing to measure
@@ -170,13 +170,20 @@ def process_age() -> float:
     return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
+def core_count() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def chosen(asked: int | str, note: Callable[[str], None]) -> Iterator[int]:
     """Torch's threads as `asked` while the block runs (-> the count it runs with); then as they were."""
     import torch
 
     before = torch.get_num_threads()
-    threads, why = choose(asked, this_machine())
+    # a number is taken as it is: only `auto` needs what other processes use (and may wait SAMPLE_SECONDS for it)
+    machine = this_machine() if asked == "auto" else Machine(cores=core_count(), default=before, load=None, own=0.0)
+    threads, why = choose(asked, machine)
     if why:
         note(why)
     if threads is not None and threads != before:
