@@ -25,7 +25,8 @@ from schedcmp.core.records import (
 )
 from schedcmp.output import render
 from schedcmp.output.check_report import data_uri
-from schedcmp.output.report import AXIS_COLUMNS, PARETO_NAMES, pareto_costs, write_atomic
+from schedcmp.output.report import AXIS_COLUMNS, PARETO_NAMES, pareto_costs, varying_axes, write_atomic
+from schedcmp.output.report import table_row as table_row_values
 from schedcmp.quality.metrics import METRICS
 from schedcmp.quality.stepsearch import goal_text
 
@@ -57,12 +58,8 @@ def axis_value(run: Run, axis: str) -> Any:
 
 
 def table_columns(runs: list[Run]) -> list[tuple[str, str, str | None]]:
-    """COLUMNS, with a column for each of AXIS_COLUMNS whose values differ between the runs."""
-    varying = [
-        a
-        for a in AXIS_COLUMNS
-        if len({repr(axis_value(run, a)) for run in runs}) > 1 or (a == "schedule" and any(r.schedule for r in runs))
-    ]
+    """COLUMNS, with a column for each axis the terminal's table shows (report.varying_axes)."""
+    varying = varying_axes([table_row_values(run) for run in runs])
     return COLUMNS[:2] + [(a, AXIS_HEADERS[a], AXIS_KINDS[a]) for a in varying] + COLUMNS[2:]
 
 
