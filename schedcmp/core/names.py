@@ -68,6 +68,7 @@ METHOD_NAMES = {  # the flow sampler's methods by their UI names
     "ipndm": "iPNDM",
     "deis": "DEIS",
 }
+METHOD_OF_NAME = {name: method for method, name in METHOD_NAMES.items()}  # the other way round
 NATIVE_FLOW_ALIASES = {  # UI name -> (class, overrides besides flow_shift); FlowMatch classes need no flags
     "Euler": ("FlowMatchEulerDiscreteScheduler", {}),
     "Heun": ("FlowMatchHeunDiscreteScheduler", {}),
@@ -93,7 +94,6 @@ NATIVE_FLOW_ALL = [
 def flow_aliases(flow_shift: float) -> dict[str, tuple[str, dict[str, Any]]]:
     """The UI names on a flow model whose shift is `flow_shift`: native flow schedulers, else flow sampler methods."""
     aliases = {}
-    methods = {name: method for method, name in METHOD_NAMES.items()}
     for method, name in METHOD_NAMES.items():
         aliases[name] = (FLOW_SAMPLER, {"method": method})
     for name, (class_name, overrides) in NATIVE_FLOW_ALIASES.items():
@@ -102,8 +102,8 @@ def flow_aliases(flow_shift: float) -> dict[str, tuple[str, dict[str, Any]]]:
     # takes no Karras schedule), not the ε-model class, which a flow model does not list as compatible
     for name in ALIASES:
         base = name.removesuffix(" Karras")
-        if base != name and base in methods:
-            aliases[name] = (FLOW_SAMPLER, {"method": methods[base], "schedule": "karras"})
+        if base != name and base in METHOD_OF_NAME:
+            aliases[name] = (FLOW_SAMPLER, {"method": METHOD_OF_NAME[base], "schedule": "karras"})
     return aliases
 
 
@@ -112,10 +112,9 @@ def flow_sampler_twin(class_name: str, overrides: dict[str, Any]) -> str | None:
     `FlowSampler(method=dpmpp_2m)`), or None where it has none (UniPC) or is no native flow scheduler: what to
     run instead where the native one cannot take a schedule or a pipeline's sigmas."""
     own = {key: value for key, value in overrides.items() if key != "flow_shift"}
-    methods = {name: method for method, name in METHOD_NAMES.items()}
     for name, (native, flags) in NATIVE_FLOW_ALIASES.items():
-        if native == class_name and own == flags and name in methods:
-            return f"FlowSampler(method={methods[name]})"
+        if native == class_name and own == flags and name in METHOD_OF_NAME:
+            return f"FlowSampler(method={METHOD_OF_NAME[name]})"
     return None
 
 
