@@ -46,7 +46,7 @@ class Machine:
 
     @property
     def others(self) -> float:
-        """The load other processes put on the machine: the load average, less what this process added."""
+        """The cores' worth of CPU other processes use: `load` less this process's own share of it."""
         return max(0.0, (self.load or 0.0) - self.own)
 
 
